@@ -1,0 +1,186 @@
+"""The user's own data: a folder of images, or a ``.npy`` / ``.npz`` array file.
+
+Images are converted to the model's channels (``L`` for 1, ``RGB`` for 3), resized so that
+they cover ``H x W`` (the shorter side relative to the target becomes the target's), center
+cropped to ``H x W`` and normalized ``(pixel/255 - mean) / std`` with the ImageNet statistics
+(3 channels) or the Fashion-MNIST ones (1 channel). A folder whose sub-folders hold images is
+labelled: class ``k`` is the ``k``-th sub-folder in sorted order (numerically when every name
+is an integer) and samples alternate between classes, so any prefix is class-balanced.
+A flat folder has no labels. Array files hold already preprocessed float32 NCHW inputs
+(``.npy``; ``.npz`` with ``x`` and optional integer labels ``y``) and are read without
+unpickling.
+"""
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from intq.errors import IntqError
+from intq.zoo.dataset import Dataset
+from intq.zoo.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD
+from intq.zoo.natural_images import IMAGENET_MEAN, IMAGENET_STD, normalize_pixels
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "image_normalization",
+    "load_user_data",
+]
+
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+_MODES = {1: "L", 3: "RGB"}
+
+
+def load_user_data(
+    path: str | Path, *, input_shape: tuple[int, int, int], n: int | None = None
+) -> Dataset:
+    """A folder of images, a ``.npy`` or a ``.npz`` file, as a Dataset of ``input_shape``
+    samples; the first ``n >= 1`` samples when ``n`` is given."""
+    path = Path(path)
+    if n is not None and n < 1:
+        raise IntqError(f"the number of samples must be >= 1, got {n}")
+    if path.is_dir():
+        return _load_image_folder(path, input_shape, n)
+    if path.suffix in (".npy", ".npz") and path.is_file():
+        return _load_array_file(path, input_shape, n)
+    if path.is_file():
+        raise IntqError(f"{path}: unsupported data file; use a folder of images, .npy or .npz")
+    raise IntqError(f"{path}: no such file or folder")
+
+
+def image_normalization(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` per channel: ImageNet for 3 channels, Fashion-MNIST for 1."""
+    if channels == 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    if channels == 1:
+        return (FASHION_MNIST_MEAN,), (FASHION_MNIST_STD,)
+    raise IntqError(
+        f"images can only feed models with 1 or 3 input channels, not {channels}; "
+        "give preprocessed inputs as a .npy file instead"
+    )
+
+
+def _load_image_folder(folder: Path, input_shape: tuple[int, int, int], n: int | None) -> Dataset:
+    """The images of ``folder`` (flat: no labels; class sub-folders: labels), preprocessed."""
+    mean, std = image_normalization(input_shape[0])
+    files, labels = _list_images(folder)
+    files, labels = files[:n], None if labels is None else labels[:n]
+    pixels = np.stack([_preprocess_image(path, input_shape) for path in files])
+    y = None if labels is None else torch.tensor(labels, dtype=torch.int64)
+    return Dataset(f"folder:{folder}", normalize_pixels(pixels, mean, std), y)
+
+
+def _load_array_file(path: Path, input_shape: tuple[int, int, int], n: int | None) -> Dataset:
+    """Inputs from a ``.npy`` (float32 NCHW) or ``.npz`` (``x``, optional ``y``) file."""
+    arrays = _read_arrays(path)
+    x, y = arrays["x"][:n], None if arrays.get("y") is None else arrays["y"][:n]
+    _check_inputs(path, x, input_shape)
+    if y is not None:
+        _check_labels(path, y, len(x))
+        y = torch.from_numpy(y.astype(np.int64))
+    return Dataset(f"file:{path}", torch.from_numpy(np.array(x, dtype=np.float32)), y)
+
+
+def _list_images(folder: Path) -> tuple[list[Path], list[int] | None]:
+    """Image files in reading order and their labels (``None`` for a flat folder)."""
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    classes = _sorted_class_names([p.name for p in entries if p.is_dir()])
+    flat = [p for p in entries if _is_image(p)]
+    per_class = [sorted(p for p in (folder / c).iterdir() if _is_image(p)) for c in classes]
+    if flat and any(per_class):
+        raise IntqError(
+            f"{folder} has images both at the top and in class sub-folders; "
+            "put every image in a class sub-folder, or use a flat folder"
+        )
+    if flat:
+        return flat, None
+    if not any(per_class):
+        raise IntqError(f"{folder}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return _interleave(per_class)
+
+
+def _sorted_class_names(names: list[str]) -> list[str]:
+    if names and all(name.isdecimal() for name in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+def _interleave(per_class: list[list[Path]]) -> tuple[list[Path], list[int]]:
+    """Round-robin over classes: file 0 of every class, then file 1, ..."""
+    order = sorted(
+        ((rank, label) for label, paths in enumerate(per_class) for rank in range(len(paths)))
+    )
+    return [per_class[label][rank] for rank, label in order], [label for _, label in order]
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _preprocess_image(path: Path, input_shape: tuple[int, int, int]) -> np.ndarray:
+    """uint8 (H, W, C): converted, resized to cover H x W (bilinear), center cropped."""
+    channels, height, width = input_shape
+    try:
+        with Image.open(path) as image:
+            image = image.convert(_MODES[channels])
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise IntqError(f"cannot read image {path}: {exc}") from None
+    scale = max(height / image.height, width / image.width)
+    box_w, box_h = width / scale, height / scale
+    left, top = (image.width - box_w) / 2, (image.height - box_h) / 2
+    resized = image.resize(
+        (width, height), Image.Resampling.BILINEAR, box=(left, top, left + box_w, top + box_h)
+    )
+    return np.asarray(resized).reshape(height, width, channels)
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray | None]:
+    """``{"x": ..., "y": ... or None}`` read with ``allow_pickle=False``."""
+    try:
+        if path.suffix == ".npy":
+            return {"x": np.load(path, allow_pickle=False), "y": None}
+        with np.load(path, allow_pickle=False) as archive:
+            if "x" not in archive.files:
+                raise IntqError(
+                    f"{path}: a .npz needs an array 'x' (and optionally 'y'); "
+                    f"it has {', '.join(archive.files) or 'no arrays'}"
+                )
+            y = archive["y"] if "y" in archive.files else None
+            return {"x": archive["x"], "y": y}
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise IntqError(
+                f"{path} holds Python objects, which intq never unpickles; "
+                "save plain numeric arrays (np.save / np.savez)"
+            ) from None
+        raise IntqError(f"cannot read {path}: {exc}") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise IntqError(f"cannot read {path}: {exc}") from None
+
+
+def _check_inputs(path: Path, x: np.ndarray, input_shape: tuple[int, int, int]) -> None:
+    expected = f"float32 of shape (N, {', '.join(map(str, input_shape))})"
+    if x.dtype != np.float32 or x.ndim != 4 or x.shape[1:] != tuple(input_shape):
+        raise IntqError(
+            f"{path}: expected inputs {expected}, got {x.dtype} of shape {tuple(x.shape)}"
+        )
+    if len(x) == 0:
+        raise IntqError(f"{path}: holds no samples (shape {tuple(x.shape)})")
+    finite = np.isfinite(x).reshape(len(x), -1).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise IntqError(
+            f"{path}: {len(bad)} samples hold NaN or Inf values (first: sample {bad[0]})"
+        )
+
+
+def _check_labels(path: Path, y: np.ndarray, count: int) -> None:
+    if y.dtype.kind not in "iu" or y.shape != (count,):
+        raise IntqError(
+            f"{path}: expected labels 'y' as integers of shape ({count},), "
+            f"got {y.dtype} of shape {tuple(y.shape)}"
+        )
+    if count and y.min() < 0:
+        raise IntqError(f"{path}: labels must be >= 0, got {y.min()}")

@@ -1,0 +1,194 @@
+"""Observer base class: interface, input checks and state handling shared by all range estimators.
+
+An observer watches tensors (``update``) and estimates the real range ``(min_val, max_val)`` that a
+quantizer should cover (``ranges``). State lives in buffers so that ``state_dict()`` round-trips and
+``torch.distributed`` can reduce it. With ``per_channel=True`` every statistic is kept per slice
+along ``axis`` (any axis, negative allowed) and ``ranges()`` returns 1-D tensors; otherwise 0-d.
+Observers see data as float32; integer tensors are rejected.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Observer"]
+
+
+class Observer(nn.Module, abc.ABC):
+    """Range estimator: ``update(x)``, ``ranges() -> (min_val, max_val)``, ``merge``, ``reset``.
+
+    Subclasses implement ``_update`` (fold one batch in), ``_ranges`` (per-channel estimate) and
+    ``_merge`` (fold another observer's state in), extend ``_allocate`` with their own buffers, and
+    end ``__init__`` with ``self.reset()``. Buffers ``min_val``/``max_val`` (one value per channel)
+    and ``num_batches`` (number of ``update`` calls folded in) exist in every observer.
+    """
+
+    kind: str = "base"
+    _state_dtype: torch.dtype = torch.float32
+
+    def __init__(
+        self, *, per_channel: bool = False, axis: int = 0, bits: int = 8, symmetric: bool = False
+    ) -> None:
+        super().__init__()
+        if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
+            raise ValueError(f"{self.kind} observer: bits must be an int in [2, 16], got {bits!r}")
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise ValueError(f"{self.kind} observer: axis must be an int, got {axis!r}")
+        self.per_channel = bool(per_channel)
+        self.axis = axis
+        self.bits = bits
+        self.symmetric = bool(symmetric)
+        self.register_buffer("num_batches", torch.zeros((), dtype=torch.int64))
+
+    # ----------------------------------------------------------------------------- public API
+    @property
+    def has_data(self) -> bool:
+        """True once at least one tensor was observed (directly or through ``merge``)."""
+        return bool(self.num_batches > 0)
+
+    @property
+    def num_channels(self) -> int:
+        """Channels tracked: 1 per-tensor, the size of ``axis`` per channel, 0 before any data."""
+        return self.min_val.shape[0]
+
+    @torch.no_grad()
+    def update(self, x: Tensor) -> None:
+        """Fold one tensor into the statistics (detached, no autograd graph)."""
+        rows = self._rows(x)
+        batch_min, batch_max = torch.aminmax(rows, dim=1)
+        if not (torch.isfinite(batch_min).all() and torch.isfinite(batch_max).all()):
+            raise ValueError(f"{self.kind} observer: {_nonfinite_message(rows)}")
+        if not self.has_data:
+            self._allocate(rows.shape[0])
+        elif rows.shape[0] != self.num_channels:
+            raise ValueError(
+                f"{self.kind} observer: expected {self.num_channels} channels along axis "
+                f"{self.axis} (from earlier updates), got {rows.shape[0]}"
+            )
+        self._update(rows, batch_min, batch_max)
+        self.num_batches += 1
+
+    def ranges(self) -> tuple[Tensor, Tensor]:
+        """Estimated ``(min_val, max_val)``: float32, 0-d per-tensor, shape (C,) per channel."""
+        if not self.has_data:
+            raise ValueError(f"{self.kind} observer: no data observed; run calibration first")
+        lo, hi = self._ranges()
+        if not self.per_channel:
+            lo, hi = lo.reshape(()), hi.reshape(())
+        return lo.to(torch.float32, copy=True), hi.to(torch.float32, copy=True)
+
+    def reset(self) -> None:
+        """Forget everything observed; the observer is as freshly constructed."""
+        self.num_batches.zero_()
+        self._allocate(0)
+
+    @torch.no_grad()
+    def merge(self, other: Observer) -> None:
+        """Fold ``other``'s statistics into this observer in place (see each kind for exactness)."""
+        if type(other) is not type(self) or other._config() != self._config():
+            raise ValueError(
+                f"{self.kind} observer: can only merge an observer of the same kind and settings, "
+                f"got {type(other).__name__} with {other._config()} (mine: {self._config()})"
+            )
+        if not other.has_data:
+            return
+        if not self.has_data:
+            self.load_state_dict(other.state_dict())
+            return
+        if other.num_channels != self.num_channels:
+            raise ValueError(
+                f"{self.kind} observer: cannot merge {other.num_channels} channels into "
+                f"{self.num_channels}"
+            )
+        merged_batches = self._merged_num_batches(other)
+        self._merge(other)
+        self.num_batches.fill_(merged_batches)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{key}={value!r}" for key, value in self._config().items())
+
+    # --------------------------------------------------------------------- subclass interface
+    def _allocate(self, num_channels: int) -> None:
+        """(Re)create the per-channel buffers for ``num_channels`` channels, holding no data."""
+        device = self.num_batches.device
+        full = torch.full((num_channels,), math.inf, dtype=self._state_dtype, device=device)
+        self.register_buffer("min_val", full)
+        self.register_buffer("max_val", -full)
+
+    @abc.abstractmethod
+    def _update(self, rows: Tensor, batch_min: Tensor, batch_max: Tensor) -> None:
+        """Fold one batch, given as (C, N) rows with their per-row min and max, into the state."""
+
+    @abc.abstractmethod
+    def _ranges(self) -> tuple[Tensor, Tensor]:
+        """Per-channel estimate ``(lo, hi)``, each of shape (C,)."""
+
+    @abc.abstractmethod
+    def _merge(self, other: Observer) -> None:
+        """Fold the state of ``other`` (same kind, settings and channel count) into this one."""
+
+    def _merged_num_batches(self, other: Observer) -> int:
+        return int(self.num_batches + other.num_batches)
+
+    def _config(self) -> dict[str, Any]:
+        """Constructor settings; two observers merge only if these are equal."""
+        return {
+            "per_channel": self.per_channel,
+            "axis": self.axis,
+            "bits": self.bits,
+            "symmetric": self.symmetric,
+        }
+
+    # ---------------------------------------------------------------------------- internals
+    def _rows(self, x: Tensor) -> Tensor:
+        """``x`` as a float32 (channels, values) matrix: (1, numel) per-tensor."""
+        if not isinstance(x, Tensor):
+            raise ValueError(
+                f"{self.kind} observer: expected a torch.Tensor, got {type(x).__name__}"
+            )
+        if not x.is_floating_point():
+            raise ValueError(
+                f"{self.kind} observer: expected a floating-point tensor, got dtype {x.dtype}"
+            )
+        if x.numel() == 0:
+            raise ValueError(
+                f"{self.kind} observer: got an empty tensor of shape {tuple(x.shape)}; "
+                "feed at least one value"
+            )
+        x = x.detach().to(torch.float32)
+        if not self.per_channel:
+            return x.reshape(1, -1)
+        if not -x.dim() <= self.axis < x.dim():
+            raise ValueError(
+                f"{self.kind} observer: channel axis {self.axis} is out of range for a tensor of "
+                f"shape {tuple(x.shape)}; use an axis in [{-x.dim()}, {x.dim() - 1}]"
+            )
+        return x.movedim(self.axis, 0).reshape(x.shape[self.axis], -1)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Resize per-channel buffers to the incoming channel count before the copy."""
+        for name, buffer in self._buffers.items():
+            incoming = state_dict.get(prefix + name)
+            if (
+                buffer is not None
+                and isinstance(incoming, Tensor)
+                and buffer.dim() >= 1
+                and incoming.dim() == buffer.dim()
+                and incoming.shape[1:] == buffer.shape[1:]
+            ):
+                self._buffers[name] = buffer.new_empty(incoming.shape)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _nonfinite_message(x: Tensor) -> str:
+    """'calibration tensor contains 3 NaN and 1 Inf values; ...' for a non-finite tensor."""
+    parts = []
+    for label, count in (("NaN", int(torch.isnan(x).sum())), ("Inf", int(torch.isinf(x).sum()))):
+        if count:
+            parts.append(f"{count} {label}")
+    return f"calibration tensor contains {' and '.join(parts)} values; check the model inputs"

@@ -1,0 +1,76 @@
+"""EMA observer: bias-corrected exponential moving average of batch min/max (activations in QAT).
+
+After ``t`` batches with minima ``b_1..b_t`` and decay ``d``::
+
+    min_val_t = sum_i (1 - d)·d^(t-i)·b_i / (1 - d^t)
+
+(likewise for max). This is the paper's moving average (TF used d = 0.999) with Adam-style bias
+correction: a zero-started average divided by the weight it has accumulated. It is kept in the
+equivalent recursive form ``m_t = m_(t-1) + a_t·(b_t - m_(t-1))``, ``a_t = (1 - d)/(1 - d^t)``;
+``a_1 = 1``, so the first batch sets the range exactly (a warm start), and early batches are
+weighted evenly instead of the first one dominating for ~1/(1 - d) steps. State is float64.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from intq.observers.base import Observer
+
+__all__ = ["EMAObserver"]
+
+
+class EMAObserver(Observer):
+    """Bias-corrected EMA of per-batch ``(min, max)``, per tensor or per channel.
+
+    ``merge`` is a count-weighted average of the two estimates,
+    ``m = (t_a·m_a + t_b·m_b)/(t_a + t_b)``, keeping ``num_batches = max(t_a, t_b)``. It is not
+    exact: an EMA of batch minima over the union of two data streams needs ``min(b_a, b_b)`` per
+    step, which the two averages no longer contain. It is what keeps distributed QAT ranks in
+    sync: for ranks in lockstep (equal ``num_batches``) it equals a ``torch.distributed``
+    all-reduce AVG of ``min_val``/``max_val``.
+    """
+
+    kind = "ema"
+    _state_dtype = torch.float64
+
+    def __init__(
+        self,
+        *,
+        per_channel: bool = False,
+        axis: int = 0,
+        bits: int = 8,
+        symmetric: bool = False,
+        decay: float = 0.999,
+    ) -> None:
+        super().__init__(per_channel=per_channel, axis=axis, bits=bits, symmetric=symmetric)
+        if isinstance(decay, bool) or not isinstance(decay, int | float) or not 0 < decay < 1:
+            raise ValueError(f"ema observer: decay must be a number in (0, 1), got {decay!r}")
+        self.decay = float(decay)
+        self.reset()
+
+    def _update(self, rows: Tensor, batch_min: Tensor, batch_max: Tensor) -> None:
+        if not self.has_data:
+            self.min_val = batch_min.double()
+            self.max_val = batch_max.double()
+            return
+        step = int(self.num_batches) + 1
+        weight = (1.0 - self.decay) / (1.0 - self.decay**step)
+        self.min_val += weight * (batch_min.double() - self.min_val)
+        self.max_val += weight * (batch_max.double() - self.max_val)
+
+    def _ranges(self) -> tuple[Tensor, Tensor]:
+        return self.min_val, self.max_val
+
+    def _merge(self, other: Observer) -> None:
+        mine, theirs = float(self.num_batches), float(other.num_batches)
+        total = mine + theirs
+        self.min_val = (mine * self.min_val + theirs * other.min_val) / total
+        self.max_val = (mine * self.max_val + theirs * other.max_val) / total
+
+    def _merged_num_batches(self, other: Observer) -> int:
+        return int(torch.maximum(self.num_batches, other.num_batches))
+
+    def _config(self) -> dict[str, object]:
+        return {**super()._config(), "decay": self.decay}

@@ -1,0 +1,38 @@
+"""Min/max observer: the running extremes of everything observed (exact, exactly mergeable)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from intq.observers.base import Observer
+
+__all__ = ["MinMaxObserver"]
+
+
+class MinMaxObserver(Observer):
+    """``ranges() = (min x, max x)`` over all observed values, per tensor or per channel.
+
+    ``bits`` and ``symmetric`` do not change the estimate (a symmetric quantizer takes
+    ``max(|min|, |max|)`` downstream). Merge is exact: min of minima, max of maxima, which is also
+    what a ``torch.distributed`` all-reduce with MIN / MAX on ``min_val`` / ``max_val`` computes.
+    """
+
+    kind = "minmax"
+
+    def __init__(
+        self, *, per_channel: bool = False, axis: int = 0, bits: int = 8, symmetric: bool = False
+    ) -> None:
+        super().__init__(per_channel=per_channel, axis=axis, bits=bits, symmetric=symmetric)
+        self.reset()
+
+    def _update(self, rows: Tensor, batch_min: Tensor, batch_max: Tensor) -> None:
+        self.min_val = torch.minimum(self.min_val, batch_min)
+        self.max_val = torch.maximum(self.max_val, batch_max)
+
+    def _ranges(self) -> tuple[Tensor, Tensor]:
+        return self.min_val, self.max_val
+
+    def _merge(self, other: Observer) -> None:
+        self.min_val = torch.minimum(self.min_val, other.min_val)
+        self.max_val = torch.maximum(self.max_val, other.max_val)

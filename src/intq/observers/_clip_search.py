@@ -1,11 +1,9 @@
 """MSE-optimal clipping: quantization error of a clip range (on data or a histogram) and its search.
 
-The grid of a clip range ``[lo, hi]`` at ``bits`` (round half to even, saturating):
-
-- symmetric: ``t = max(-lo, hi)``, ``scale = t/(2^(b-1) - 1)``, zero point 0, narrow levels
-  ``[-(2^(b-1) - 1), 2^(b-1) - 1]``;
-- affine: ``[lo, hi]`` relaxed to contain 0, ``scale = (hi - lo)/(2^b - 1)``,
-  ``zero_point = clamp(round(-lo/scale), 0, 2^b - 1)``, levels ``[0, 2^b - 1]``.
+A clip range ``[lo, hi]`` is scored with the grid the quantizer will build from it
+(``intq.qmath``, round half to even, saturating): symmetric ``symmetric_qparams`` on the narrow
+signed grid ``[-(2^(b-1) - 1), 2^(b-1) - 1]`` (scale ``max(-lo, hi)/(2^(b-1) - 1)``), affine
+``affine_qparams`` on ``[0, 2^b - 1]`` (range relaxed to contain 0, nudged zero point).
 
 Candidates are ``ratio·[lo, hi]`` of the observed range, ratio in [0.3, 1]: a grid with step 0.02,
 then golden-section refinement around the best grid point (per channel, vectorized).
@@ -19,6 +17,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from intq.qmath import affine_qparams, fake_quantize, qrange, symmetric_qparams
+
 __all__ = ["quantization_grid", "mse_on_rows", "mse_on_histogram", "search_clip_ratio"]
 
 _RATIO_GRID = torch.linspace(0.3, 1.0, 36, dtype=torch.float64)
@@ -29,30 +29,19 @@ _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 def quantization_grid(
     lo: Tensor, hi: Tensor, bits: int, symmetric: bool
 ) -> tuple[Tensor, Tensor, int, int]:
-    """``(scale, zero_point, qmin, qmax)`` of the grid covering ``[lo, hi]`` (float64, per channel).
-
-    A zero-width range gets scale 1 (its values are all 0 and quantize exactly).
-    """
+    """``(scale float32, zero_point int32, qmin, qmax)`` of the grid covering ``[lo, hi]`` (C,)."""
     if symmetric:
-        qmax = 2 ** (bits - 1) - 1
-        scale = torch.maximum(-lo, hi) / qmax
-        scale = torch.where(scale > 0, scale, 1.0)
-        return scale, torch.zeros_like(scale), -qmax, qmax
-    qmax = 2**bits - 1
-    lo, hi = lo.clamp(max=0), hi.clamp(min=0)
-    scale = (hi - lo) / qmax
-    scale = torch.where(scale > 0, scale, 1.0)
-    zero_point = torch.round(-lo / scale).clamp(0, qmax)
-    return scale, zero_point, 0, qmax
+        qmin, qmax = qrange(bits, signed=True, narrow=True)
+        return (*symmetric_qparams(lo, hi, qmin, qmax), qmin, qmax)
+    qmin, qmax = qrange(bits, signed=False)
+    return (*affine_qparams(lo, hi, qmin, qmax), qmin, qmax)
 
 
 def mse_on_rows(rows: Tensor, lo: Tensor, hi: Tensor, bits: int, symmetric: bool) -> Tensor:
-    """Mean of ``(x - fake_quant_half_even(x))²`` per row of ``rows`` (C, N), clip ranges (C,)."""
+    """Mean of ``(x - fake_quantize(x))²`` per row of ``rows`` (C, N), clip ranges (C,), float64."""
     scale, zero_point, qmin, qmax = quantization_grid(lo, hi, bits, symmetric)
-    scale = scale.to(rows.dtype)[:, None]
-    zero_point = zero_point.to(rows.dtype)[:, None]
-    levels = torch.clamp(torch.round(rows / scale) + zero_point, qmin, qmax)
-    return ((levels - zero_point) * scale - rows).square().mean(dim=1).double()
+    error = fake_quantize(rows, scale, zero_point, qmin, qmax, axis=0) - rows
+    return error.square().mean(dim=1).double()
 
 
 def mse_on_histogram(
@@ -64,7 +53,8 @@ def mse_on_histogram(
     integrated in closed form over each bin (see ``_squared_error_integral``).
     """
     scale, zero_point, qmin, qmax = quantization_grid(lo, hi, bits, symmetric)
-    integral = _squared_error_integral(edges, scale[:, None], zero_point[:, None], qmin, qmax)
+    scale, zero_point = scale.double()[:, None], zero_point.double()[:, None]
+    integral = _squared_error_integral(edges, scale, zero_point, qmin, qmax)
     per_bin = (integral[:, 1:] - integral[:, :-1]) / (edges[:, 1:] - edges[:, :-1])
     counts = counts.to(torch.float64)
     return (counts * per_bin).sum(dim=1) / counts.sum(dim=1)

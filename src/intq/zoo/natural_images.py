@@ -126,10 +126,10 @@ def normalize_pixels(
 ) -> torch.Tensor:
     """uint8 (N, H, W, C) -> float32 (N, C, H, W), ``(pixel/255 - mean[c]) / std[c]``."""
     channels = pixels.shape[-1]
-    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(torch.float32) / 255.0
+    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().to(torch.float32)
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, channels, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, channels, 1, 1)
-    return ((x - mean_t) / std_t).contiguous()
+    return x.div_(255.0).sub_(mean_t).div_(std_t)
 
 
 @functools.lru_cache(maxsize=1)

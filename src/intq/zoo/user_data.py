@@ -150,10 +150,14 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray | None]:
             y = archive["y"] if "y" in archive.files else None
             return {"x": archive["x"], "y": y}
     except ValueError as exc:
-        if "allow_pickle" in str(exc):
+        if "Object arrays" in str(exc):
             raise IntqError(
                 f"{path} holds Python objects, which intq never unpickles; "
                 "save plain numeric arrays (np.save / np.savez)"
+            ) from None
+        if "pickled data" in str(exc):
+            raise IntqError(
+                f"cannot read {path}: not a NumPy .npy/.npz file (intq never unpickles)"
             ) from None
         raise IntqError(f"cannot read {path}: {exc}") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:

@@ -1,0 +1,98 @@
+"""Natural-image crops: bundled sources only, deterministic, disjoint splits, exact pixels."""
+
+from importlib import resources
+
+import numpy as np
+import pytest
+import torch
+
+from intq.errors import IntqError
+from intq.zoo.natural_images import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PHOTOGRAPHS,
+    crop_params_random_resized,
+    load_natural_images,
+)
+
+_MEAN = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+_STD = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return load_natural_images("calibration"), load_natural_images("evaluation")
+
+
+def _pixels(data, n=64):
+    """The first ``n`` samples back on the 0..255 scale, in float64."""
+    return (data.x[:n].double() * _STD + _MEAN) * 255
+
+
+def test_every_photograph_ships_inside_its_installed_package():
+    folders = {"skimage": "data", "matplotlib": "mpl-data/sample_data"}
+    for package, name in PHOTOGRAPHS:
+        assert resources.files(package).joinpath(f"{folders[package]}/{name}").is_file(), name
+
+
+def test_default_sizes_shapes_and_no_labels(splits):
+    calibration, evaluation = splits
+    assert calibration.x.shape == (256, 3, 224, 224) and calibration.y is None
+    assert evaluation.x.shape == (512, 3, 224, 224) and evaluation.y is None
+    assert calibration.name == "natural-images:calibration"
+    assert evaluation.x.dtype == torch.float32 and evaluation.x.is_contiguous()
+
+
+def test_same_call_twice_is_identical_and_n_is_a_prefix(splits):
+    first, second = load_natural_images("evaluation", 24), load_natural_images("evaluation", 24)
+    assert torch.equal(first.x, second.x)
+    assert torch.equal(first.x, splits[1].x[:24])
+
+
+def test_calibration_and_evaluation_share_no_crop(splits):
+    calibration, evaluation = splits
+    cal = {bytes(sample.numpy()) for sample in calibration.x}
+    ev = {bytes(sample.numpy()) for sample in evaluation.x}
+    assert len(cal) == 256 and len(ev) == 512
+    assert not cal & ev
+
+
+def test_values_are_normalized_whole_pixels(splits):
+    pixels = _pixels(splits[0])
+    assert pixels.min() > -1e-3 and pixels.max() < 255 + 1e-3
+    assert (pixels - pixels.round()).abs().max() < 1e-3
+    per_sample_range = pixels.amax(dim=(1, 2, 3)) - pixels.amin(dim=(1, 2, 3))
+    assert per_sample_range.min() > 20  # no blank crops
+
+
+def test_grayscale_photographs_are_replicated_to_rgb(splits):
+    pixels = _pixels(splits[0]).round()
+    gray = (pixels[:, 0] == pixels[:, 1]).all(dim=(1, 2)) & (pixels[:, 1] == pixels[:, 2]).all(
+        dim=(1, 2)
+    )
+    gray_sources = [i for i, (_, name) in enumerate(PHOTOGRAPHS) if name == "camera.png"]
+    assert gray[gray_sources[0]]  # crop i comes from photograph i % len(PHOTOGRAPHS)
+    assert not gray[0]  # astronaut is in colour
+
+
+def test_crop_params_respect_area_aspect_and_bounds():
+    rng = np.random.default_rng(0)
+    for height, width in [(512, 512), (300, 451), (1411, 1411), (102, 102)]:
+        for _ in range(200):
+            top, left, h, w = crop_params_random_resized(height, width, rng)
+            assert 0 <= top and top + h <= height and 0 <= left and left + w <= width
+            assert 0.25 * 0.9 <= h * w / (height * width) <= 1.0
+            assert 3 / 4 * 0.95 <= w / h <= 4 / 3 * 1.05
+
+
+def test_crop_params_fall_back_to_a_centered_crop_on_extreme_shapes():
+    rng = np.random.default_rng(0)
+    assert crop_params_random_resized(10, 1000, rng) == (0, 493, 10, 13)
+    assert crop_params_random_resized(1000, 10, rng) == (493, 0, 13, 10)
+
+
+def test_bad_split_and_count():
+    with pytest.raises(IntqError, match="unknown natural-images split 'train'"):
+        load_natural_images("train")
+    with pytest.raises(IntqError, match=">= 1"):
+        load_natural_images("calibration", 0)

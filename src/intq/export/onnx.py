@@ -1,0 +1,299 @@
+"""Write an IntProgram as an ONNX model (QOperator format) that ONNX Runtime runs exactly.
+
+Float input, float output, integer computation inside, one ONNX node per op (plus a Clip
+where a fused ReLU/ReLU6 narrows the output range):
+
+    Quantize       QuantizeLinear             Dequantize     DequantizeLinear
+    QConv2d        QLinearConv (+ int32 bias) QLinear        com.microsoft QGemm (transB=1)
+    QAdd           com.microsoft QLinearAdd   QConcat        Concat
+    QAvgPool2d     QLinearConv, depthwise, weights 1 of scale float32(1/(kh·kw))
+    QGlobalAvgPool com.microsoft QLinearGlobalAveragePool
+    QMaxPool2d     MaxPool                    Reshape/Flatten/Pad  Reshape/Flatten/Pad(zp)
+    FloatOp        Sigmoid, Tanh, Relu, HardSigmoid(1/6, 1/2), HardSwish, Softmax, Add, Mul
+                   (a "callable" FloatOp cannot be exported)
+
+Types. Activations are uint8 (an int8 tensor is written as q + 128 with zero point + 128,
+which changes no result); 16-bit activations and weights above 8 bits are refused. Weights
+(`weight_type`):
+    "auto" (default): int8 when every weight and the weight zero point lie in [-64, 63],
+        else uint8 = w + 128. Exact on every x86-64 CPU: MLAS u8·s8 kernels without VNNI
+        add pairs of products in int16 (vpmaddubsw), which saturates beyond 7-bit weights.
+    "s8": always int8. Fastest, and exact on CPUs with AVX512-VNNI/AVX-VNNI/AMX only.
+    "u8": always uint8 (exact everywhere, slower).
+The model's metadata "intq.exact_on" says which CPUs give exact results; OrtSession warns on
+a CPU outside it. benchmarks/onnx_kernels.py measures the cost of each choice.
+
+Exactness. ONNX Runtime derives each requantization multiplier from the stored float32
+scales; the exporter checks that it equals the program's `multiplier_f32` (build requant
+parameters with intq.convert.requant) and raises ValueError otherwise. Under that contract,
+reference "float32_half_even" == ONNX Runtime for every integer tensor; FloatOps may differ
+by float32 ulps (intq.runtime.float_ops).
+
+`intermediates=True` adds every integer tensor as a graph output for agreement tests.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from intq.convert.program import (
+    ACTIVATION_DTYPES,
+    Dequantize,
+    Flatten,
+    FloatOp,
+    IntProgram,
+    Op,
+    Pad,
+    QAdd,
+    QAvgPool2d,
+    QConcat,
+    QConv2d,
+    QGlobalAvgPool,
+    QLinear,
+    QMaxPool2d,
+    QTensor,
+    Quantize,
+    Reshape,
+)
+from intq.convert.requant import avgpool_weight_scale
+from intq.convert.serialize import atomic_write_bytes
+from intq.convert.shapes import infer_shapes
+
+__all__ = ["EXACT_ANY_X86", "EXACT_VNNI", "WEIGHT_TYPES", "export_onnx"]
+
+WEIGHT_TYPES = ("auto", "s8", "u8")
+EXACT_ANY_X86 = "x86-64"
+EXACT_VNNI = "x86-64 with VNNI"
+OPSET = 21
+MS_DOMAIN = "com.microsoft"
+
+_FLOAT_OPS = {"sigmoid": ("Sigmoid", {}), "tanh": ("Tanh", {}), "relu": ("Relu", {}),
+              "hardsigmoid": ("HardSigmoid", {"alpha": 1.0 / 6.0, "beta": 0.5}),
+              "hardswish": ("HardSwish", {}), "softmax": ("Softmax", {}),
+              "add": ("Add", {}), "mul": ("Mul", {})}
+
+
+def export_onnx(program: IntProgram, path: str | os.PathLike | None = None, *,
+                weight_type: str = "auto", intermediates: bool = False):
+    """Return the onnx.ModelProto of `program`; also write it atomically to `path` if given."""
+    if weight_type not in WEIGHT_TYPES:
+        raise ValueError(f"export_onnx: weight_type must be one of {WEIGHT_TYPES}, "
+                         f"got {weight_type!r}")
+    writer = _Writer(program, weight_type)
+    for op in program.ops:
+        writer.emit(op)
+    model = writer.model(intermediates)
+    if path is not None:
+        atomic_write_bytes(path, model.SerializeToString())
+    return model
+
+
+def _offset(qt: QTensor) -> int:
+    return 128 if qt.dtype == "int8" else 0
+
+
+class _Writer:
+    """Collects nodes and initializers for one program."""
+
+    def __init__(self, program: IntProgram, weight_type: str):
+        import onnx
+
+        self.onnx = onnx
+        self.program = program
+        self.tensors = program.tensors
+        self.shapes = infer_shapes(program)
+        self.weight_type = weight_type
+        self.nodes: list = []
+        self.initializers: list = []
+        self.constants: set[str] = set()
+        self.needs_vnni = False
+        for name, qt in self.tensors.items():
+            if qt.dtype not in ("uint8", "int8"):
+                raise ValueError(f"export_onnx: tensor {name!r} is {qt.dtype}; ONNX QOperator "
+                                 f"ops take 8-bit activations (run 16-bit in run_reference)")
+
+    # -- helpers ---------------------------------------------------------------------------
+    def const(self, name: str, value: np.ndarray) -> str:
+        if name not in self.constants:
+            self.constants.add(name)
+            self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def qparams(self, name: str) -> list[str]:
+        """[scale, zero point] initializers of integer tensor `name`, uint8 domain."""
+        qt = self.tensors[name]
+        return [self.const(f"{name}/scale", np.float32(qt.scale)),
+                self.const(f"{name}/zero_point", np.uint8(qt.zero_point + _offset(qt)))]
+
+    def node(self, op_type: str, inputs: list[str], output: str, domain: str = "",
+             **attrs) -> None:
+        self.nodes.append(self.onnx.helper.make_node(op_type, inputs, [output], name=output,
+                                                     domain=domain, **attrs))
+
+    def clamped(self, op_type: str, inputs: list[str], output: str, domain: str = "",
+                **attrs) -> None:
+        """Node writing `output`, followed by a Clip when the QTensor clamp is narrower than
+        the dtype (fused ReLU/ReLU6)."""
+        qt = self.tensors[output]
+        if (qt.qmin, qt.qmax) == ACTIVATION_DTYPES[qt.dtype]:
+            self.node(op_type, inputs, output, domain, **attrs)
+            return
+        raw = f"{output}/unclamped"
+        self.node(op_type, inputs, raw, domain, **attrs)
+        off = _offset(qt)
+        self.node("Clip", [raw, self.const(f"{output}/qmin", np.uint8(qt.qmin + off)),
+                           self.const(f"{output}/qmax", np.uint8(qt.qmax + off))], output)
+
+    def check_multiplier(self, op: Op, expected: np.ndarray, stored: np.ndarray) -> None:
+        expected = np.broadcast_to(np.asarray(expected, np.float32), stored.shape)
+        if not np.array_equal(expected, stored):
+            raise ValueError(f"{op.label}: requant multiplier_f32 {stored} differs from "
+                             f"{expected}, which ONNX Runtime derives from the scales; build "
+                             f"it with intq.convert.requant")
+
+    def weights(self, op: QConv2d | QLinear) -> tuple[np.ndarray, np.ndarray]:
+        """(weights, zero point array shaped like the scale) as int8 or uint8 (+128)."""
+        if op.weight_bits > 8:
+            raise ValueError(f"{op.label}: {op.weight_bits}-bit weights do not fit ONNX "
+                             f"QLinearConv/QGemm (8-bit); use run_reference for them")
+        w = op.weight.astype(np.int16)
+        fits7 = -64 <= min(w.min(), op.weight_zero_point) and max(w.max(),
+                                                                  op.weight_zero_point) <= 63
+        signed = self.weight_type == "s8" or (self.weight_type == "auto" and fits7)
+        self.needs_vnni |= signed and not fits7
+        zp = np.full(op.weight_scale.shape, op.weight_zero_point, np.int16)
+        if signed:
+            return w.astype(np.int8), zp.astype(np.int8)
+        return (w + 128).astype(np.uint8), (zp + 128).astype(np.uint8)
+
+    def scale_vector(self, scale: np.ndarray) -> np.ndarray:
+        return scale.reshape(()) if scale.size == 1 else scale
+
+    # -- ops -------------------------------------------------------------------------------
+    def emit(self, op: Op) -> None:
+        getattr(self, f"emit_{type(op).__name__}")(op)
+
+    def emit_Quantize(self, op: Quantize) -> None:
+        self.clamped("QuantizeLinear", [op.inputs[0], *self.qparams(op.output)], op.output)
+
+    def emit_Dequantize(self, op: Dequantize) -> None:
+        self.node("DequantizeLinear", [op.inputs[0], *self.qparams(op.inputs[0])], op.output)
+
+    def conv_inputs(self, op: QConv2d | QLinear) -> list[str]:
+        x, y = op.inputs[0], op.output
+        sx, sy = (np.float32(self.tensors[n].scale) for n in (x, y))
+        self.check_multiplier(op, (sx * op.weight_scale) / sy, op.requant.multiplier_f32)
+        w, wz = self.weights(op)
+        return [x, *self.qparams(x), self.const(f"{y}/weight", w),
+                self.const(f"{y}/weight_scale", self.scale_vector(op.weight_scale)),
+                self.const(f"{y}/weight_zero_point", self.scale_vector(wz))]
+
+    def emit_QConv2d(self, op: QConv2d) -> None:
+        inputs = self.conv_inputs(op) + self.qparams(op.output)
+        if op.bias is not None:
+            inputs.append(self.const(f"{op.output}/bias", op.bias))
+        self.clamped("QLinearConv", inputs, op.output, kernel_shape=list(op.weight.shape[2:]),
+                     strides=list(op.stride), pads=list(op.padding),
+                     dilations=list(op.dilation), group=op.groups)
+
+    def emit_QLinear(self, op: QLinear) -> None:
+        bias = "" if op.bias is None else self.const(f"{op.output}/bias", op.bias)
+        inputs = self.conv_inputs(op) + [bias] + self.qparams(op.output)
+        self.clamped("QGemm", inputs, op.output, domain=MS_DOMAIN, transB=1)
+
+    def emit_QAdd(self, op: QAdd) -> None:
+        a, b = op.inputs
+        sa, sb, sy = (np.float32(self.tensors[n].scale) for n in (a, b, op.output))
+        stored = np.array([op.requant.multiplier_a_f32, op.requant.multiplier_b_f32], np.float32)
+        self.check_multiplier(op, np.array([sa / sy, sb / sy]), stored)
+        self.clamped("QLinearAdd", [a, *self.qparams(a), b, *self.qparams(b),
+                                    *self.qparams(op.output)], op.output, domain=MS_DOMAIN)
+
+    def emit_QAvgPool2d(self, op: QAvgPool2d) -> None:
+        x, y = op.inputs[0], op.output
+        channels = self.shapes[x][1] if self.shapes[x] else None
+        if channels is None:
+            raise ValueError(f"{op.label}: the channel count must be known to export an "
+                             f"average pool as a depthwise QLinearConv")
+        count = op.kernel[0] * op.kernel[1]
+        ws = avgpool_weight_scale(count)
+        sx, sy = np.float32(self.tensors[x].scale), np.float32(self.tensors[y].scale)
+        self.check_multiplier(op, (sx * ws) / sy, op.requant.multiplier_f32)
+        inputs = [x, *self.qparams(x),
+                  self.const(f"{y}/weight", np.ones((channels, 1, *op.kernel), np.int8)),
+                  self.const(f"{y}/weight_scale", ws),
+                  self.const(f"{y}/weight_zero_point", np.int8(0)), *self.qparams(y)]
+        self.clamped("QLinearConv", inputs, y, kernel_shape=list(op.kernel),
+                     strides=list(op.stride), pads=list(op.padding), group=channels)
+
+    def emit_QGlobalAvgPool(self, op: QGlobalAvgPool) -> None:
+        x, y = op.inputs[0], op.output
+        sx, sy = np.float32(self.tensors[x].scale), np.float32(self.tensors[y].scale)
+        expected = sx / (sy * np.float32(op.count))
+        self.check_multiplier(op, expected, op.requant.multiplier_f32)
+        if not 2.0**-32 <= expected < 256.0:
+            raise ValueError(f"{op.label}: multiplier {expected} is outside ONNX Runtime's "
+                             f"QLinearGlobalAveragePool range [2^-32, 256)")
+        self.clamped("QLinearGlobalAveragePool", [x, *self.qparams(x), *self.qparams(y)], y,
+                     domain=MS_DOMAIN, channels_last=0)
+
+    def emit_QConcat(self, op: QConcat) -> None:
+        self.node("Concat", list(op.inputs), op.output, axis=op.axis)
+
+    def emit_QMaxPool2d(self, op: QMaxPool2d) -> None:
+        self.node("MaxPool", [op.inputs[0]], op.output, kernel_shape=list(op.kernel),
+                  strides=list(op.stride), pads=list(op.padding), dilations=list(op.dilation))
+
+    def emit_Reshape(self, op: Reshape) -> None:
+        shape = self.const(f"{op.output}/shape", np.array(op.shape, np.int64))
+        self.node("Reshape", [op.inputs[0], shape], op.output)
+
+    def emit_Flatten(self, op: Flatten) -> None:
+        self.node("Flatten", [op.inputs[0]], op.output, axis=1)
+
+    def emit_Pad(self, op: Pad) -> None:
+        top, left, bottom, right = op.padding
+        qt = self.tensors[op.inputs[0]]
+        pads = self.const(f"{op.output}/pads", np.array([0, 0, top, left, 0, 0, bottom, right],
+                                                        np.int64))
+        value = self.const(f"{op.output}/value", np.uint8(qt.zero_point + _offset(qt)))
+        self.node("Pad", [op.inputs[0], pads, value], op.output, mode="constant")
+
+    def emit_FloatOp(self, op: FloatOp) -> None:
+        if op.op == "callable":
+            raise ValueError(f"{op.label}: a callable FloatOp cannot be exported; use one of "
+                             f"{sorted(_FLOAT_OPS)}")
+        op_type, attrs = _FLOAT_OPS[op.op]
+        self.node(op_type, list(op.inputs), op.output, **attrs, **op.attrs)
+
+    # -- model -----------------------------------------------------------------------------
+    def value_info(self, name: str, elem_type: int):
+        shape = self.shapes.get(name)
+        dims = None if shape is None else [f"N{i}" if d is None else d
+                                           for i, d in enumerate(shape)]
+        return self.onnx.helper.make_tensor_value_info(name, elem_type, dims)
+
+    def model(self, intermediates: bool):
+        onnx = self.onnx
+        float_t, uint8_t = onnx.TensorProto.FLOAT, onnx.TensorProto.UINT8
+        program = self.program
+        int_outputs = list(self.tensors) if intermediates else []
+        graph = onnx.helper.make_graph(
+            self.nodes, program.metadata.get("name", "intq_program"),
+            [self.value_info(i.name, float_t) for i in program.inputs],
+            [self.value_info(n, float_t) for n in program.outputs]
+            + [self.value_info(n, uint8_t) for n in int_outputs],
+            self.initializers)
+        model = onnx.helper.make_model(
+            graph, producer_name="intq", ir_version=10,
+            opset_imports=[onnx.helper.make_opsetid("", OPSET),
+                           onnx.helper.make_opsetid(MS_DOMAIN, 1)])
+        meta = {
+            "intq.outputs": json.dumps(list(program.outputs)),
+            "intq.intermediates": json.dumps(int_outputs),
+            "intq.dtypes": json.dumps({n: t.dtype for n, t in self.tensors.items()}),
+            "intq.exact_on": EXACT_VNNI if self.needs_vnni else EXACT_ANY_X86,
+        }
+        onnx.helper.set_model_props(model, meta)
+        return model

@@ -1,0 +1,158 @@
+"""Op kinds of a normalized graph: what each node is, and which nodes have no integer form.
+
+`op_kind` recognizes exactly the canonical forms that `normalize` produces (listed in
+`intq.graph.normalize`) and the fused modules of `intq.graph.fused`; anything else is
+`UNSUPPORTED`. Leaf modules (kept in float on purpose) are `LEAF`, not unsupported.
+"""
+
+from __future__ import annotations
+
+import enum
+import operator
+from collections import Counter
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.fx.node import _get_qualified_name
+
+from intq.graph._fx import calls_module, is_leaf, is_tensor
+from intq.graph.fused import FusedAdd, FusedConv2d, FusedLinear
+
+__all__ = ["OpKind", "graph_summary", "op_kind", "unsupported_nodes"]
+
+
+class OpKind(enum.StrEnum):
+    """What a node computes, in integer-inference terms."""
+
+    INPUT = "input"
+    OUTPUT = "output"
+    CONSTANT = "constant"
+    CONV = "conv"
+    LINEAR = "linear"
+    BATCHNORM = "batchnorm"
+    FUSED_CONV = "fused_conv"
+    FUSED_LINEAR = "fused_linear"
+    FUSED_ADD = "fused_add"
+    ADD = "add"
+    RELU = "relu"
+    RELU6 = "relu6"
+    CAT = "cat"
+    MAX_POOL = "max_pool"
+    AVG_POOL = "avg_pool"
+    GLOBAL_AVG_POOL = "global_avg_pool"
+    FLATTEN = "flatten"
+    RESHAPE = "reshape"
+    PAD = "pad"
+    SHAPE = "shape"
+    LEAF = "leaf"
+    UNSUPPORTED = "unsupported"
+
+
+_NO_INTEGER_FORM = (OpKind.BATCHNORM, OpKind.UNSUPPORTED)
+_MODULE_KINDS = {
+    FusedConv2d: OpKind.FUSED_CONV,
+    FusedLinear: OpKind.FUSED_LINEAR,
+    FusedAdd: OpKind.FUSED_ADD,
+    nn.Linear: OpKind.LINEAR,
+    nn.BatchNorm1d: OpKind.BATCHNORM,
+    nn.BatchNorm2d: OpKind.BATCHNORM,
+}
+
+
+def op_kind(gm: fx.GraphModule, node: fx.Node) -> OpKind:
+    """The kind of `node` in the normalized graph `gm` (UNSUPPORTED if not canonical)."""
+    if node.op in ("placeholder", "output", "get_attr"):
+        return {"placeholder": OpKind.INPUT, "output": OpKind.OUTPUT}.get(node.op, OpKind.CONSTANT)
+    if node.op == "call_module":
+        return _module_kind(gm, node)
+    if node.op == "call_method":
+        return OpKind.SHAPE if node.target == "size" else OpKind.UNSUPPORTED
+    return _function_kind(gm, node)
+
+
+def _module_kind(gm: fx.GraphModule, node: fx.Node) -> OpKind:
+    if is_leaf(gm, node):
+        return OpKind.LEAF
+    if calls_module(gm, node, nn.Conv2d):
+        canonical = _is_canonical_conv(gm.get_submodule(node.target))
+        return OpKind.CONV if canonical else OpKind.UNSUPPORTED
+    return _MODULE_KINDS.get(type(gm.get_submodule(node.target)), OpKind.UNSUPPORTED)
+
+
+def _is_canonical_conv(conv: nn.Conv2d) -> bool:
+    return conv.padding_mode == "zeros" and all(isinstance(p, int) for p in conv.padding)
+
+
+def _function_kind(gm: fx.GraphModule, node: fx.Node) -> OpKind:
+    target, args, kwargs = node.target, node.args, node.kwargs
+    if target is operator.getitem and isinstance(args[0], fx.Node):
+        source = op_kind(gm, args[0])
+        if source in (OpKind.SHAPE, OpKind.LEAF):
+            return source
+    if target is getattr and args[1] == "shape":
+        return OpKind.SHAPE
+    if target in (F.relu, F.relu6) and len(args) == 1 and not kwargs:
+        return OpKind.RELU if target is F.relu else OpKind.RELU6
+    if target is operator.add and all(_is_activation(gm, a) for a in args):
+        return OpKind.ADD
+    if target is torch.cat:
+        return OpKind.CAT
+    if target is F.pad and kwargs.get("mode") == "constant" and kwargs.get("value") == 0.0:
+        return OpKind.PAD
+    if target is torch.flatten and args[1:] == (1,) and not kwargs:
+        return OpKind.FLATTEN
+    if target is torch.reshape:
+        return OpKind.RESHAPE
+    return _pool_kind(node)
+
+
+def _is_activation(gm: fx.GraphModule, arg: object) -> bool:
+    return isinstance(arg, fx.Node) and arg.op != "get_attr" and is_tensor(gm, arg)
+
+
+def _pool_kind(node: fx.Node) -> OpKind:
+    if node.target is F.max_pool2d and not node.kwargs.get("return_indices", False):
+        return OpKind.MAX_POOL
+    if node.target is F.avg_pool2d and node.kwargs.get("divisor_override", None) is None:
+        return OpKind.AVG_POOL
+    if node.target is F.adaptive_avg_pool2d and node.args[1:] == (1,):
+        return OpKind.GLOBAL_AVG_POOL
+    return OpKind.UNSUPPORTED
+
+
+def unsupported_nodes(gm: fx.GraphModule) -> list[str]:
+    """`"<node name>: <target>"` for every node without an integer implementation.
+
+    These are ops outside the canonical set (sigmoid, mul, softmax, ...) and batch norms
+    that could not be folded. Float leaf modules are not listed (they are float on purpose).
+    """
+    return [
+        f"{node.name}: {_describe(gm, node)}"
+        for node in gm.graph.nodes
+        if op_kind(gm, node) in _NO_INTEGER_FORM
+    ]
+
+
+def _describe(gm: fx.GraphModule, node: fx.Node) -> str:
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        unfolded = isinstance(module, nn.modules.batchnorm._BatchNorm)
+        note = " (no conv/linear right before it to fold into)" if unfolded else ""
+        return f"{type(module).__name__} module {node.target!r}{note}"
+    if node.op == "call_method":
+        return f"Tensor.{node.target}"
+    return _get_qualified_name(node.target).removeprefix("_")
+
+
+def graph_summary(gm: fx.GraphModule) -> dict[str, int]:
+    """Node counts by op kind, plus `"<fused kind>+<activation>"` counts for fused nodes."""
+    counts: Counter[str] = Counter()
+    for node in gm.graph.nodes:
+        kind = op_kind(gm, node)
+        counts[str(kind)] += 1
+        if kind in (OpKind.FUSED_CONV, OpKind.FUSED_LINEAR, OpKind.FUSED_ADD):
+            activation = gm.get_submodule(node.target).activation
+            if activation is not None:
+                counts[f"{kind}+{activation}"] += 1
+    return dict(sorted(counts.items()))

@@ -46,10 +46,10 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     entry = get_zoo_model(args.model)
-    model = _float_model(entry, args.weights)
     data = load_data(
         args.data or entry.dataset, input_shape=entry.input_shape, split="evaluation", n=args.n
     )
+    model = _float_model(entry, args.weights)
     try:
         logits = evaluate_model(model, data, args.batch_size)
     except ValueError as exc:

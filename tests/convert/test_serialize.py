@@ -1,0 +1,155 @@
+"""save_program/load_program: bit-exact round trips, documented bit packing, and a ValueError
+for every kind of malformed file (never pickle, never a crash of another type)."""
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from intq.convert import ProgramBuilder, QTensor, load_program, save_program
+from intq.convert.serialize import atomic_write_bytes, pack_bits, unpack_bits
+from intq.convert.synthetic import random_cnn
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 7, 8, 11, 16])
+def test_round_trip_is_bit_exact(tmp_path, bits):
+    program = random_cnn(bits, dtype="int8" if bits % 2 else "uint8", weight_bits=bits,
+                         per_channel=bits != 8, batch=None)
+    path = tmp_path / "p.intq"
+    save_program(program, path)
+    loaded = load_program(path)
+    assert loaded == program
+    for a, b in zip(loaded.ops, program.ops, strict=True):
+        if hasattr(a, "weight"):
+            assert a.weight.dtype == b.weight.dtype and a.weight.tobytes() == b.weight.tobytes()
+
+
+def test_float_ops_and_metadata_round_trip(tmp_path):
+    b = ProgramBuilder()
+    q = b.quantize(b.input("x", (1, 4)), QTensor(0.1, 128))
+    d = b.dequantize(q)
+    s = b.float_op(b.float_op(d, "sigmoid"), "softmax", {"axis": 0})
+    program = b.build([b.float_op([s, d], "mul")], metadata={"model": "tiny"})
+    save_program(program, tmp_path / "p")
+    assert load_program(tmp_path / "p") == program
+
+
+def test_four_bit_packing_is_low_nibble_first():
+    packed = pack_bits(np.array([1, -2, 7, -8, 3]), 4)
+    assert packed.tolist() == [0xE1, 0x87, 0x03]
+    assert unpack_bits(packed, 4, 5).tolist() == [1, -2, 7, -8, 3]
+
+
+@pytest.mark.parametrize("bits", [2, 3, 5, 6, 7])
+def test_packing_round_trips_every_code(bits):
+    values = np.arange(-(1 << (bits - 1)), 1 << (bits - 1))
+    values = np.concatenate([values, values[::-1], values[:3]])
+    packed = pack_bits(values, bits)
+    assert len(packed) == -(-len(values) * bits // 8)
+    assert np.array_equal(unpack_bits(packed, bits, len(values)), values)
+
+
+def test_callable_float_op_cannot_be_saved(tmp_path):
+    b = ProgramBuilder()
+    d = b.dequantize(b.quantize(b.input("x", (1,)), QTensor(0.1, 0)))
+    program = b.build([b.float_op(d, "callable", fn=np.exp)])
+    with pytest.raises(ValueError, match="callable FloatOp cannot be saved"):
+        save_program(program, tmp_path / "p")
+    assert not list(tmp_path.iterdir())
+
+
+def _rewrite(path, edit_header=None, edit_doc=None, arrays_edit=None):
+    """Re-encode the file at `path` with edits to its metadata, program JSON or arrays."""
+    from safetensors.numpy import load, save
+
+    raw = path.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])["__metadata__"]
+    arrays = load(raw)
+    if edit_doc:
+        doc = json.loads(header["intq.program"])
+        edit_doc(doc)
+        header["intq.program"] = json.dumps(doc)
+    if edit_header:
+        edit_header(header)
+    if arrays_edit:
+        arrays_edit(arrays)
+    path.write_bytes(save(arrays, metadata=header))
+
+
+def _op(doc, kind):
+    return next(op for op in doc["ops"] if op["type"] == kind)
+
+
+MALFORMED = {
+    "wrong format": dict(edit_header=lambda h: h.update({"intq.format": "other"})),
+    "future version": dict(edit_header=lambda h: h.update({"intq.version": "2"})),
+    "not json": dict(edit_header=lambda h: h.update({"intq.program": "{oops"})),
+    "extra key": dict(edit_doc=lambda d: d.update({"evil": 1})),
+    "unknown op": dict(edit_doc=lambda d: d["ops"][1].update({"type": "Exec"})),
+    "string stride": dict(edit_doc=lambda d: _op(d, "QConv2d").update({"stride": "2"})),
+    "zero point out of range": dict(
+        edit_doc=lambda d: next(iter(d["tensors"].values())).update({"zero_point": 999})),
+    "bits mismatch": dict(edit_doc=lambda d: _op(d, "QConv2d").update({"weight_bits": 8})),
+    "bad weight shape": dict(
+        edit_doc=lambda d: _op(d, "QConv2d").update({"weight_shape": [8, 3, 3]})),
+    "dangling input": dict(edit_doc=lambda d: d["ops"][1].update({"inputs": ["nowhere"]})),
+    "missing array": dict(arrays_edit=lambda a: a.pop("ops.1.bias")),
+    "extra array": dict(arrays_edit=lambda a: a.update({"payload": np.zeros(3, np.uint8)})),
+    "wrong dtype": dict(arrays_edit=lambda a: a.update(
+        {"ops.1.bias": a["ops.1.bias"].astype(np.int64)})),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_files_raise_value_error(tmp_path, case):
+    path = tmp_path / "p.intq"
+    save_program(random_cnn(0, weight_bits=4), path)
+    _rewrite(path, **MALFORMED[case])
+    with pytest.raises(ValueError, match="p.intq"):
+        load_program(path)
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00" * 7, b"garbage" * 20,
+                                  struct.pack("<Q", 10**9) + b"{}"])
+def test_truncated_or_garbage_files_raise_value_error(tmp_path, data):
+    path = tmp_path / "bad"
+    path.write_bytes(data)
+    with pytest.raises(ValueError, match="bad"):
+        load_program(path)
+
+
+def test_nonzero_padding_bits_raise_value_error(tmp_path):
+    b = ProgramBuilder()
+    q = b.quantize(b.input("x", (1, 1, 4, 4)), QTensor(0.1, 0))
+    c = b.conv2d(q, np.array([[[[1, -2, 3]]]]), 0.1, QTensor(0.1, 0), weight_bits=3)
+    path = tmp_path / "p.intq"
+    save_program(b.build([b.dequantize(c)]), path)
+    assert load_program(path).ops[1].weight.ravel().tolist() == [1, -2, 3]
+    _rewrite(path, arrays_edit=lambda a: a.update(
+        {"ops.1.weight": a["ops.1.weight"] | np.array([0, 0x80], np.uint8)}))
+    with pytest.raises(ValueError, match="zero padding bits"):
+        load_program(path)
+
+
+def test_truncated_real_file_raises_value_error(tmp_path):
+    path = tmp_path / "p.intq"
+    save_program(random_cnn(0), path)
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(ValueError):
+        load_program(path)
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "f"
+    atomic_write_bytes(path, b"old")
+
+    def fail(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.fsync", fail)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_bytes(path, b"new")
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f"]

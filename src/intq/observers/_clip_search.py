@@ -5,7 +5,7 @@ A clip range ``[lo, hi]`` is scored with the grid the quantizer will build from 
 signed grid ``[-(2^(b-1) - 1), 2^(b-1) - 1]`` (scale ``max(-lo, hi)/(2^(b-1) - 1)``), affine
 ``affine_qparams`` on ``[0, 2^b - 1]`` (range relaxed to contain 0, nudged zero point).
 
-Candidates are ``ratio·[lo, hi]`` of the observed range, ratio in [0.3, 1]: a grid with step 0.02,
+Candidates are ``ratio·[lo, hi]`` of the observed range, ratio in [0.02, 1]: a grid with step 0.02,
 then golden-section refinement around the best grid point (per channel, vectorized).
 """
 
@@ -21,7 +21,7 @@ from intq.qmath import affine_qparams, fake_quantize, qrange, symmetric_qparams
 
 __all__ = ["quantization_grid", "mse_on_rows", "mse_on_histogram", "search_clip_ratio"]
 
-_RATIO_GRID = torch.linspace(0.3, 1.0, 36, dtype=torch.float64)
+_RATIO_GRID = torch.linspace(0.02, 1.0, 50, dtype=torch.float64)
 _REFINE_STEPS = 20
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
@@ -81,7 +81,7 @@ def _squared_error_integral(
 def search_clip_ratio(
     loss: Callable[[Tensor], Tensor], num_channels: int, device: torch.device
 ) -> Tensor:
-    """Per-channel ratio in [0.3, 1] minimizing ``loss(ratio (C,)) -> (C,)``, float64 (C,).
+    """Per-channel ratio in [0.02, 1] minimizing ``loss(ratio (C,)) -> (C,)``, float64 (C,).
 
     Grid search, then golden-section refinement on the two grid steps around the best point;
     the best of the grid point and the refined point is returned.

@@ -2,7 +2,7 @@
 
 ``MSEObserver`` (activations) searches on a mergeable histogram of everything observed;
 ``TensorMSEObserver`` (weights) searches on the latest tensor itself. Both search clip ranges
-``ratio·[lo, hi]`` of the observed range, ratio in [0.3, 1], and score them with the error of the
+``ratio·[lo, hi]`` of the observed range, ratio in [0.02, 1], and score them with the error of the
 grid they would get (``bits``/``symmetric``; grid and search in ``_clip_search``).
 """
 

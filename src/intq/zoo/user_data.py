@@ -1,14 +1,15 @@
 """The user's own data: a folder of images, or a ``.npy`` / ``.npz`` array file.
 
-Images are converted to the model's channels (``L`` for 1, ``RGB`` for 3), resized so that
-they cover ``H x W`` (the shorter side relative to the target becomes the target's), center
-cropped to ``H x W`` and normalized ``(pixel/255 - mean) / std`` with the ImageNet statistics
-(3 channels) or the Fashion-MNIST ones (1 channel). A folder whose sub-folders hold images is
-labelled: class ``k`` is the ``k``-th sub-folder in sorted order (numerically when every name
-is an integer) and samples alternate between classes, so any prefix is class-balanced.
-A flat folder has no labels. Array files hold already preprocessed float32 NCHW inputs
-(``.npy``; ``.npz`` with ``x`` and optional integer labels ``y``) and are read without
-unpickling.
+Images are converted to the model's channels (``L`` for 1, ``RGB`` for 3), scaled (bilinear,
+antialiased) by the smallest factor that makes them cover ``H x W`` (for a square target: the
+shorter side becomes ``H``), center cropped to ``H x W`` and normalized
+``(pixel/255 - mean) / std`` with the ImageNet statistics (3 channels) or the Fashion-MNIST
+ones (1 channel). A folder whose sub-folders hold images is labelled: class ``k`` is the
+``k``-th sub-folder in sorted order (numerically when every name is an integer), files are
+read in name order and the classes take turns (file 0 of every class, then file 1, ...), so
+the first ``n`` samples spread evenly over the classes. A flat folder has no labels.
+Array files hold already preprocessed float32 NCHW inputs (``.npy``; ``.npz`` with ``x`` and
+optional integer labels ``y``) and are read without unpickling.
 """
 
 import zipfile
@@ -23,11 +24,7 @@ from intq.zoo.dataset import Dataset
 from intq.zoo.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from intq.zoo.natural_images import IMAGENET_MEAN, IMAGENET_STD, normalize_pixels
 
-__all__ = [
-    "IMAGE_SUFFIXES",
-    "image_normalization",
-    "load_user_data",
-]
+__all__ = ["IMAGE_SUFFIXES", "image_normalization", "load_user_data"]
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 _MODES = {1: "L", 3: "RGB"}

@@ -12,7 +12,8 @@ threshold of ``i`` bins, ``L <= i <= n``:
   ``KL(P || Q) = sum P·log(P/Q)``.
 
 The threshold is the upper edge ``i·width`` of the best candidate (the first one on ties), capped
-at ``max|x|``. All candidates are scored at once in blocks of (candidates, bins) matrices.
+at ``max|x|``. Candidates are scored together in blocks of (candidates, bins) matrices; the cost
+grows as bins² (about 0.1 s for 2048 bins on one core).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from intq.observers.histogram import HistogramObserver
 __all__ = ["KLObserver", "kl_threshold_bins"]
 
 _SMOOTHING_EPS = 1e-4
-_BLOCK = 256
+_BLOCK_ELEMENTS = 2**19  # (candidates x bins) entries scored at once: 4 MiB per float64 matrix
 
 
 class KLObserver(HistogramObserver):
@@ -77,12 +78,11 @@ def kl_threshold_bins(counts: Tensor, levels: int) -> Tensor:
     """
     occupied = int(torch.nonzero(counts).max()) + 1
     if occupied <= levels:
-        return torch.tensor(occupied)
+        return torch.tensor(occupied, device=counts.device)
     hist = counts[:occupied].to(torch.float64)
     candidates = torch.arange(levels, occupied + 1, device=counts.device)
-    divergence = torch.cat(
-        [_kl_divergences(hist, block, levels) for block in candidates.split(_BLOCK)]
-    )
+    blocks = candidates.split(max(1, _BLOCK_ELEMENTS // occupied))
+    divergence = torch.cat([_kl_divergences(hist, block, levels) for block in blocks])
     return candidates[divergence.argmin()]
 
 

@@ -1,5 +1,6 @@
 """Natural-image crops: bundled sources only, deterministic, disjoint splits, exact pixels."""
 
+import hashlib
 from importlib import resources
 
 import numpy as np
@@ -47,6 +48,15 @@ def test_same_call_twice_is_identical_and_n_is_a_prefix(splits):
     first, second = load_natural_images("evaluation", 24), load_natural_images("evaluation", 24)
     assert torch.equal(first.x, second.x)
     assert torch.equal(first.x, splits[1].x[:24])
+
+
+@pytest.mark.parametrize(
+    ("split", "digest"), [("calibration", "5d5ec66f91b42829"), ("evaluation", "2e17dbb7a036e5b4")]
+)
+def test_first_crops_match_the_recorded_pixels(split, digest):
+    """Pins the crops across machines and releases (numpy Generator + pinned Pillow)."""
+    pixels = _pixels(load_natural_images(split, 4)).round().to(torch.uint8)
+    assert hashlib.sha256(pixels.numpy().tobytes()).hexdigest()[:16] == digest
 
 
 def test_calibration_and_evaluation_share_no_crop(splits):

@@ -20,6 +20,7 @@ from intq.qmath.quantize import (
     ROUNDINGS,
     dequantize,
     fake_quantize,
+    nudged_range,
     quantize_half_away,
     quantize_half_even,
     quantize_stochastic,
@@ -51,6 +52,7 @@ __all__ = [
     # quantize / dequantize (torch, numpy)
     "dequantize",
     "fake_quantize",
+    "nudged_range",
     "quantize_half_away",
     "quantize_half_even",
     "quantize_stochastic",

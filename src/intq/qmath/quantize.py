@@ -22,6 +22,7 @@ __all__ = [
     "ROUNDINGS",
     "dequantize",
     "fake_quantize",
+    "nudged_range",
     "quantize_half_away",
     "quantize_half_even",
     "quantize_stochastic",
@@ -85,6 +86,22 @@ def fake_quantize(x, scale, zero_point, qmin: int, qmax: int, axis: int | None =
     x_c, s, z = _prepare(x, scale, zero_point, qmin, qmax, axis, "fake_quantize")
     q = torch.clamp(_round(x_c / s, rounding, generator, "fake_quantize") + z, qmin, qmax)
     return ((q - z) * s).to(x.dtype)
+
+
+def nudged_range(scale, zero_point, qmin: int, qmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dequantized grid ends [(qmin - zero_point)·scale, (qmax - zero_point)·scale].
+
+    Float values in this interval (in the scale's dtype, at least float32) are not clipped by
+    fake_quantize; the straight-through estimator passes gradients exactly there.
+
+    >>> nudged_range(torch.tensor([0.5, 0.25]), torch.tensor([1, 0]), -4, 3)
+    (tensor([-2.5000, -1.0000]), tensor([1.0000, 0.7500]))
+    """
+    check_qparams(scale, zero_point, qmin, qmax, "nudged_range")
+    scale = torch.as_tensor(scale)
+    dtype = torch.promote_types(scale.dtype, torch.float32)
+    z = torch.as_tensor(zero_point, device=scale.device).to(dtype)
+    return (qmin - z) * scale.to(dtype), (qmax - z) * scale.to(dtype)
 
 
 def _quantize(x, scale, zero_point, qmin, qmax, axis, rounding, generator) -> torch.Tensor:

@@ -1,0 +1,172 @@
+"""Quantizer: one tensor's simulated quantization = QuantSpec + observer + three switches.
+
+forward(x):
+  1. observe (and not frozen): the observer sees x; the qparams become stale.
+  2. fake_quant: stale qparams are recomputed from observer.ranges() (unless frozen), then
+     x̂ = fake_quantize_ste(x, scale, zero_point) is returned; otherwise x itself.
+frozen: ranges are fixed: the observer is not updated and scale/zero_point are not recomputed.
+
+Qparams are computed lazily (at the first fake-quantized forward after new data, at
+calculate_qparams() or at state_dict()), so an expensive observer (KL, MSE) searches once per
+calibration, not once per batch. Buffers scale, zero_point, min_val, max_val (the range the
+qparams come from) and the three switches are in state_dict, which therefore round-trips exactly;
+before any data the qparam buffers are empty and load_state_dict resizes them.
+"""
+
+import torch
+from torch import nn
+
+from intq.fakequant.spec import QuantSpec
+from intq.fakequant.ste import fake_quantize_ste
+from intq.qmath import affine_qparams, symmetric_qparams
+
+__all__ = ["Quantizer", "make_observer"]
+
+_QPARAM_BUFFERS = ("scale", "zero_point", "min_val", "max_val")
+
+
+def make_observer(spec: QuantSpec) -> nn.Module:
+    """A fresh observer for `spec`, built by intq.observers.make_observer (imported lazily)."""
+    from intq.observers import make_observer as make
+
+    return make(spec.observer, per_channel=spec.per_channel, axis=spec.axis, bits=spec.bits,
+                symmetric=spec.symmetric, **spec.options)
+
+
+class Quantizer(nn.Module):
+    """Fake-quantizes one tensor per its QuantSpec with ranges from an observer.
+
+    `observer` defaults to make_observer(spec); any module with update(x), ranges(), reset(),
+    merge(other) and buffers works. With `current_ranges=True` the observer is reset before
+    each update, so the ranges are those of the latest tensor (the paper's QAT weight ranges:
+    the current min/max of the weights). `generator` seeds stochastic rounding.
+    """
+
+    def __init__(self, spec: QuantSpec, observer: nn.Module | None = None, *,
+                 observe: bool = True, fake_quant: bool = True, current_ranges: bool = False,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        if not isinstance(spec, QuantSpec):
+            raise ValueError(f"Quantizer: spec must be a QuantSpec, got {type(spec).__name__}")
+        self.spec = spec
+        self.observer = make_observer(spec) if observer is None else observer
+        self.current_ranges = current_ranges
+        self.generator = generator
+        self.register_buffer("scale", torch.ones(0))
+        self.register_buffer("zero_point", torch.zeros(0, dtype=torch.int32))
+        self.register_buffer("min_val", torch.zeros(0))
+        self.register_buffer("max_val", torch.zeros(0))
+        self.register_buffer("observe_enabled", torch.tensor(bool(observe)))
+        self.register_buffer("fake_quant_enabled", torch.tensor(bool(fake_quant)))
+        self.register_buffer("frozen_enabled", torch.tensor(False))
+        self._stale = False
+
+    # ---------------------------------------------------------------------------- switches
+    @property
+    def observe(self) -> bool:
+        """Update the observer on forward (ignored while frozen)."""
+        return bool(self.observe_enabled)
+
+    @observe.setter
+    def observe(self, value: bool) -> None:
+        self.observe_enabled.fill_(bool(value))
+
+    @property
+    def fake_quant(self) -> bool:
+        """Return fake-quantized x from forward (else x unchanged)."""
+        return bool(self.fake_quant_enabled)
+
+    @fake_quant.setter
+    def fake_quant(self, value: bool) -> None:
+        self.fake_quant_enabled.fill_(bool(value))
+
+    @property
+    def frozen(self) -> bool:
+        """Ranges fixed: no observer updates, scale/zero_point never recomputed.
+
+        Freezing first computes the qparams of data observed since the last computation.
+        """
+        return bool(self.frozen_enabled)
+
+    @frozen.setter
+    def frozen(self, value: bool) -> None:
+        if value and self._stale:  # freeze the ranges observed so far, not stale qparams
+            self.calculate_qparams()
+        self.frozen_enabled.fill_(bool(value))
+
+    @property
+    def has_qparams(self) -> bool:
+        """True once scale/zero_point were computed (or loaded)."""
+        return self.scale.numel() > 0
+
+    # ------------------------------------------------------------------------------ compute
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.observe and not self.frozen:
+            self._observe(x)
+        if not self.fake_quant:
+            return x
+        if self._stale and not self.frozen:
+            self.calculate_qparams()
+        if not self.has_qparams:
+            state = "is frozen without qparams" if self.frozen else "has observed no data yet"
+            raise ValueError(f"Quantizer({self.spec.describe()}): fake_quant is on but it {state}; "
+                             "observe calibration data first (observe=True) or load a state_dict")
+        axis = self.spec.axis if self.spec.per_channel else None
+        return fake_quantize_ste(x, self.scale, self.zero_point, self.spec.qmin, self.spec.qmax,
+                                 axis, self.spec.rounding,
+                                 self.generator if self.spec.rounding == "stochastic" else None)
+
+    @torch.no_grad()
+    def calculate_qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, zero_point) from the observer's ranges, stored in the buffers.
+
+        While frozen, the stored buffers are returned unchanged.
+        """
+        if self.frozen and self.has_qparams:
+            return self.scale, self.zero_point
+        if self.frozen:
+            raise ValueError(f"Quantizer({self.spec.describe()}): frozen without qparams; "
+                             "unfreeze and observe data, or load a state_dict")
+        lo, hi = self.observer.ranges()
+        qparams = symmetric_qparams if self.spec.symmetric else affine_qparams
+        scale, zero_point = qparams(lo, hi, self.spec.qmin, self.spec.qmax)
+        device = self.scale.device
+        self.scale, self.zero_point = scale.to(device), zero_point.to(device)
+        self.min_val, self.max_val = lo.to(device, torch.float32), hi.to(device, torch.float32)
+        self._stale = False
+        return self.scale, self.zero_point
+
+    def _observe(self, x: torch.Tensor) -> None:
+        if x.numel() == 0:
+            raise ValueError(f"Quantizer({self.spec.describe()}): cannot observe an empty tensor "
+                             f"of shape {tuple(x.shape)}")
+        if self.current_ranges:
+            self.observer.reset()
+        self.observer.update(x.detach())
+        self._stale = True
+
+    # ---------------------------------------------------------------------------- state
+    def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
+        if self._stale and not self.frozen:
+            self.calculate_qparams()
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Resize the qparam buffers to the incoming shapes (per channel: C unknown until data)."""
+        for name in _QPARAM_BUFFERS:
+            incoming = state_dict.get(prefix + name)
+            if isinstance(incoming, torch.Tensor):
+                buffer = self._buffers[name]
+                self._buffers[name] = buffer.new_empty(incoming.shape)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._stale = False
+
+    def extra_repr(self) -> str:
+        switches = f"observe={self.observe}, fake_quant={self.fake_quant}, frozen={self.frozen}"
+        if not self.has_qparams:
+            qparams = "no qparams"
+        elif self.scale.numel() == 1:
+            qparams = f"scale={self.scale.item():.6g}, zero_point={self.zero_point.item()}"
+        else:
+            qparams = f"{self.scale.numel()} channel scales"
+        return f"{self.spec.describe()}, {switches}, {qparams}"

@@ -17,7 +17,7 @@ from torch import fx, nn
 
 from intq.graph._fx import bind, remove, rewrite, shape_of
 
-__all__ = ["INPLACE_METHODS", "RULES", "is_inplace"]
+__all__ = ["RULES"]
 
 Rule = Callable[[fx.GraphModule, fx.Node], None]
 
@@ -35,28 +35,6 @@ _IDENTITY_MODULES = (
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
     nn.FeatureAlphaDropout, nn.Identity,
 )
-INPLACE_METHODS = frozenset({"relu_", "add_", "clamp_", "clip_", "clamp_min_", "hardtanh_"})
-_INPLACE_FUNCTIONS = frozenset({torch.relu_, torch.clamp_, torch.clip_, F.hardtanh_})
-
-
-def is_inplace(gm: fx.GraphModule, node: fx.Node) -> bool:
-    """True for an op that overwrites its first argument (x.relu_(), ReLU(inplace=True), ...)."""
-    if node.op == "call_method":
-        return node.target in INPLACE_METHODS
-    if node.op == "call_module":
-        return bool(getattr(gm.get_submodule(node.target), "inplace", False))
-    if node.op != "call_function":
-        return False
-    if node.target in _INPLACE_FUNCTIONS:
-        return True
-    return node.target in (F.relu, F.relu6, F.hardtanh) and _inplace_flag(node)
-
-
-def _inplace_flag(node: fx.Node) -> bool:
-    position = 3 if node.target is F.hardtanh else 1
-    return bool(node.kwargs.get("inplace", node.args[position] if len(node.args) > position else 0))
-
-
 def _to_clamp(node: fx.Node, x: Any, low: Any, high: Any) -> None:
     """relu if [0, inf), relu6 if [0, 6], torch.clamp(x, min=, max=) otherwise."""
     if not all(b is None or isinstance(b, Number) for b in (low, high)):

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
@@ -24,8 +25,10 @@ __all__ = [
     "calls_module",
     "copy_graph_module",
     "finish",
+    "has_new_nodes",
     "is_leaf",
     "is_tensor",
+    "mutates_input",
     "propagate_shapes",
     "remove",
     "replace_with_constant",
@@ -38,6 +41,13 @@ EXAMPLE_INPUTS = "intq_example_inputs"
 LEAF_MODULES = "intq_leaf_modules"
 _SHAPE_METHODS = frozenset({"size", "dim", "numel"})
 _SHAPE_ATTRS = frozenset({"shape", "ndim", "dtype", "device"})
+_INPLACE_OPERATORS = frozenset({operator.iadd, operator.isub, operator.imul, operator.itruediv})
+_INPLACE_POSITION = {
+    **{f: 1 for f in (F.relu, F.relu6, F.silu, F.hardswish, F.hardsigmoid, F.mish, F.selu)},
+    **{f: 2 for f in (F.leaky_relu, F.elu, F.celu)},
+    **{f: 3 for f in (F.hardtanh, F.threshold, F.dropout, F.dropout1d, F.dropout2d)},
+    **{f: 3 for f in (F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout)},
+}
 
 
 def copy_graph_module(gm: fx.GraphModule) -> fx.GraphModule:
@@ -112,9 +122,35 @@ def _has_path(root: nn.Module, path: str) -> bool:
     return True
 
 
-def finish(gm: fx.GraphModule) -> fx.GraphModule:
-    """Drop dead nodes and unreferenced modules/parameters, recompile, refresh shapes, eval()."""
-    gm.graph.eliminate_dead_code()
+def mutates_input(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """True for an op that overwrites its first argument: x.relu_(), F.relu(x, inplace=True),
+    nn.ReLU(inplace=True), torch.relu_, operator.iadd, ..."""
+    if node.op == "call_module":
+        return bool(getattr(gm.get_submodule(node.target), "inplace", False))
+    if node.op == "call_method":
+        return node.target.endswith("_") and not node.target.startswith("_")
+    if node.op != "call_function":
+        return False
+    name = getattr(node.target, "__name__", "")
+    if node.target in _INPLACE_OPERATORS or (name.endswith("_") and not name.startswith("_")):
+        return True
+    position = _INPLACE_POSITION.get(node.target)
+    if position is None:
+        return False
+    flag = node.args[position] if len(node.args) > position else False
+    return bool(node.kwargs.get("inplace", flag))
+
+
+def _keep_when_unused(gm: fx.GraphModule, node: fx.Node) -> bool:
+    return node.is_impure() or is_leaf(gm, node) or mutates_input(gm, node)
+
+
+def finish(gm: fx.GraphModule, *, propagate: bool = True) -> fx.GraphModule:
+    """Drop dead nodes and unreferenced modules/parameters, recompile, eval(), refresh shapes.
+
+    Unused nodes that mutate their input or call a leaf module are kept.
+    """
+    gm.graph.eliminate_dead_code(lambda node: _keep_when_unused(gm, node))
     gm.graph.lint()
     graph = fx.Graph()
     graph.output(graph.graph_copy(gm.graph, {}))
@@ -122,7 +158,8 @@ def finish(gm: fx.GraphModule) -> fx.GraphModule:
     out = fx.GraphModule(gm, graph, type(gm).__name__)
     out.meta.update(gm.meta)
     out.eval()
-    propagate_shapes(out)
+    if propagate:
+        propagate_shapes(out)
     return out
 
 
@@ -149,9 +186,20 @@ def replace_with_constant(node: fx.Node, value: Any) -> None:
     node.graph.erase_node(node)
 
 
-def propagate_shapes(gm: fx.GraphModule) -> None:
-    """Refresh `node.meta["tensor_meta"]` by running the example input (no-op without one)."""
+def propagate_shapes(gm: fx.GraphModule) -> Any:
+    """Refresh `node.meta["tensor_meta"]` by running the example input; returns the output.
+
+    Without an example input nothing runs and None is returned.
+    """
     inputs = gm.meta.get(EXAMPLE_INPUTS)
-    if inputs is not None:
-        with torch.no_grad():
-            ShapeProp(gm).propagate(*inputs)
+    if inputs is None:
+        return None
+    with torch.no_grad():
+        return ShapeProp(gm).propagate(*inputs)
+
+
+def has_new_nodes(gm: fx.GraphModule) -> bool:
+    """True when some node was created after the last shape propagation."""
+    return gm.meta.get(EXAMPLE_INPUTS) is not None and any(
+        "type" not in node.meta for node in gm.graph.nodes if node.op != "output"
+    )

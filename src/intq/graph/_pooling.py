@@ -126,6 +126,8 @@ def _mean(gm: fx.GraphModule, node: fx.Node) -> None:
     if sorted(d % 4 for d in dims) != [2, 3]:
         return
     rewrite(node, F.adaptive_avg_pool2d, (a["input"], 1))
+    node.meta.pop("tensor_meta", None)
+    node.meta.pop("type", None)
     if not a["keepdim"]:
         with node.graph.inserting_after(node):
             flat = node.graph.call_function(torch.flatten, (node, 1))

@@ -21,7 +21,7 @@ from torch import fx, nn
 from torch.utils import _pytree
 
 from intq.errors import IntqError
-from intq.graph._fx import EXAMPLE_INPUTS, LEAF_MODULES, finish
+from intq.graph._fx import EXAMPLE_INPUTS, LEAF_MODULES, finish, propagate_shapes
 from intq.graph.fused import FusedAdd, FusedConv2d, FusedLinear
 
 __all__ = ["capture"]
@@ -57,9 +57,10 @@ def capture(
     gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
     gm.meta[LEAF_MODULES] = tuple(sorted(tracer.leaves_seen))
     gm.meta[EXAMPLE_INPUTS] = inputs
+    gm = finish(gm, propagate=False)
     if inputs is not None:
         _check_reproduces(root, gm, inputs)
-    return finish(gm)
+    return gm
 
 
 def _as_inputs(example: Any) -> tuple[torch.Tensor, ...] | None:
@@ -138,28 +139,35 @@ class _Tracer(fx.Tracer):
 
 
 def _trace_failure(root: nn.Module, tracer: _Tracer, exc: Exception) -> str:
-    reason = _reason(exc)
+    reason, rewrite = _reason(exc)
     where = _user_frame(exc)
     model = type(root).__name__
-    if tracer.failed_in is None or tracer.failed_in[0] in ("", None):
+    if tracer.failed_in is None or tracer.failed_in[0] == "":
         return (
             f"cannot trace {model}: {reason} in {model}.forward{where}; move that code into a "
-            "submodule and keep it in float with leaf_modules=['<its qualified name>'], or "
-            "rewrite it without tensor-dependent Python control flow"
+            f"submodule and keep it in float with leaf_modules=['<its qualified name>'], or "
+            f"{rewrite}"
         )
     name, cls = tracer.failed_in
     return (
         f"cannot trace {model}: module {name!r} ({cls}) {reason}{where}; mark {name} as a leaf "
-        f"with leaf_modules=[{name!r}] to keep it in float, or rewrite its forward without "
-        "tensor-dependent Python control flow"
+        f"with leaf_modules=[{name!r}] to keep it in float, or {rewrite}"
     )
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: Exception) -> tuple[str, str]:
+    """(what went wrong, how to rewrite the code) for a trace failure."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if "control flow" in text:
-        return "uses a traced tensor in Python control flow (if/while/bool/len)"
-    return f"cannot be traced ({type(exc).__name__}: {text})"
+        return (
+            "uses a traced tensor in Python control flow (if/while/bool/len)",
+            "rewrite it without tensor-dependent Python control flow",
+        )
+    return (
+        f"cannot be traced ({type(exc).__name__}: {text})",
+        "rewrite it so that torch.fx can trace it (modules created in __init__, no tensor "
+        "values used as Python values)",
+    )
 
 
 def _user_frame(exc: Exception) -> str:
@@ -181,7 +189,7 @@ def _check_reproduces(
 ) -> None:
     with torch.no_grad():
         want = _pytree.tree_leaves(model(*inputs))
-        got = _pytree.tree_leaves(gm(*inputs))
+    got = _pytree.tree_leaves(propagate_shapes(gm))
     errors = [_relative_error(g, w) for g, w in zip(got, want, strict=False)]
     if len(got) != len(want) or any(e > _CAPTURE_RTOL for e in errors):
         raise IntqError(

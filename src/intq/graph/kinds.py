@@ -138,7 +138,7 @@ def _describe(gm: fx.GraphModule, node: fx.Node) -> str:
     if node.op == "call_module":
         module = gm.get_submodule(node.target)
         unfolded = isinstance(module, nn.modules.batchnorm._BatchNorm)
-        note = " (no conv/linear right before it to fold into)" if unfolded else ""
+        note = " (not folded into a conv/linear)" if unfolded else ""
         return f"{type(module).__name__} module {node.target!r}{note}"
     if node.op == "call_method":
         return f"Tensor.{node.target}"

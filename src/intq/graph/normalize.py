@@ -38,7 +38,14 @@ from collections.abc import Callable
 from torch import fx
 
 from intq.graph import _elementwise, _layers, _pooling, _reshapes
-from intq.graph._fx import copy_graph_module, finish, is_leaf, propagate_shapes
+from intq.graph._fx import (
+    copy_graph_module,
+    finish,
+    has_new_nodes,
+    is_leaf,
+    mutates_input,
+    propagate_shapes,
+)
 
 __all__ = ["normalize"]
 
@@ -57,7 +64,8 @@ def normalize(gm: fx.GraphModule) -> fx.GraphModule:
     _layers.functional_layers_to_modules(gm)
     _layers.resolve_conv_padding(gm)
     _layers.merge_pads_into_convs(gm)
-    propagate_shapes(gm)
+    if has_new_nodes(gm):
+        propagate_shapes(gm)
     _reshapes.canonical_reshapes(gm)
     _reshapes.fold_static_sizes(gm)
     return finish(gm)
@@ -74,7 +82,7 @@ def _make_out_of_place(gm: fx.GraphModule) -> None:
     """Readers of a tensor after an in-place op on it read that op's result instead."""
     order = {node: i for i, node in enumerate(gm.graph.nodes)}
     for node in gm.graph.nodes:
-        if is_leaf(gm, node) or not _elementwise.is_inplace(gm, node):
+        if is_leaf(gm, node) or not mutates_input(gm, node):
             continue
         source = node.args[0]
         if not isinstance(source, fx.Node):

@@ -1,0 +1,101 @@
+"""capture: fx trace of an unmodified model, leaves kept in float, errors that say what to do."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from intq.errors import IntqError
+from intq.graph import OpKind, capture, op_kind, prepare_float_graph, unsupported_nodes
+
+from .helpers import assert_same_function, small_inputs
+from .nets import FAMILIES, SAME_PADDING_WARNING, Gate, GatedNet, RootBranchNet, build
+
+pytestmark = pytest.mark.filterwarnings(SAME_PADDING_WARNING)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_capture_reproduces_each_family(name):
+    model = build(name)
+    gm = capture(model, small_inputs()[0])
+    assert isinstance(gm, fx.GraphModule)
+    assert_same_function(gm, model, small_inputs())
+
+
+def test_functional_conv_model_captures_conv_with_parameter_weights():
+    gm = capture(build("functional"), small_inputs()[0])
+    convs = [n for n in gm.graph.nodes if n.target is F.conv2d]
+    assert len(convs) == 4
+    assert all(n.args[1].op == "get_attr" for n in convs)
+
+
+def test_capture_does_not_modify_the_model():
+    model = build("resnet").train()
+    before = copy.deepcopy(model.state_dict())
+    modules = list(model.modules())
+    prepare_float_graph(model, small_inputs()[0])
+    assert model.training
+    assert all(m.training for m in model.modules())
+    assert list(model.modules()) == modules
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_capture_without_example_input_has_no_shapes():
+    gm = capture(build("mobilenet_v1"))
+    assert all("tensor_meta" not in n.meta for n in gm.graph.nodes)
+    assert_same_function(gm, build("mobilenet_v1"), small_inputs())
+
+
+def test_untraceable_module_error_names_module_line_and_leaf_way_out():
+    with pytest.raises(IntqError) as info:
+        capture(GatedNet(), small_inputs()[0])
+    message = str(info.value)
+    assert "module 'gate' (Gate)" in message
+    assert "control flow" in message
+    assert "nets.py" in message and "if x.mean() > 0:" in message
+    assert "leaf_modules=['gate']" in message
+    assert "\n" not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_untraceable_root_forward_error_suggests_a_leaf_submodule():
+    with pytest.raises(IntqError, match=r"RootBranchNet\.forward at nets\.py:\d+ .*leaf_modules"):
+        capture(RootBranchNet())
+
+
+def test_unknown_leaf_name_is_rejected_with_known_names():
+    with pytest.raises(IntqError, match=r"no submodule named 'gat'.*'conv'"):
+        capture(GatedNet(), leaf_modules=["gat"])
+
+
+@pytest.mark.parametrize("leaf", ["gate", Gate])
+def test_leaf_module_runs_in_float_end_to_end(leaf):
+    model = GatedNet().eval()
+    gm = prepare_float_graph(model, small_inputs()[0], leaf_modules=[leaf])
+    gates = [n for n in gm.graph.nodes if n.op == "call_module" and n.target == "gate"]
+    assert len(gates) == 1 and op_kind(gm, gates[0]) == OpKind.LEAF
+    assert isinstance(gm.get_submodule("gate"), Gate)
+    assert unsupported_nodes(gm) == []
+    assert_same_function(gm, model, small_inputs())
+    x = small_inputs()[1]
+    branches = {bool(model.bn(model.conv(s)).mean() > 0) for s in (x, -x)}
+    assert branches == {True, False}
+    assert_same_function(gm, model, [x, -x])
+
+
+def test_leaf_module_keeps_a_torch_nn_layer_out_of_the_passes():
+    model = build("mobilenet_v1")
+    gm = prepare_float_graph(model, small_inputs()[0], leaf_modules=["features.0"])
+    leaf = gm.get_submodule("features.0")
+    assert type(leaf) is nn.Conv2d
+    assert [n.target for n in gm.graph.nodes if op_kind(gm, n) == OpKind.LEAF] == ["features.0"]
+    assert_same_function(gm, model, small_inputs())
+
+
+def test_example_input_must_be_tensors():
+    with pytest.raises(ValueError, match="example_input"):
+        capture(GatedNet(), example_input=[1, 2])

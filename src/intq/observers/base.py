@@ -132,6 +132,11 @@ class Observer(nn.Module, abc.ABC):
     def _merge(self, other: Observer) -> None:
         """Fold the state of ``other`` (same kind, settings and channel count) into this one."""
 
+    def _extend_range(self, min_val: Tensor, max_val: Tensor) -> None:
+        """``min_val``/``max_val`` := elementwise min / max with the given per-channel extremes."""
+        self.min_val = torch.minimum(self.min_val, min_val)
+        self.max_val = torch.maximum(self.max_val, max_val)
+
     def _merged_num_batches(self, other: Observer) -> int:
         return int(self.num_batches + other.num_batches)
 

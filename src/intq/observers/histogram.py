@@ -128,8 +128,7 @@ class HistogramObserver(Observer):
 
     def _widen_to(self, min_val: Tensor, max_val: Tensor) -> tuple[Tensor, Tensor]:
         """Grow the observed range to include [min_val, max_val] and move counts to its window."""
-        self.min_val = torch.minimum(self.min_val, min_val)
-        self.max_val = torch.maximum(self.max_val, max_val)
+        self._extend_range(min_val, max_val)
         lo, hi = self._span()
         exponent = fit_exponent(lo, hi, self.bins)
         offset = torch.floor(torch.ldexp(lo, -exponent)).to(torch.int64)

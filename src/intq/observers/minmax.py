@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from intq.observers.base import Observer
@@ -27,12 +26,10 @@ class MinMaxObserver(Observer):
         self.reset()
 
     def _update(self, rows: Tensor, batch_min: Tensor, batch_max: Tensor) -> None:
-        self.min_val = torch.minimum(self.min_val, batch_min)
-        self.max_val = torch.maximum(self.max_val, batch_max)
+        self._extend_range(batch_min, batch_max)
 
     def _ranges(self) -> tuple[Tensor, Tensor]:
         return self.min_val, self.max_val
 
     def _merge(self, other: Observer) -> None:
-        self.min_val = torch.minimum(self.min_val, other.min_val)
-        self.max_val = torch.maximum(self.max_val, other.max_val)
+        self._extend_range(other.min_val, other.max_val)

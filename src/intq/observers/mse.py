@@ -98,5 +98,4 @@ class TensorMSEObserver(Observer):
         return self.min_val, self.max_val
 
     def _merge(self, other: Observer) -> None:
-        self.min_val = torch.minimum(self.min_val, other.min_val)
-        self.max_val = torch.maximum(self.max_val, other.max_val)
+        self._extend_range(other.min_val, other.max_val)

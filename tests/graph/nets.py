@@ -236,6 +236,19 @@ class RootBranchNet(nn.Module):
         return x
 
 
+class CountingNet(nn.Module):
+    """Python state read in forward: the trace bakes in the value of its own call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.conv(x) * self.calls
+
+
 class UnfoldableNet(nn.Module):
     """A BN after a ReLU, a conv whose output is also read by an add (no fold), and a ReLU
     whose input has another reader (no fusion)."""

@@ -8,16 +8,33 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from intq.errors import IntqError
-from intq.graph import OpKind, capture, op_kind, prepare_float_graph, unsupported_nodes
+from intq.graph import (
+    OpKind,
+    capture,
+    fold_batchnorm,
+    fuse,
+    normalize,
+    op_kind,
+    prepare_float_graph,
+    unsupported_nodes,
+)
 
 from .helpers import assert_same_function, small_inputs
-from .nets import FAMILIES, SAME_PADDING_WARNING, Gate, GatedNet, RootBranchNet, build
+from .nets import (
+    SAME_PADDING_WARNING,
+    SUPPORTED,
+    CountingNet,
+    Gate,
+    GatedNet,
+    RootBranchNet,
+    build,
+)
 
 pytestmark = pytest.mark.filterwarnings(SAME_PADDING_WARNING)
 
 
-@pytest.mark.parametrize("name", sorted(FAMILIES))
-def test_capture_reproduces_each_family(name):
+@pytest.mark.parametrize("name", sorted(SUPPORTED))
+def test_capture_reproduces_each_model(name):
     model = build(name)
     gm = capture(model, small_inputs()[0])
     assert isinstance(gm, fx.GraphModule)
@@ -85,6 +102,8 @@ def test_leaf_module_runs_in_float_end_to_end(leaf):
     branches = {bool(model.bn(model.conv(s)).mean() > 0) for s in (x, -x)}
     assert branches == {True, False}
     assert_same_function(gm, model, [x, -x])
+    for run in (normalize, fold_batchnorm, fuse):
+        assert run(gm).code == gm.code
 
 
 def test_leaf_module_keeps_a_torch_nn_layer_out_of_the_passes():
@@ -99,3 +118,8 @@ def test_leaf_module_keeps_a_torch_nn_layer_out_of_the_passes():
 def test_example_input_must_be_tensors():
     with pytest.raises(ValueError, match="example_input"):
         capture(GatedNet(), example_input=[1, 2])
+
+
+def test_graph_that_does_not_reproduce_the_model_is_rejected():
+    with pytest.raises(IntqError, match=r"traced graph of CountingNet does not reproduce"):
+        capture(CountingNet(), small_inputs()[0])

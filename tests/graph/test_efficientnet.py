@@ -17,7 +17,7 @@ from intq.graph import (
     unsupported_nodes,
 )
 
-from .helpers import assert_same_function
+from .helpers import RTOL, relative_error
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1)
@@ -42,9 +42,13 @@ def lite0():
     captured = capture(model, example)
     normal = normalize(captured)
     folded = fold_batchnorm(normal)
+    inputs = [torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))]
+    inputs.append(astronaut_batch())
+    with torch.no_grad():
+        wants = [model(x) for x in inputs]
     return {
         "model": model, "state": state, "captured": captured, "normal": normal,
-        "folded": folded, "fused": fuse(folded),
+        "folded": folded, "fused": fuse(folded), "inputs": inputs, "wants": wants,
     }
 
 
@@ -75,8 +79,9 @@ def test_folded_and_fused_graph(lite0):
 
 @pytest.mark.parametrize("stage", ["captured", "normal", "folded", "fused"])
 def test_every_stage_computes_the_model(lite0, stage):
-    random = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
-    assert_same_function(lite0[stage], lite0["model"], [random, astronaut_batch()])
+    with torch.no_grad():
+        for x, want in zip(lite0["inputs"], lite0["wants"], strict=True):
+            assert relative_error(lite0[stage](x), want) <= RTOL
 
 
 @pytest.mark.parametrize(("stage", "run"), [

@@ -40,7 +40,7 @@ def _assert_zero_exact(scale, zp, qmin, qmax):
     assert torch.equal(dequantize(zp, scale, zp, axis), zero)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(finite_f32, finite_f32, st.sampled_from(GRIDS))
 def test_affine_zero_exact_and_range_covered(a, b, grid):
     lo, hi = _range_pair(a, b)
@@ -117,7 +117,7 @@ def test_per_channel_shapes_and_python_floats():
     assert scale.shape == () and zp.shape == ()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(finite_f32, finite_f32, st.sampled_from(GRIDS))
 def test_symmetric_covers_amax_without_clipping(a, b, grid):
     lo, hi = _range_pair(a, b)

@@ -44,7 +44,7 @@ def _x_values(scale):
     return st.lists(st.one_of(near_grid, st.floats(-1e6, 1e6, width=32)), min_size=1, max_size=20)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.data(), grid_and_qparams(), st.sampled_from(["half_even", "half_away"]))
 def test_quantize_matches_fraction_reference(data, params, mode):
     qmin, qmax, scale, zp = params
@@ -58,7 +58,7 @@ def test_quantize_matches_fraction_reference(data, params, mode):
     assert q_np.dtype == np.int64 and q_np.tolist() == want
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.data(), grid_and_qparams(), st.sampled_from(["half_even", "half_away", "stochastic"]))
 def test_dequantize_exact_and_quantize_dequantize_idempotent(data, params, mode):
     qmin, qmax, scale, zp = params

@@ -16,7 +16,7 @@ straight-through gradients live in intq.fakequant.
 import torch
 
 from intq.qmath._checks import channel_shape, check_finite, check_qparams
-from intq.qmath.rounding import round_half_away, round_half_even, round_stochastic
+from intq.qmath.rounding import round_half_away, round_stochastic
 
 __all__ = [
     "ROUNDINGS",
@@ -84,8 +84,8 @@ def fake_quantize(x, scale, zero_point, qmin: int, qmax: int, axis: int | None =
     tensor([0.5000, 0.5000, 1.5000])
     """
     x_c, s, z = _prepare(x, scale, zero_point, qmin, qmax, axis, "fake_quantize")
-    q = torch.clamp(_round(x_c / s, rounding, generator, "fake_quantize") + z, qmin, qmax)
-    return ((q - z) * s).to(x.dtype)
+    q = _grid_values(x_c, s, z, qmin, qmax, rounding, generator, "fake_quantize")
+    return q.sub_(z).mul_(s).to(x.dtype)
 
 
 def nudged_range(scale, zero_point, qmin: int, qmax: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,21 +107,25 @@ def nudged_range(scale, zero_point, qmin: int, qmax: int) -> tuple[torch.Tensor,
 def _quantize(x, scale, zero_point, qmin, qmax, axis, rounding, generator) -> torch.Tensor:
     where = f"quantize_{rounding}"
     x_c, s, z = _prepare(x, scale, zero_point, qmin, qmax, axis, where)
-    q = torch.clamp(_round(x_c / s, rounding, generator, where) + z, qmin, qmax)
-    return q.to(torch.int32)
+    return _grid_values(x_c, s, z, qmin, qmax, rounding, generator, where).to(torch.int32)
 
 
-def _round(v: torch.Tensor, rounding: str, generator, where: str) -> torch.Tensor:
-    if rounding == "stochastic":
-        return round_stochastic(v, generator)
-    if generator is not None:
+def _grid_values(x, s, z, qmin, qmax, rounding, generator, where) -> torch.Tensor:
+    """clamp(round(x / s) + z, qmin, qmax) as a new float tensor (updated in place after the
+    division: one allocation instead of four)."""
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"{where}: rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    if generator is not None and rounding != "stochastic":
         raise ValueError(f"{where}: generator only applies to rounding='stochastic', "
                          f"got rounding={rounding!r}")
+    v = x / s
     if rounding == "half_even":
-        return round_half_even(v)
-    if rounding == "half_away":
-        return round_half_away(v)
-    raise ValueError(f"{where}: rounding must be one of {ROUNDINGS}, got {rounding!r}")
+        v.round_()
+    elif rounding == "half_away":
+        v = round_half_away(v)
+    else:
+        v = round_stochastic(v, generator)
+    return v.add_(z).clamp_(qmin, qmax)
 
 
 def _prepare(x, scale, zero_point, qmin, qmax, axis, where):

@@ -216,3 +216,16 @@ def test_normalize_without_example_input_uses_spelled_out_patterns():
     bns = unsupported_nodes(gm)  # BN is folded later; nothing else lacks an integer form
     assert len(bns) == 5 and all("BatchNorm2d module" in s for s in bns)
     assert_same_function(gm, model, small_inputs())
+
+
+def test_shape_arithmetic_without_example_input_is_shape_kind():
+    class Dynamic(nn.Module):
+        def forward(self, x):
+            return F.relu(x.view(x.size(0), x.size(1) * x.size(2) * x.size(3)))
+
+    gm = normalize(capture(Dynamic()))
+    kinds = [op_kind(gm, n) for n in gm.graph.nodes]
+    assert kinds.count(OpKind.SHAPE) == 6 and OpKind.RESHAPE in kinds
+    assert unsupported_nodes(gm) == []
+    x = torch.randn(3, 2, 5, 5)
+    assert torch.equal(gm(x), Dynamic()(x))

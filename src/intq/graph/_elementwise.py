@@ -35,6 +35,8 @@ _IDENTITY_MODULES = (
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
     nn.FeatureAlphaDropout, nn.Identity,
 )
+
+
 def _to_clamp(node: fx.Node, x: Any, low: Any, high: Any) -> None:
     """relu if [0, inf), relu6 if [0, 6], torch.clamp(x, min=, max=) otherwise."""
     if not all(b is None or isinstance(b, Number) for b in (low, high)):

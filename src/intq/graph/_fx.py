@@ -41,6 +41,9 @@ EXAMPLE_INPUTS = "intq_example_inputs"
 LEAF_MODULES = "intq_leaf_modules"
 _SHAPE_METHODS = frozenset({"size", "dim", "numel"})
 _SHAPE_ATTRS = frozenset({"shape", "ndim", "dtype", "device"})
+_SHAPE_ARITHMETIC = frozenset(
+    {operator.getitem, operator.add, operator.sub, operator.mul, operator.floordiv}
+)
 _INPLACE_OPERATORS = frozenset({operator.iadd, operator.isub, operator.imul, operator.itruediv})
 _INPLACE_POSITION = {
     **{f: 1 for f in (F.relu, F.relu6, F.silu, F.hardswish, F.hardsigmoid, F.mish, F.selu)},
@@ -53,7 +56,9 @@ _INPLACE_POSITION = {
 def copy_graph_module(gm: fx.GraphModule) -> fx.GraphModule:
     """A deep copy of `gm` (modules, parameters, graph and meta): passes never edit their input."""
     if not isinstance(gm, fx.GraphModule):
-        raise ValueError(f"expected a torch.fx.GraphModule (see intq.graph.capture), got {gm!r}")
+        raise ValueError(
+            f"expected a torch.fx.GraphModule from intq.graph.capture, got {type(gm).__name__}"
+        )
     return copy.deepcopy(gm)
 
 
@@ -90,7 +95,7 @@ def _is_shape_value(node: fx.Node) -> bool:
         return True
     if node.op == "call_function" and node.target is getattr:
         return node.args[1] in _SHAPE_ATTRS
-    if node.op == "call_function" and node.target in (operator.getitem, operator.add):
+    if node.op == "call_function" and node.target in _SHAPE_ARITHMETIC:
         inputs = [a for a in node.args if isinstance(a, fx.Node)]
         return bool(inputs) and all(_is_shape_value(a) for a in inputs)
     return False
@@ -161,7 +166,6 @@ def finish(gm: fx.GraphModule, *, propagate: bool = True) -> fx.GraphModule:
     if propagate:
         propagate_shapes(out)
     return out
-
 
 
 def rewrite(node: fx.Node, target: Any, args: tuple, kwargs: dict | None = None) -> None:

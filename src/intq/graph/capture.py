@@ -52,7 +52,7 @@ def capture(
     tracer = _Tracer(names, types)
     try:
         graph = tracer.trace(root)
-    except Exception as exc:  # noqa: BLE001 - any trace failure becomes one user-facing line
+    except Exception as exc:  # any trace failure becomes one user-facing line
         raise IntqError(_trace_failure(root, tracer, exc)) from None
     gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
     gm.meta[LEAF_MODULES] = tuple(sorted(tracer.leaves_seen))
@@ -99,7 +99,7 @@ def _example_names(known: dict[str, nn.Module]) -> str:
 def _eval_copy(model: nn.Module) -> nn.Module:
     try:
         root = copy.deepcopy(model)
-    except Exception as exc:  # noqa: BLE001 - report why the copy failed, in one line
+    except Exception as exc:  # report why the copy failed, in one line
         raise IntqError(
             f"cannot copy {type(model).__name__} for tracing ({exc}); intq never edits the "
             "user's model, so the model must support copy.deepcopy"

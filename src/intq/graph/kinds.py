@@ -50,6 +50,7 @@ class OpKind(enum.StrEnum):
 
 
 _NO_INTEGER_FORM = (OpKind.BATCHNORM, OpKind.UNSUPPORTED)
+_SHAPE_METHODS = frozenset({"size", "dim", "numel"})
 _MODULE_KINDS = {
     FusedConv2d: OpKind.FUSED_CONV,
     FusedLinear: OpKind.FUSED_LINEAR,
@@ -67,7 +68,7 @@ def op_kind(gm: fx.GraphModule, node: fx.Node) -> OpKind:
     if node.op == "call_module":
         return _module_kind(gm, node)
     if node.op == "call_method":
-        return OpKind.SHAPE if node.target == "size" else OpKind.UNSUPPORTED
+        return OpKind.SHAPE if node.target in _SHAPE_METHODS else OpKind.UNSUPPORTED
     return _function_kind(gm, node)
 
 
@@ -86,19 +87,21 @@ def _is_canonical_conv(conv: nn.Conv2d) -> bool:
 
 def _function_kind(gm: fx.GraphModule, node: fx.Node) -> OpKind:
     target, args, kwargs = node.target, node.args, node.kwargs
-    if target is operator.getitem and isinstance(args[0], fx.Node):
-        source = op_kind(gm, args[0])
-        if source in (OpKind.SHAPE, OpKind.LEAF):
-            return source
+    inputs = node.all_input_nodes
+    if target is operator.getitem and inputs and op_kind(gm, inputs[0]) == OpKind.LEAF:
+        return OpKind.LEAF  # one output of a float leaf returning a tuple
     if target is getattr and args[1] == "shape":
         return OpKind.SHAPE
+    shape_inputs = inputs and all(op_kind(gm, n) == OpKind.SHAPE for n in inputs)
+    if shape_inputs and not is_tensor(gm, node):
+        return OpKind.SHAPE  # x.size(2) // 2, x.shape[1:]
     if target in (F.relu, F.relu6) and len(args) == 1 and not kwargs:
         return OpKind.RELU if target is F.relu else OpKind.RELU6
-    if target is operator.add and all(_is_activation(gm, a) for a in args):
+    if target is operator.add and len(args) == 2 and all(_is_activation(gm, a) for a in args):
         return OpKind.ADD
-    if target is torch.cat:
+    if target is torch.cat and len(args) == 2 and isinstance(args[0], list):
         return OpKind.CAT
-    if target is F.pad and kwargs.get("mode") == "constant" and kwargs.get("value") == 0.0:
+    if target is F.pad and len(args) == 2 and kwargs == {"mode": "constant", "value": 0.0}:
         return OpKind.PAD
     if target is torch.flatten and args[1:] == (1,) and not kwargs:
         return OpKind.FLATTEN
@@ -112,9 +115,10 @@ def _is_activation(gm: fx.GraphModule, arg: object) -> bool:
 
 
 def _pool_kind(node: fx.Node) -> OpKind:
-    if node.target is F.max_pool2d and not node.kwargs.get("return_indices", False):
+    spelled_out = len(node.args) == 1 and "kernel_size" in node.kwargs
+    if node.target is F.max_pool2d and spelled_out:
         return OpKind.MAX_POOL
-    if node.target is F.avg_pool2d and node.kwargs.get("divisor_override", None) is None:
+    if node.target is F.avg_pool2d and spelled_out and node.kwargs["divisor_override"] is None:
         return OpKind.AVG_POOL
     if node.target is F.adaptive_avg_pool2d and node.args[1:] == (1,):
         return OpKind.GLOBAL_AVG_POOL

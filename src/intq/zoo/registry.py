@@ -185,11 +185,12 @@ def load_model(name: str, *, pretrained: bool = True) -> nn.Module:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """A trained zoo model with its test accuracy on the whole test set and on its first
-    ``SUBSET_SIZE`` images (the subset the tests re-measure), and the wall time."""
+    """A trained zoo model with its accuracy on the ``test_images`` test images and on their
+    first ``SUBSET_SIZE`` (the subset the tests re-measure), and the training wall time."""
 
     model: nn.Module
     recipe: TrainRecipe
+    test_images: int
     test_accuracy: float
     subset_accuracy: float
     seconds: float
@@ -207,10 +208,11 @@ def train_zoo_model(
     progress: bool = True,
     threads: int | None = None,
     train_data: Dataset | None = None,
+    test_data: Dataset | None = None,
 ) -> TrainResult:
     """Train Fashion-MNIST zoo model ``name`` from scratch with its recipe (any argument
     given overrides it) on ``train_data`` (default: the 60k training set), then measure it
-    on the 10k test set."""
+    on ``test_data`` (default: the 10k test set)."""
     entry = get_zoo_model(name)
     if entry.recipe is None:
         raise IntqError(
@@ -225,10 +227,11 @@ def train_zoo_model(
         entry.build(), train_data, **asdict(recipe), progress=progress, threads=threads
     )
     seconds = time.perf_counter() - start
-    test = load_fashion_mnist("test")
+    test = load_fashion_mnist("test") if test_data is None else test_data
     return TrainResult(
         model=model,
         recipe=recipe,
+        test_images=len(test),
         test_accuracy=evaluate_accuracy(model, test),
         subset_accuracy=evaluate_accuracy(model, test.head(SUBSET_SIZE)),
         seconds=seconds,

@@ -84,6 +84,19 @@ def test_qparams_are_computed_lazily_once_per_new_data():
     assert quantizer.observer.ranges_calls == 1
 
 
+def test_merge_folds_observations_and_marks_qparams_stale():
+    a, b = Quantizer(ACT), Quantizer(ACT)
+    x1, x2 = _batches(2)
+    a(x1)
+    b(x2)
+    a.merge(b)
+    both = torch.stack([x1, x2])
+    assert torch.equal(a.calculate_qparams()[0], affine_qparams(both.min(), both.max(), -128,
+                                                                127)[0])
+    with pytest.raises(ValueError, match=r"can only merge a Quantizer with the same spec"):
+        a.merge(Quantizer(W_SYM))
+
+
 def test_current_ranges_track_only_the_latest_tensor():
     quantizer = _local(W_SYM, current_ranges=True)
     big, small = _batches(1, (3, 4))[0] * 100, _batches(1, (3, 4), seed=1)[0]

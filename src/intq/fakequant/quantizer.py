@@ -136,6 +136,15 @@ class Quantizer(nn.Module):
         self._stale = False
         return self.scale, self.zero_point
 
+    def merge(self, other: "Quantizer") -> None:
+        """Fold another quantizer's observations (same spec) into this one, e.g. from calibration
+        split across processes or batches; the qparams are recomputed when next needed."""
+        if not isinstance(other, Quantizer) or other.spec != self.spec:
+            raise ValueError(f"Quantizer({self.spec.describe()}): can only merge a Quantizer with "
+                             f"the same spec, got {getattr(other, 'spec', type(other).__name__)}")
+        self.observer.merge(other.observer)
+        self._stale = True
+
     def _observe(self, x: torch.Tensor) -> None:
         if x.numel() == 0:
             raise ValueError(f"Quantizer({self.spec.describe()}): cannot observe an empty tensor "

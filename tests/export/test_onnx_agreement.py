@@ -88,3 +88,15 @@ def test_float_ops_agree_within_one_lsb():
     diff = np.abs(got[y].astype(int) - ref[y])
     print(f"float region: {np.mean(diff > 0):.2%} of outputs 1 LSB apart")
     assert diff.max() <= 1 and diff.mean() <= 0.01
+
+
+@pytest.mark.parametrize("weight_type", ["auto", "u8"])
+def test_linear_with_weight_zero_point_and_per_tensor_scale(weight_type):
+    rng = np.random.default_rng(4)
+    b = ProgramBuilder()
+    q = b.quantize(b.input("x", (3, 40)), QTensor(0.05, 100))
+    y = b.linear(q, rng.integers(-60, 60, (12, 40)), np.float32(0.004), QTensor(0.08, 128, qmin=30),
+                 bias=rng.integers(-900, 900, 12), weight_zero_point=-3)
+    program = b.build([b.dequantize(y, name="y")])
+    x = rng.normal(0, 3, (3, 40)).astype(np.float32)
+    _assert_identical(program, *_run_both(program, x, weight_type=weight_type))

@@ -2,7 +2,8 @@
 
 `program` defines the data structure (read its docstring first), `builder` builds one op by op,
 `requant` derives requantization multipliers the way ONNX Runtime and TFLite do, `shapes`
-infers tensor shapes, `serialize` saves/loads one file without pickle.
+infers tensor shapes, `serialize` saves/loads one file without pickle, `synthetic` makes random
+programs for tests and benchmarks.
 """
 
 from intq.convert.builder import ProgramBuilder

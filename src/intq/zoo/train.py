@@ -4,8 +4,10 @@ Optimizer: SGD, Nesterov momentum 0.9, weight decay on conv/linear weights only,
 rate following ``OneCycleLR`` (from ``lr / 25`` up to ``lr`` over the first 20% of steps,
 then cosine decay to ``lr / 2.5e5``). Augmentation (optional): random shift by up to 2 pixels
 (a crop of the border-replicated image) and horizontal flip, drawn per image from the same
-seeded generator as the shuffling, so a run is a pure function of (data, hyper-parameters,
-seed).
+seeded generator as the shuffling, so a run is a pure function of (initial weights, data,
+hyper-parameters, seed) on a given machine and thread count. Training runs in channels-last
+memory format (about 1.7x faster on CPU for these small convs); the model is returned in
+the default format.
 """
 
 import contextlib

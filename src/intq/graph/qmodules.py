@@ -1,6 +1,6 @@
 """Simulated-quantized layers: a fused conv/linear whose folded weights are fake-quantized.
 
-    QuantConv2d(x) = act(conv(x, Q_w(W), b_sim))     b_sim = round_half_even(b / (S_in·S_w)) · S_in·S_w
+    QuantConv2d(x) = act(conv(x, Q_w(W), b_sim)),  b_sim = round_half_even(b / (S_in·S_w))·S_in·S_w
 
 The bias is not fake-quantized to the weight grid: it is rounded to the int32 grid of scale
 ``S_in·S_w[c]`` (zero point 0) that integer inference adds to the accumulator (PAPER.md 4),

@@ -1,0 +1,183 @@
+"""Convert a calibrated quantized graph (PTQ or QAT) into an IntProgram.
+
+The converter walks the fx graph in order and emits one IntProgram op per node; it reads the
+frozen quantizers, never re-estimates anything, so the program computes what the simulation
+simulated (same weight integers, same int32 bias grid, same output grids and clamps):
+- placeholder + its quantizer -> Quantize; output -> Dequantize;
+- QuantConv2d / QuantLinear + the quantizer after it -> QConv2d / QLinear, weights quantized
+  half-to-even with the weight quantizer's qparams, bias round_half_even(b / (S_in·S_w)),
+  fused ReLU/ReLU6 as the output clamp;
+- FusedAdd, avg_pool2d, adaptive_avg_pool2d(1) + quantizer -> QAdd / QAvgPool2d /
+  QGlobalAvgPool; max pool, cat, flatten, reshape, zero pad -> the lossless ops.
+Graphs with float fallback regions or weight-only recipes have no integer form: they raise
+an IntqError saying so.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import fx
+
+from intq.convert.builder import ProgramBuilder
+from intq.convert.program import IntProgram, QTensor
+from intq.errors import IntqError
+from intq.fakequant import Quantizer
+from intq.graph.fused import FusedAdd, activation_range
+from intq.graph.place import ACT_PREFIX
+from intq.graph.qmodules import QuantConv2d, QuantLinear
+from intq.qmath import quantize_half_even, round_half_even
+
+__all__ = ["convert_to_program", "qtensor_of"]
+
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+_DTYPES = {(True, 8): "int8", (False, 8): "uint8", (True, 16): "int16", (False, 16): "uint16"}
+
+
+def convert_to_program(qgm: fx.GraphModule, input_shape: tuple[int, ...]) -> IntProgram:
+    """The IntProgram of the calibrated quantized graph ``qgm`` for inputs (N, *input_shape)."""
+    return _Converter(qgm).run(input_shape)
+
+
+def qtensor_of(q: Quantizer, activation: str | None = None) -> QTensor:
+    """The QTensor of an activation quantizer; ``activation`` adds the fused clamp."""
+    spec = q.spec
+    container_bits = 8 if spec.bits <= 8 else 16
+    dtype = _DTYPES[(spec.signed, container_bits)]
+    scale, zp = float(q.scale.reshape(-1)[0]), int(q.zero_point.reshape(-1)[0])
+    qmin, qmax = spec.qmin, spec.qmax
+    clamp = activation_range(activation)
+    if clamp is not None:
+        qmin = max(qmin, zp)
+        if clamp[1] is not None:
+            qmax = min(qmax, zp + int(round_half_even(torch.tensor(clamp[1] / scale)).item()))
+    return QTensor(scale, zp, dtype, qmin, qmax)
+
+
+class _Converter:
+    def __init__(self, qgm: fx.GraphModule) -> None:
+        self.gm = qgm
+        self.b = ProgramBuilder()
+        self.names: dict[fx.Node, str] = {}
+
+    def run(self, input_shape: tuple[int, ...]) -> IntProgram:
+        outputs: list[str] = []
+        for node in self.gm.graph.nodes:
+            if node.op == "placeholder":
+                self.names[node] = self.b.input(node.name, (None, *input_shape))
+            elif node.op == "output":
+                outputs = [self._dequantize(arg) for arg in _flat(node.args[0])]
+            elif node.op != "get_attr":
+                self.names[node] = self._emit(node)
+        return self.b.build(outputs, {"producer": "intq"})
+
+    def _dequantize(self, node: fx.Node) -> str:
+        return self.b.dequantize(self.names[node], name=f"{node.name}_float")
+
+    def _emit(self, node: fx.Node) -> str:
+        if node.op == "call_module":
+            return self._emit_module(node, self.gm.get_submodule(node.target))
+        if node.op == "call_function":
+            return self._emit_function(node)
+        raise self._unsupported(node)
+
+    def _emit_module(self, node: fx.Node, module) -> str:
+        if isinstance(module, Quantizer):
+            return self._emit_quantizer(node, module)
+        out = self._output_qtensor(node, getattr(module, "activation", None))
+        x = self.names[node.args[0]]
+        if isinstance(module, QuantConv2d):
+            return self._conv(node, module, x, out)
+        if isinstance(module, QuantLinear):
+            w, w_scale, w_zp, bias = self._layer_integers(module)
+            return self.b.linear(x, w, w_scale, out, bias=bias, weight_zero_point=w_zp,
+                                 weight_bits=module.weight_quantizer.spec.bits, name=node.name)
+        if isinstance(module, FusedAdd):
+            return self.b.add(x, self.names[node.args[1]], out, name=node.name)
+        raise self._unsupported(node)
+
+    def _conv(self, node: fx.Node, module: QuantConv2d, x: str, out: QTensor) -> str:
+        c = module.layer
+        w, w_scale, w_zp, bias = self._layer_integers(module)
+        return self.b.conv2d(x, w, w_scale, out, bias=bias, stride=c.stride, padding=c.padding,
+                             dilation=c.dilation, groups=c.groups, weight_zero_point=w_zp,
+                             weight_bits=module.weight_quantizer.spec.bits, name=node.name)
+
+    def _emit_quantizer(self, node: fx.Node, q: Quantizer) -> str:
+        source = node.args[0]
+        if source.op == "placeholder":
+            return self.b.quantize(self.names[source], qtensor_of(q), name=node.name)
+        return self.names[source]  # the requantizing op before it already wrote this grid
+
+    def _emit_function(self, node: fx.Node) -> str:
+        target, args, kw = node.target, node.args, node.kwargs
+        x = self.names.get(args[0]) if isinstance(args[0], fx.Node) else None
+        if target is F.max_pool2d:
+            return self.b.max_pool2d(x, kw["kernel_size"], stride=kw["stride"],
+                                     padding=kw["padding"], dilation=kw["dilation"],
+                                     name=node.name)
+        if target is F.avg_pool2d:
+            return self._avg_pool(node, x)
+        if target is F.adaptive_avg_pool2d:
+            return self.b.global_avg_pool(x, self._output_qtensor(node), name=node.name)
+        if target is torch.cat:
+            dim = args[1] if len(args) > 1 else kw.get("dim", 0)
+            return self.b.concat([self.names[a] for a in args[0]], dim, name=node.name)
+        if target is torch.flatten:
+            return self.b.flatten(x, name=node.name)
+        if target is torch.reshape:
+            return self.b.reshape(x, args[1], name=node.name)
+        if target is F.pad:
+            left, right, top, bottom = args[1]
+            return self.b.pad(x, (top, left, bottom, right), name=node.name)
+        raise self._unsupported(node)
+
+    def _avg_pool(self, node: fx.Node, x: str) -> str:
+        kw = node.kwargs
+        if kw.get("ceil_mode") or not kw.get("count_include_pad", True) or kw.get(
+                "divisor_override"):
+            raise IntqError(f"average pool {node.name}: only floor mode with "
+                            "count_include_pad=True has an integer form here")
+        return self.b.avg_pool2d(x, kw["kernel_size"], self._output_qtensor(node),
+                                 stride=kw["stride"], padding=kw["padding"], name=node.name)
+
+    def _output_qtensor(self, node: fx.Node, activation: str | None = None) -> QTensor:
+        """The grid of the quantizer right after ``node`` (its only reader)."""
+        users = list(node.users)
+        if len(users) != 1 or not str(users[0].target).startswith(f"{ACT_PREFIX}."):
+            raise IntqError(
+                f"node {node.name} has no activation quantizer after it; integer conversion "
+                "needs a recipe that quantizes activations (not --weight-only)"
+            )
+        return qtensor_of(self.gm.get_submodule(users[0].target), activation)
+
+    def _layer_integers(self, module: QuantConv2d | QuantLinear):
+        """(int weights, float32 weight scales, weight zero point, int32 bias or None)."""
+        wq = module.weight_quantizer
+        spec, weight = wq.spec, module.layer.weight.detach()
+        axis = spec.axis if spec.per_channel else None
+        if spec.per_channel and not spec.symmetric:
+            raise IntqError("asymmetric per-channel weights have no integer form here (one weight "
+                            "zero point per tensor); use a symmetric per-channel recipe")
+        scale = wq.scale.reshape(-1)
+        zp = wq.zero_point.reshape(-1)
+        w_int = quantize_half_even(weight, wq.scale, wq.zero_point, spec.qmin, spec.qmax, axis)
+        bias = None
+        if module.layer.bias is not None:
+            s_in = module.input_quantizer.scale.double()
+            acc_scale = s_in * scale.double()
+            b = round_half_even(module.layer.bias.detach().double() / acc_scale)
+            bias = b.clamp(_INT32_MIN, _INT32_MAX).numpy().astype(np.int32)
+        w_np = w_int.numpy().astype(np.int32 if spec.bits > 8 else np.int8)
+        return w_np, scale.numpy().astype(np.float32), int(zp[0]), bias
+
+    def _unsupported(self, node: fx.Node) -> IntqError:
+        return IntqError(
+            f"node {node.name} ({node.target}) has no integer form; keep it in float with "
+            "leaf_modules=[...] or change the model"
+        )
+
+
+def _flat(arg) -> list[fx.Node]:
+    return list(arg) if isinstance(arg, list | tuple) else [arg]

@@ -1,0 +1,167 @@
+"""Post-training quantization: prepare the graph, calibrate the quantizers, freeze them.
+
+    qm = intq.quantize(model, calib_x, recipe="sym-per-channel-8")   # a runnable fx module
+    qm(x)                                                             # simulated int8 inference
+
+Calibration order: weights first (each weight quantizer observes its folded weight once),
+then activations: the calibration batches run with the weights already fake-quantized and
+every activation quantizer observing its input in float (not yet fake-quantized), so each
+range is estimated on the activations the quantized weights actually produce. Afterwards
+every quantizer is frozen with fake quantization on.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+
+import torch
+from torch import fx, nn
+
+from intq.errors import IntqError
+from intq.fakequant import Quantizer
+from intq.graph import prepare_float_graph
+from intq.graph.place import activation_quantizers, place_quantizers, quant_layers
+from intq.progress import progress_bar
+from intq.recipes import DEFAULT_RECIPE, Recipe, get_recipe
+
+__all__ = [
+    "calibrate",
+    "prepare_ptq",
+    "quantize",
+    "set_fake_quant",
+    "widen_weight_scales_for_int32_bias",
+]
+
+Batches = torch.Tensor | Iterable[torch.Tensor | Sequence[torch.Tensor]]
+
+
+def quantize(
+    model: nn.Module,
+    calib_data: Batches,
+    recipe: Recipe | str = DEFAULT_RECIPE,
+    *,
+    leaf_modules: Iterable[str | type[nn.Module]] = (),
+    batch_size: int = 32,
+    progress: bool = True,
+) -> fx.GraphModule:
+    """Post-training quantization of ``model`` (not modified) calibrated on ``calib_data``.
+
+    ``calib_data``: a float tensor (N, C, H, W) or an iterable of batches (tensors, or tuples
+    whose first element is the input, like a DataLoader). ``recipe``: a Recipe or a preset
+    name (``intq.recipes.recipe_names()``). Returns the simulated-quantized fx module.
+    """
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    batches = list(_batches(calib_data, batch_size))
+    if not batches:
+        raise IntqError("calibration data is empty; give at least one input")
+    qgm = prepare_ptq(model, batches[0][:2], recipe, leaf_modules=leaf_modules)
+    calibrate(qgm, batches, progress=progress)
+    return qgm
+
+
+def prepare_ptq(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    recipe: Recipe,
+    *,
+    leaf_modules: Iterable[str | type[nn.Module]] = (),
+) -> fx.GraphModule:
+    """The fused graph of ``model`` with the quantizers of ``recipe`` placed, not calibrated."""
+    float_graph = prepare_float_graph(model, example_input, leaf_modules=leaf_modules)
+    return place_quantizers(float_graph, recipe)
+
+
+def calibrate(qgm: fx.GraphModule, batches: Iterable[torch.Tensor], *, progress: bool = True):
+    """Calibrate the weight quantizers, then the activation quantizers over ``batches``;
+    freeze everything with fake quantization on."""
+    _calibrate_weights(qgm)
+    act_quantizers = [q for _, q in activation_quantizers(qgm)]
+    if not act_quantizers:
+        return
+    for q in act_quantizers:
+        q.observe, q.fake_quant, q.frozen = True, False, False
+    batches = list(batches)
+    with torch.no_grad():
+        for x in progress_bar(batches, "calibrating", enabled=progress):
+            qgm(x)
+    for q in act_quantizers:
+        _freeze(q, where="activation")
+    widen_weight_scales_for_int32_bias(qgm)
+
+
+def widen_weight_scales_for_int32_bias(qgm: fx.GraphModule, headroom_bits: int = 30) -> int:
+    """Raise weight scales so every int32 bias fits in ``2^headroom_bits``; returns how many
+    channels changed.
+
+    A channel whose folded weights are almost zero (a BN with γ ≈ 0: a dead channel) gets a
+    tiny scale S_w[c], and its bias b[c] / (S_in·S_w[c]) overflows the int32 accumulator.
+    ``S_w[c] >= |b[c]| / (S_in·2^headroom_bits)`` keeps it in range; such channels output
+    their bias, which is what they computed in float too.
+    """
+    changed = 0
+    for _name, layer in quant_layers(qgm):
+        q_in, bias = layer.input_quantizer, layer.layer.bias
+        if q_in is None or bias is None:
+            continue
+        wq = layer.weight_quantizer
+        floor = bias.detach().double().abs() / (q_in.scale.double() * 2.0**headroom_bits)
+        widened = torch.maximum(wq.scale.double(), floor)
+        if bool((widened > wq.scale.double()).any()):
+            changed += int((widened > wq.scale.double()).sum())
+            wq.scale = _float32_not_below(widened).reshape(wq.scale.shape)
+    if changed:
+        warnings.warn(
+            f"{changed} weight channel(s) with near-zero weights got a wider scale so their "
+            "int32 bias fits the accumulator", stacklevel=2
+        )
+    return changed
+
+
+def _float32_not_below(x: torch.Tensor) -> torch.Tensor:
+    """float32 values >= ``x`` (float64), each the nearest float32 at or above."""
+    y = x.float()
+    return torch.where(y.double() < x, torch.nextafter(y, torch.full_like(y, float("inf"))), y)
+
+
+def set_fake_quant(qgm: fx.GraphModule, enabled: bool) -> None:
+    """Switch fake quantization of every quantizer on or off (off = the float model)."""
+    for module in qgm.modules():
+        if isinstance(module, Quantizer):
+            module.fake_quant = enabled
+
+
+def _calibrate_weights(qgm: fx.GraphModule) -> None:
+    for name, layer in quant_layers(qgm):
+        q = layer.weight_quantizer
+        q.observer.reset()
+        q.observer.update(layer.layer.weight.detach())
+        _freeze(q, where=f"weights of {name}")
+
+
+def _freeze(q: Quantizer, where: str) -> None:
+    if not q.observer.has_data:
+        raise IntqError(
+            f"the {where} quantizer saw no data during calibration; make sure the "
+            "calibration inputs reach every layer"
+        )
+    q.calculate_qparams()
+    q.observe, q.frozen, q.fake_quant = False, True, True
+
+
+def _batches(data: Batches, batch_size: int) -> Iterator[torch.Tensor]:
+    if isinstance(data, torch.Tensor):
+        _check_input(data)
+        yield from data.split(batch_size)
+        return
+    for item in data:
+        x = item if isinstance(item, torch.Tensor) else item[0]
+        _check_input(x)
+        yield x
+
+
+def _check_input(x: torch.Tensor) -> None:
+    if not x.is_floating_point():
+        raise IntqError(f"calibration inputs must be float tensors, got {x.dtype}")
+    if not torch.isfinite(x).all():
+        raise IntqError("calibration inputs contain NaN or Inf values; clean the data first")

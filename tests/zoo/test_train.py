@@ -1,6 +1,9 @@
 """Training loop: augmentation against a numpy reference, seeded determinism, learning,
 accuracy counting, and the zoo's train/save path."""
 
+import os
+import stat
+
 import numpy as np
 import pytest
 import torch
@@ -135,6 +138,9 @@ def test_zoo_training_writes_loadable_safetensors_atomically(tmp_path, small_tra
     )
     path = save_weights(result.model, tmp_path / "m.safetensors")
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # readable like any file
     loaded = load_weights(MODEL_ZOO["mobilenet-v1-fmnist"].build(), path).eval()
     x = small_train.x[:8]
     assert torch.equal(loaded(x), result.model(x))

@@ -253,7 +253,14 @@ def save_weights(model: nn.Module, path: str | Path) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same directory: atomic rename
     try:
         save_file(state, tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors writes 0600
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -29,6 +29,17 @@ def test_affine_range_is_within_one_bin_of_numpy(percentile):
     assert abs(lo.item() - ref_lo) <= width and abs(hi.item() - ref_hi) <= width
 
 
+@pytest.mark.parametrize("percentile", [75.0, 90.0, 99.0])
+def test_values_are_placed_inside_their_bin_where_the_data_is_dense(percentile):
+    x = _data(seed=3)
+    obs = PercentileObserver(percentile=percentile)
+    obs.update(x)
+    lo, hi = obs.ranges()
+    ref_lo, ref_hi = np.percentile(x.double().numpy(), [100 - percentile, percentile])
+    width = float(obs.bin_width())
+    assert abs(lo.item() - ref_lo) <= 0.1 * width and abs(hi.item() - ref_hi) <= 0.1 * width
+
+
 @pytest.mark.parametrize("percentile", [99.0, 99.99])
 def test_symmetric_range_is_the_percentile_of_magnitudes(percentile):
     x = _data(seed=1)

@@ -66,15 +66,15 @@ def _squared_error_integral(
     """An antiderivative ``F(u)`` of ``(u - Q(u))²``, Q the saturating grid ``quantization_grid``.
 
     Between the outermost levels ``low = (qmin - z)·s`` and ``high = (qmax - z)·s`` the error is
-    ``s·(v - round(v))`` with ``v = u/s``, and
-    ``∫_{-1/2}^{v} (w - round(w))² dw = n/12 + (f³ + 1/8)/3``, ``n = floor(v + 1/2)``,
-    ``f = v - n``; beyond them the error is ``u - high`` or ``low - u``.
+    ``s·(v - round(v))`` with ``v = u/s``; ``(w - round(w))²`` has the continuous antiderivative
+    ``n/12 + f³/3`` (``n = floor(w + 1/2)``, ``f = w - n``: 1/12 per unit cell). Beyond them
+    the error is ``u - high`` or ``low - u``.
     """
     low, high = (qmin - zero_point) * scale, (qmax - zero_point) * scale
     v = torch.minimum(torch.maximum(u, low), high) / scale
     n = torch.floor(v + 0.5)
     f = v - n
-    inner = scale**3 * (n / 12.0 + (f**3 + 0.125) / 3.0)
+    inner = scale**3 * (n / 12.0 + f**3 / 3.0)
     return inner + ((u - high).clamp(min=0) ** 3 - (low - u).clamp(min=0) ** 3) / 3.0
 
 

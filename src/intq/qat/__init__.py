@@ -1,0 +1,24 @@
+"""Quantization-aware training (PAPER.md 2-3): BN folding for training, schedule, prepare/convert.
+
+    qgm = prepare_qat(model, x[:2], "sym-per-channel-8")
+    schedule = QATSchedule.for_total_steps(steps)
+    for step, (x, y) in enumerate(batches):
+        apply_schedule(qgm, schedule, step)
+        loss = F.cross_entropy(qgm(x), y); ...
+    program = convert_to_program(convert_qat(qgm), input_shape)
+"""
+
+from intq.qat.bn_fold import QATConvBn2d
+from intq.qat.prepare import EMA_DECAY, convert_qat, prepare_qat, qat_layers, qat_recipe
+from intq.qat.schedule import QATSchedule, apply_schedule
+
+__all__ = [
+    "EMA_DECAY",
+    "QATConvBn2d",
+    "QATSchedule",
+    "apply_schedule",
+    "convert_qat",
+    "prepare_qat",
+    "qat_layers",
+    "qat_recipe",
+]

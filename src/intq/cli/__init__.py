@@ -13,7 +13,7 @@ from intq.errors import IntqError, UsageError
 __all__ = ["main"]
 
 # Sub-command modules, each with ``add_parser(subparsers)`` and ``run(args) -> int``.
-_COMMANDS = ("zoo", "train", "eval")
+_COMMANDS = ("zoo", "train", "eval", "qat")
 
 
 class _Parser(argparse.ArgumentParser):

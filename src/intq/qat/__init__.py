@@ -9,17 +9,20 @@
 """
 
 from intq.qat.bn_fold import QATConvBn2d
+from intq.qat.distributed import GlobalBatchEMAObserver, make_distributed
 from intq.qat.prepare import EMA_DECAY, convert_qat, prepare_qat, qat_layers, qat_recipe
 from intq.qat.schedule import QATSchedule, apply_schedule
 from intq.qat.train import QATProgress, train_qat
 
 __all__ = [
     "EMA_DECAY",
+    "GlobalBatchEMAObserver",
     "QATConvBn2d",
     "QATProgress",
     "QATSchedule",
     "apply_schedule",
     "convert_qat",
+    "make_distributed",
     "prepare_qat",
     "qat_layers",
     "qat_recipe",

@@ -45,12 +45,11 @@ def prepare_qat(
     *,
     leaf_modules: Iterable[str | type[nn.Module]] = (),
     correction: bool = True,
-    sync_batch_stats: bool = False,
 ) -> fx.GraphModule:
     """The QAT graph of ``model`` (not modified), in training mode, starting from its weights.
 
     ``correction=False`` folds BN naively with batch statistics (for comparison only).
-    ``sync_batch_stats=True`` averages BN batch moments over a ``torch.distributed`` group.
+    For several processes, pass the result to ``intq.qat.distributed.make_distributed``.
     """
     recipe = qat_recipe(get_recipe(recipe) if isinstance(recipe, str) else recipe)
     gm = fuse(normalize(capture(model, example_input, leaf_modules=leaf_modules)))
@@ -60,7 +59,7 @@ def prepare_qat(
         module = qgm.get_submodule(name)
         if isinstance(module, QuantConv2d):
             layer = QATConvBn2d(module.layer, bn, module.activation, module.weight_quantizer,
-                                correction=correction, sync_batch_stats=sync_batch_stats)
+                                correction=correction)
             layer.bind_input_quantizer(module.input_quantizer)
             qgm.add_submodule(name, layer)
         else:  # kept in float by the recipe: give the BN back

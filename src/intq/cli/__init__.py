@@ -1,11 +1,13 @@
 """The ``intq`` command line: one sub-module per command, errors as one line.
 
 Exit codes: 0 success, 1 failure (IntqError), 2 usage error (UsageError, argparse),
-130 interrupted. ``--debug`` shows the Python traceback.
+130 interrupted, 141 stdout closed early (e.g. piped into ``head``; quietly).
+``--debug`` shows the Python traceback.
 """
 
 import argparse
 import importlib
+import os
 import sys
 
 from intq.errors import IntqError, UsageError
@@ -13,7 +15,7 @@ from intq.errors import IntqError, UsageError
 __all__ = ["main"]
 
 # Sub-command modules, each with ``add_parser(subparsers)`` and ``run(args) -> int``.
-_COMMANDS = ("zoo", "train", "eval", "qat")
+_COMMANDS = ("zoo", "train", "quantize", "qat", "eval", "bench")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,6 +53,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("intq: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _discard_stdout()
+        return 141
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # not a real file (captured output)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _fail(exc: Exception, code: int, debug: bool) -> int:

@@ -1,4 +1,5 @@
-"""``intq eval``: run a float zoo model on a dataset and report top-1 accuracy or confidence."""
+"""``intq eval``: run a float zoo model or an ONNX model on a dataset and report top-1
+accuracy or confidence; an ONNX model can also be compared with a float reference model."""
 
 import argparse
 import json
@@ -7,10 +8,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from intq.errors import IntqError
+from intq.cli import _common as common
+from intq.errors import IntqError, UsageError
 from intq.eval import evaluate_model, mean_max_softmax, top1_accuracy, top1_histogram
-from intq.zoo.data import DATASETS, load_data
-from intq.zoo.registry import ZooModel, get_zoo_model, load_model, load_weights
+from intq.modelspec import load_model_spec
+from intq.zoo.data import load_data
+from intq.zoo.dataset import Dataset
+from intq.zoo.registry import MODEL_ZOO, ZooModel, get_zoo_model, load_model, load_weights
 
 __all__ = ["add_parser", "run", "summarize_predictions"]
 
@@ -20,31 +24,52 @@ _SHOWN_CLASSES = 5
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="evaluate a float zoo model on a dataset",
-        description="Run a float zoo model over a dataset and print its top-1 accuracy "
-        "(labelled data) or its confidence (mean max-softmax and the histogram of its top-1 "
-        "classes, for data without labels such as natural-images).",
+        help="evaluate a float zoo model or an ONNX model on a dataset",
+        description="Run a float zoo model or an ONNX model (in ONNX Runtime) over a dataset "
+        "and print its top-1 accuracy (labelled data) or its confidence (mean max-softmax and "
+        "the histogram of its top-1 classes, for data without labels such as natural-images). "
+        "For an ONNX model, --reference REF also runs a float model on the same data and "
+        "reports how closely the ONNX model follows it: top-1 agreement, top-5 agreement and "
+        "overlap, logit SQNR and KL divergence.",
     )
-    parser.add_argument("model", metavar="MODEL", help="zoo model name (see 'intq zoo')")
+    parser.add_argument(
+        "model", metavar="MODEL", help="zoo model name (see 'intq zoo') or an ONNX file"
+    )
     parser.add_argument(
         "--data",
         metavar="DATA",
-        help=f"{' | '.join(DATASETS)} | a folder of images (class sub-folders give labels) "
-        "| a .npy (float32 NCHW) or .npz (x, y) file; default: the model's dataset "
+        help=f"{common.DATA_HELP}; default: the model's (or the reference's) dataset "
         "(its evaluation split)",
     )
-    parser.add_argument("--n", type=_positive_int, metavar="N", help="evaluate the first N samples")
     parser.add_argument(
-        "--weights", type=Path, metavar="FILE", help=".safetensors state dict to load instead"
+        "--n", type=common.positive_int, metavar="N", help="evaluate the first N samples"
     )
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=64, metavar="B", help="default: 64"
+        "--reference",
+        metavar="REF",
+        help="ONNX MODEL only: float model to compare with: zoo name, FILE.py:FACTORY or "
+        "package.module:FACTORY",
+    )
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        metavar="FILE",
+        help="state dict of the float model (zoo MODEL: .safetensors; --reference: "
+        ".safetensors or torch.save'd tensors)",
+    )
+    parser.add_argument(
+        "--batch-size", type=common.positive_int, default=64, metavar="B", help="default: 64"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.model.endswith(".onnx"):
+        return _run_onnx(args)
+    if args.reference is not None:
+        raise UsageError("--reference compares an ONNX model with a float model; give "
+                         "MODEL.onnx")
     entry = get_zoo_model(args.model)
     data = load_data(
         args.data or entry.dataset, input_shape=entry.input_shape, split="evaluation", n=args.n
@@ -126,11 +151,106 @@ def _format(s: dict) -> str:
     return "\n".join(lines)
 
 
-def _positive_int(text: str) -> int:
+def _run_onnx(args: argparse.Namespace) -> int:
+    path = common.check_onnx_file(Path(args.model))
+    if args.weights is not None and args.reference is None:
+        raise UsageError("--weights belongs to the float model of --reference; give --reference")
+    shape = common.onnx_input_shape(path)
+    if len(shape) != 4 or None in shape[1:]:
+        raise IntqError(f"{path}: input shape {_dims(shape)} is not an image batch (N, C, H, W) "
+                        "with fixed C, H, W")
+    data = load_data(_onnx_data_spec(args, shape[1:]), input_shape=shape[1:],
+                     split="evaluation", n=args.n)
+    logits = common.onnx_logits(_ort_run(path), data, args.batch_size, fixed_batch=shape[0],
+                                what=str(path))
+    summary = {
+        "model": str(path),
+        "kind": "onnx",
+        "data": data.name,
+        **summarize_predictions(logits, data.y),
+        "reference": None if args.reference is None else _reference(args, data, logits),
+    }
+    if args.json:
+        common.print_json(summary)
+    else:
+        print(_format_onnx(summary))
+    return 0
+
+
+def _onnx_data_spec(args: argparse.Namespace, input_shape: tuple[int, ...]) -> str:
+    if args.data is not None:
+        return args.data
+    entry = get_zoo_model(args.reference) if args.reference in MODEL_ZOO else None
+    spec = entry.dataset if entry else common.dataset_for_shape(tuple(input_shape))
+    if spec is None:
+        raise UsageError(f"give --data DATA: no zoo dataset has {_dims(input_shape)} inputs")
+    common.note(f"evaluating on {spec}; give --data DATA to use other data")
+    return spec
+
+
+def _ort_run(path: Path):
+    from intq.runtime.onnxruntime import OrtSession
+
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+        session = OrtSession(path, threads=torch.get_num_threads())
+    except Exception as exc:  # onnxruntime's load errors have their own types
+        raise common.ort_error(path, exc) from None
+    if len(session.outputs) != 1:
+        raise IntqError(f"{path} has outputs {session.outputs}; intq eval needs one (logits)")
+
+    def run(x):
+        try:
+            return session.run(x)
+        except Exception as exc:
+            raise IntqError(f"ONNX Runtime failed on {path}: {common.one_line(exc)}") from None
+
+    return run
+
+
+def _reference(args: argparse.Namespace, data: Dataset, logits: torch.Tensor) -> dict:
+    loaded = load_model_spec(args.reference, weights=args.weights)
+    if loaded.input_shape not in (None, tuple(data.x.shape[1:])):
+        raise IntqError(f"reference {loaded.label} takes {_dims(loaded.input_shape)} inputs but "
+                        f"the ONNX model takes {_dims(data.x.shape[1:])}")
+    try:
+        reference = evaluate_model(loaded.model, data, args.batch_size)
+    except (ValueError, RuntimeError) as exc:
+        raise IntqError(f"reference {loaded.label} on {data.name}: {common.one_line(exc)}"
+                        ) from None
+    if reference.shape != logits.shape:
+        raise IntqError(f"reference {loaded.label} gives {tuple(reference.shape)} logits, the "
+                        f"ONNX model {tuple(logits.shape)}")
+    accuracy = None if data.y is None else top1_accuracy(reference, data.y)
+    return {
+        "model": loaded.label,
+        "weights": loaded.weights,
+        "top1_accuracy": accuracy,
+        "agreement": common.agreement(reference, logits),
+    }
+
+
+def _format_onnx(s: dict) -> str:
+    labels = "with labels" if s["labelled"] else "without labels: confidence only"
+    lines = [
+        f"model             {s['model']} (ONNX Runtime)",
+        f"data              {s['data']}, {s['samples']} samples {labels}",
+    ]
+    if s["labelled"]:
+        lines.append(f"top-1 accuracy    {s['top1_accuracy']:.2%} ({s['correct']}/{s['samples']})")
+    lines.append(f"mean max-softmax  {s['mean_max_softmax']:.4f}")
+    ref = s["reference"]
+    if ref is not None:
+        lines.append(f"reference         {ref['model']} ({ref['weights']} weights)")
+        if ref["top1_accuracy"] is not None:
+            lines.append(f"  top-1 accuracy  {ref['top1_accuracy']:.2%}")
+        a = ref["agreement"]
+        lines.append(f"  top-1 agreement {a['top1']:.2%}")
+        if a["top5"] is not None:
+            lines.append(f"  top-5 agreement {a['top5']:.2%} (overlap {a['top5_overlap']:.2%})")
+        lines.append(f"  logit SQNR      {a['sqnr_db']:.1f} dB")
+        lines.append(f"  KL divergence   {a['kl_divergence']:.4f} nats")
+    return "\n".join(lines)
+
+
+def _dims(shape) -> str:
+    return "x".join("?" if d is None else str(d) for d in shape)

@@ -1,0 +1,279 @@
+"""Helpers shared by the CLI commands: argument types, data and ONNX loading, output files,
+JSON printing and warnings as one-line notes."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from intq.errors import IntqError, UsageError
+from intq.eval import (
+    logit_sqnr_db,
+    mean_kl_divergence,
+    top1_agreement,
+    topk_agreement,
+    topk_overlap,
+)
+from intq.progress import progress_bar
+from intq.zoo.data import DATASET_SHAPES, DATASETS, load_data
+from intq.zoo.dataset import Dataset
+
+__all__ = [
+    "DATA_HELP",
+    "agreement",
+    "check_onnx_file",
+    "check_output_path",
+    "data_input_shape",
+    "dataset_for_shape",
+    "int_in_range",
+    "load_dataset",
+    "note",
+    "onnx_input_shape",
+    "onnx_logits",
+    "one_line",
+    "ort_error",
+    "parse_input_shape",
+    "positive_int",
+    "print_json",
+    "progress_enabled",
+    "warnings_as_notes",
+    "write_output",
+]
+
+DATA_HELP = (
+    f"{' | '.join(DATASETS)} | a folder of images (class sub-folders give labels) "
+    "| a .npy (float32 NCHW) or .npz (x, y) file"
+)
+_INTQ_DIR = str(Path(__file__).resolve().parents[1])
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return int_in_range(1, None)(text)
+
+
+def int_in_range(low: int, high: int | None):
+    """argparse type: an integer in ``[low, high]`` (no upper bound when ``high`` is None)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low or (high is not None and value > high):
+            allowed = f">= {low}" if high is None else f"in {low}..{high}"
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {value}")
+        return value
+
+    return parse
+
+
+def parse_input_shape(text: str) -> tuple[int, int, int]:
+    """argparse type: ``C,H,W`` (also ``CxHxW``) with every size >= 1."""
+    parts = text.replace("x", ",").split(",")
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected C,H,W with sizes >= 1, got {text!r}")
+    return shape
+
+
+def progress_enabled() -> bool:
+    """Progress bars go to stderr, and only when it is a terminal."""
+    return sys.stderr.isatty()
+
+
+def note(message: str) -> None:
+    """One line on stderr, prefixed ``intq:``."""
+    print(f"intq: {message}", file=sys.stderr)
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type if the message is empty)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def dataset_for_shape(input_shape: tuple[int, ...]) -> str | None:
+    """The zoo dataset whose samples have ``input_shape`` (C, H, W), if any."""
+    return next((name for name, shape in DATASET_SHAPES.items() if shape == input_shape), None)
+
+
+def data_input_shape(spec: str | None) -> tuple[int, int, int] | None:
+    """The (C, H, W) a DATA spec fixes: a zoo dataset's shape or a 4-D array file's; None for
+    image folders (resized to the model) and for anything unreadable (loading reports it)."""
+    if spec is None:
+        return None
+    if spec in DATASETS:
+        return DATASET_SHAPES[spec]
+    path = Path(spec)
+    try:
+        if path.suffix == ".npy" and path.is_file():
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+        elif path.suffix == ".npz" and path.is_file():
+            with np.load(path, allow_pickle=False) as arrays:
+                shape = arrays["x"].shape
+        else:
+            return None
+    except (OSError, ValueError, KeyError):
+        return None
+    return tuple(int(d) for d in shape[1:]) if len(shape) == 4 else None
+
+
+def load_dataset(spec: str, input_shape: tuple[int, int, int], split: str, n: int | None,
+                 role: str) -> Dataset:
+    """``load_data`` for ``role`` ('calibration', 'evaluation'); at least one sample."""
+    data = load_data(spec, input_shape=tuple(input_shape), split=split, n=n)
+    if len(data) == 0:
+        raise IntqError(f"the {role} data {data.name} is empty")
+    return data
+
+
+def check_output_path(path: Path, *, suffix: str, inputs: list[Path]) -> Path:
+    """``path`` if it can be written: ends in ``suffix``, its directory exists, and it is not
+    a directory or one of the ``inputs`` (never overwritten)."""
+    if path.suffix != suffix:
+        raise UsageError(f"output {path}: the file name must end in {suffix}")
+    if not path.parent.is_dir():
+        raise IntqError(f"output directory {path.parent} does not exist; create it first")
+    if path.is_dir():
+        raise IntqError(f"output {path} is a directory; give a file name")
+    for source in inputs:
+        if source.exists() and path.exists() and path.samefile(source):
+            raise IntqError(f"output {path} is an input file; choose another name")
+    return path
+
+
+def write_output(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file in ``path``'s directory, then rename it onto
+    ``path``: ``path`` is never partial, and an error or Ctrl-C leaves no temporary file.
+    The file gets the usual permissions (0666 minus the umask)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def print_json(obj) -> None:
+    """Print ``obj`` as one indented JSON document; non-finite floats become null."""
+    print(json.dumps(_finite(obj), indent=2, allow_nan=False))
+
+
+def _finite(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+@contextlib.contextmanager
+def warnings_as_notes() -> Iterator[None]:
+    """Show intq's own warnings as ``intq: warning: ...`` lines (each once); silence the
+    warnings of other libraries (torch.onnx deprecations and the like)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            shown = set()
+            for w in caught:
+                text = one_line(w.message)
+                if str(w.filename).startswith(_INTQ_DIR) and text not in shown:
+                    shown.add(text)
+                    note(f"warning: {text}")
+
+
+def onnx_input_shape(path: Path) -> tuple[int | None, ...]:
+    """The shape of the single graph input of an ONNX file (None for a dynamic dimension)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    constants = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in constants]
+    if len(inputs) != 1:
+        raise IntqError(f"{path}: the model has {len(inputs)} inputs; intq needs exactly one "
+                        "(an image batch)")
+    dims = inputs[0].type.tensor_type.shape.dim
+    return tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+
+
+def agreement(reference: torch.Tensor, logits: torch.Tensor) -> dict:
+    """Agreement of ``logits`` with ``reference`` logits: top1, top5 (reference top-1 in the
+    top 5), top5_overlap, sqnr_db, kl_divergence; top-5 entries are None below 5 classes."""
+    top5 = reference.shape[1] >= 5
+    return {
+        "top1": top1_agreement(reference, logits),
+        "top5": topk_agreement(reference, logits, 5) if top5 else None,
+        "top5_overlap": topk_overlap(reference, logits, 5) if top5 else None,
+        "sqnr_db": logit_sqnr_db(reference, logits),
+        "kl_divergence": mean_kl_divergence(reference, logits),
+    }
+
+
+def check_onnx_file(path: Path) -> Path:
+    """``path`` if it holds an ONNX model that passes ``onnx.checker``; else one IntqError."""
+    import onnx
+
+    if not path.is_file():
+        raise IntqError(f"ONNX model {path} does not exist")
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as exc:  # the checker raises several unrelated types
+        raise IntqError(f"not a valid ONNX model: {path}: {one_line(exc)}") from None
+    return path
+
+
+def ort_error(path: Path, exc: Exception) -> IntqError:
+    """The one-line error for an ONNX Runtime failure to load or run ``path``."""
+    return IntqError(f"not a valid ONNX model: {path}: {one_line(exc)}")
+
+
+def onnx_logits(run: Callable[[np.ndarray], np.ndarray], data: Dataset, batch_size: int, *,
+                fixed_batch: int | None = None, what: str = "the ONNX model") -> torch.Tensor:
+    """float32 (N, K) logits of ``run`` (float32 NCHW batch -> logits) over ``data``, in
+    order. A model with a fixed batch size gets batches of exactly that size (the last one
+    zero-padded, the padding's outputs dropped)."""
+    size = fixed_batch or batch_size
+    outputs = []
+    batches = list(data.batches(size))
+    for x, _ in progress_bar(batches, f"running {what}", enabled=progress_enabled()):
+        n = len(x)
+        if fixed_batch is not None and n < fixed_batch:
+            x = torch.cat([x, x.new_zeros((fixed_batch - n, *x.shape[1:]))])
+        y = np.asarray(run(x.numpy()))
+        if y.ndim != 2 or y.shape[0] != len(x):
+            raise IntqError(f"{what} must return (batch, classes) logits, got shape {y.shape}")
+        outputs.append(torch.from_numpy(y[:n].astype(np.float32)))
+    logits = torch.cat(outputs)
+    if not torch.isfinite(logits).all():
+        raise IntqError(f"{what} produced NaN or Inf logits on {data.name}")
+    return logits

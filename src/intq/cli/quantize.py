@@ -1,0 +1,551 @@
+"""``intq quantize``: post-training quantization of a float CNN into an integer ONNX model,
+reported against the float model: size, accuracy or agreement, and latency in ONNX Runtime."""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import dataclasses
+import fnmatch
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from intq.cli import _common as common
+from intq.convert.from_graph import convert_to_program
+from intq.convert.program import IntProgram
+from intq.convert.serialize import save_program
+from intq.errors import IntqError, UsageError
+from intq.eval import evaluate_model, top1_accuracy
+from intq.eval.latency import ort_latency, speedup
+from intq.export.onnx import EXACT_ANY_X86, EXACT_VNNI, export_onnx
+from intq.modelspec import LoadedModel, load_model_spec, spec_label
+from intq.observers.factory import OBSERVER_KINDS
+from intq.ptq import quantize
+from intq.recipes import DEFAULT_OBSERVER, DEFAULT_RECIPE, Recipe, get_recipe, recipe_names
+from intq.runtime.onnxruntime import OrtSession, cpu_has_vnni
+from intq.zoo.data import DATASETS
+from intq.zoo.dataset import Dataset
+from intq.zoo.registry import DEFAULT_MODEL, MODEL_ZOO
+
+__all__ = ["add_parser", "run"]
+
+# (calibration samples, evaluation samples) by data; anything else: _OTHER_SIZES.
+_DEFAULT_SIZES = {"fashion-mnist": (1000, 2000), "natural-images": (256, 256)}
+_OTHER_SIZES = (256, 256)
+_EXPORTABLE_BITS = (2, 8)
+_LATENCY_WARMUP = 5
+_FLOAT_ONNX_OPSET = 17
+
+_DESCRIPTION = f"""\
+Quantize a trained float CNN after training (PTQ): calibrate on a few hundred inputs, convert
+to an integer program and write it as an ONNX model that ONNX Runtime runs with integer
+kernels. Then compare it with the float model on held-out data (top-1 accuracy with labels;
+top-1/top-5 agreement, logit SQNR and KL divergence always) and measure both in ONNX Runtime
+(1 thread, batch 1, median of interleaved repeats).
+
+MODEL: a zoo name (see 'intq zoo'; default {DEFAULT_MODEL}), FILE.py:FACTORY or
+package.module:FACTORY (a function returning an nn.Module; give --input-shape unless the
+data fixes it).
+
+Data defaults: the model's dataset ('fashion-mnist': calibration on the first 1000 training
+images, evaluation on the first 2000 test images; 'natural-images': 256 calibration crops,
+256 evaluation crops from disjoint streams). Other DATA: the first 256 samples each.
+
+--weight-only, --keep-float and asymmetric per-channel weights have no integer ONNX form:
+such runs write no file and report the simulated (fake-quantized) model against the float
+model in PyTorch; -o is then refused.
+
+Output: MODEL.int8.onnx (MODEL.wNaM.onnx for other bit widths) in the current directory,
+written only when the whole run succeeds (temp file + rename; nothing is left on errors or
+Ctrl-C). ONNX weights are int8 on CPUs with VNNI (fastest, exact there), otherwise the
+types that are exact on every x86-64 CPU; the report says which.
+"""
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "quantize",
+        help="quantize a float model into an integer ONNX model (PTQ) and report the cost",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", nargs="?", default=DEFAULT_MODEL,
+                   help=f"zoo name, FILE.py:FACTORY or package.module:FACTORY "
+                   f"(default: {DEFAULT_MODEL})")
+    p.add_argument("--weights", type=Path, metavar="FILE",
+                   help="state dict: .safetensors, or torch.save'd tensors (never unpickles code)")
+    p.add_argument("--input-shape", type=common.parse_input_shape, metavar="C,H,W",
+                   help="input shape of a model outside the zoo")
+    data = p.add_argument_group("data")
+    data.add_argument("--calib", metavar="DATA", help=f"calibration data: {common.DATA_HELP}")
+    data.add_argument("--calib-size", type=common.positive_int, metavar="N",
+                      help="calibration samples (default: see above)")
+    data.add_argument("--eval", metavar="DATA", help="held-out evaluation data (same forms)")
+    data.add_argument("--eval-size", type=common.positive_int, metavar="N",
+                      help="evaluation samples (default: see above)")
+    q = p.add_argument_group("quantization")
+    q.add_argument("--recipe", default=DEFAULT_RECIPE, metavar="NAME",
+                   help=f"{', '.join(recipe_names())} (default: {DEFAULT_RECIPE})")
+    q.add_argument("--w-bits", type=common.int_in_range(*_EXPORTABLE_BITS), metavar="N",
+                   help="weight bits, 2..8 (default: the recipe's)")
+    q.add_argument("--a-bits", type=common.int_in_range(*_EXPORTABLE_BITS), default=8,
+                   metavar="N", help="activation bits, 2..8 (default: 8)")
+    granularity = q.add_mutually_exclusive_group()
+    granularity.add_argument("--per-tensor", dest="per_channel", action="store_false",
+                             default=None, help="one weight scale per layer")
+    granularity.add_argument("--per-channel", dest="per_channel", action="store_true",
+                             help="one weight scale per output channel")
+    q.add_argument("--weight-only", action="store_true",
+                   help="quantize weights only (simulated: no ONNX file)")
+    q.add_argument("--observer", choices=OBSERVER_KINDS, default=DEFAULT_OBSERVER,
+                   help=f"activation range estimator (default: {DEFAULT_OBSERVER})")
+    q.add_argument("--keep-float", action="append", default=[], metavar="NAME",
+                   help="keep this module (qualified name, or fnmatch pattern of layers) in "
+                   "float; repeatable (simulated: no ONNX file)")
+    out = p.add_argument_group("output")
+    out.add_argument("-o", "--output", type=Path, metavar="OUT.onnx",
+                     help="integer ONNX model to write (default: MODEL.int8.onnx)")
+    out.add_argument("--save-program", type=Path, metavar="FILE",
+                     help="also write the IntProgram (.safetensors, see intq.convert.serialize)")
+    out.add_argument("--repeats", type=common.positive_int, default=50, metavar="R",
+                     help="latency repeats per model (default: 50)")
+    out.add_argument("--seed", type=int, default=0,
+                     help="seed of torch and of the latency inputs (default: 0)")
+    out.add_argument("--json", action="store_true",
+                     help="print one JSON object on stdout (progress and notes go to stderr)")
+    p.set_defaults(run=run)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What a run will do, decided (and checked) before any slow work."""
+
+    recipe: Recipe
+    input_shape: tuple[int, int, int]
+    calib: str
+    evaluation: str | None
+    output: Path | None
+    program: Path | None
+    simulated_reason: str | None
+
+
+def run(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    torch.manual_seed(args.seed)
+    with common.warnings_as_notes():
+        plan = _plan(args)
+        calib, evaluation = _load_data(plan, args)
+        loaded = load_model_spec(args.model, weights=args.weights)
+        _check_model_runs(loaded, calib)
+        recipe, leaves = _keep_float(plan.recipe, loaded.model, args.keep_float)
+        qgm, calib_seconds = _calibrate(loaded.model, calib, recipe, leaves)
+        report = {
+            "model": loaded.label,
+            "model_spec": loaded.spec,
+            "weights": loaded.weights,
+            "recipe": recipe.name,
+            "weight_spec": recipe.weight.describe(),
+            "activation_spec": None if recipe.weight_only else recipe.activation.describe(),
+            "keep_float": list(args.keep_float),
+            "calibration": {"data": calib.name, "samples": len(calib)},
+            "calibration_seconds": round(calib_seconds, 2),
+            "evaluation": None if evaluation is None else _data_info(evaluation),
+        }
+        if plan.simulated_reason is None:
+            report |= _integer_run(plan, args, loaded, qgm, calib, evaluation)
+        else:
+            report |= _simulated_run(plan, loaded.model, qgm, evaluation)
+    report["seconds"] = round(time.perf_counter() - start, 1)
+    if args.json:
+        common.print_json(report)
+    else:
+        _render(report)
+    return 0
+
+
+# -- planning: everything that can be checked before the slow work -------------------------
+
+def _plan(args: argparse.Namespace) -> _Plan:
+    recipe = _recipe(args)
+    reason = _no_integer_form(recipe, args.keep_float)
+    zoo = MODEL_ZOO.get(args.model)
+    input_shape = _input_shape(args, zoo)
+    calib, evaluation = _data_specs(args, zoo, input_shape)
+    if reason is not None and (args.output or args.save_program):
+        flag = "-o" if args.output else "--save-program"
+        raise UsageError(f"{flag}: {reason}, so nothing can be written; drop {flag} to get "
+                         "the simulated accuracy only")
+    output = program = None
+    inputs = _input_paths(args)
+    if reason is None:
+        default = Path(f"{spec_label(args.model)}.{_bits_label(recipe)}.onnx")
+        output = common.check_output_path(args.output or default, suffix=".onnx", inputs=inputs)
+    if args.save_program is not None:
+        program = common.check_output_path(args.save_program, suffix=".safetensors",
+                                           inputs=[*inputs, output])
+    return _Plan(recipe, input_shape, calib, evaluation, output, program, reason)
+
+
+def _recipe(args: argparse.Namespace) -> Recipe:
+    try:
+        recipe = get_recipe(args.recipe, w_bits=args.w_bits, a_bits=args.a_bits,
+                            weight_only=args.weight_only, observer=args.observer)
+    except ValueError as exc:
+        raise UsageError(f"--recipe: {exc}") from None
+    if args.w_bits is None and not _EXPORTABLE_BITS[0] <= recipe.weight.bits <= 8:
+        raise UsageError(f"--recipe {args.recipe}: weights of {recipe.weight.bits} bits have "
+                         "no ONNX form; use 2..8 bits")
+    if args.per_channel is None or args.per_channel == recipe.weight.per_channel:
+        return recipe
+    weight = dataclasses.replace(recipe.weight, per_channel=args.per_channel)
+    old, new = "-per-layer-", "-per-channel-"
+    if not args.per_channel:
+        old, new = new, old
+    return Recipe(recipe.name.replace(old, new, 1), weight, recipe.activation)
+
+
+def _no_integer_form(recipe: Recipe, keep_float: list[str]) -> str | None:
+    """Why the recipe cannot become an integer ONNX model (None if it can)."""
+    if recipe.weight_only:
+        return "weight-only quantization has no integer ONNX form"
+    if keep_float:
+        return "layers kept in float (--keep-float) have no integer ONNX form yet"
+    if recipe.weight.per_channel and not recipe.weight.symmetric:
+        return "asymmetric per-channel weights have no integer ONNX form"
+    return None
+
+
+def _bits_label(recipe: Recipe) -> str:
+    w, a = recipe.weight.bits, recipe.activation.bits
+    return "int8" if (w, a) == (8, 8) else f"w{w}a{a}"
+
+
+def _input_shape(args: argparse.Namespace, zoo) -> tuple[int, int, int]:
+    if zoo is not None:
+        if args.input_shape is not None and args.input_shape != zoo.input_shape:
+            raise UsageError(f"--input-shape: {zoo.name} takes inputs of shape "
+                             f"{_shape_text(zoo.input_shape)}")
+        return zoo.input_shape
+    shape = (args.input_shape or common.data_input_shape(args.calib)
+             or common.data_input_shape(args.eval))
+    if shape is None:
+        raise UsageError(f"give --input-shape C,H,W for {args.model} (not a zoo model), or "
+                         f"--calib as a dataset ({', '.join(DATASETS)}) or a .npy/.npz file")
+    return shape
+
+
+def _data_specs(args, zoo, input_shape) -> tuple[str, str | None]:
+    default = zoo.dataset if zoo is not None else common.dataset_for_shape(input_shape)
+    calib = args.calib or default
+    if calib is None:
+        raise UsageError(f"give --calib DATA: no zoo dataset has {_shape_text(input_shape)} "
+                         "inputs")
+    evaluation = args.eval or default
+    if zoo is None:
+        for flag, given, used in (("--calib", args.calib, calib), ("--eval", args.eval,
+                                                                   evaluation)):
+            if given is None and used is not None:
+                common.note(f"{flag} {used} (the dataset of {_shape_text(input_shape)} "
+                            f"inputs); give {flag} DATA to use your own")
+    if evaluation is None:
+        common.note("no evaluation data (give --eval DATA): accuracy is not measured")
+    elif args.eval is not None and args.eval == args.calib and args.eval not in DATASETS:
+        common.note("warning: --eval is the calibration data, so accuracy is not held out")
+    return calib, evaluation
+
+
+def _input_paths(args: argparse.Namespace) -> list[Path]:
+    """Files the run reads (an output must never replace one of them)."""
+    paths = [args.weights, args.calib, args.eval, args.model.rsplit(":", 1)[0]]
+    return [Path(p) for p in paths if p is not None]
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+# -- loading and checking ------------------------------------------------------------------
+
+def _load_data(plan: _Plan, args: argparse.Namespace) -> tuple[Dataset, Dataset | None]:
+    calib_n = args.calib_size or _DEFAULT_SIZES.get(plan.calib, _OTHER_SIZES)[0]
+    calib = common.load_dataset(plan.calib, plan.input_shape, "calibration", calib_n,
+                                "calibration")
+    if plan.evaluation is None:
+        return calib, None
+    eval_n = args.eval_size or _DEFAULT_SIZES.get(plan.evaluation, _OTHER_SIZES)[1]
+    evaluation = common.load_dataset(plan.evaluation, plan.input_shape, "evaluation", eval_n,
+                                     "evaluation")
+    return calib, evaluation
+
+
+def _check_model_runs(loaded: LoadedModel, data: Dataset) -> None:
+    """One float forward pass on two samples: the model must return (batch, classes)."""
+    x = data.x[:2]
+    try:
+        with torch.no_grad():
+            y = loaded.model(x)
+    except Exception as exc:
+        raise IntqError(f"model {loaded.label} fails on {data.name} inputs of shape "
+                        f"{tuple(x.shape)}: {type(exc).__name__}: {common.one_line(exc)}"
+                        ) from exc
+    if not isinstance(y, torch.Tensor) or y.dim() != 2 or len(y) != len(x):
+        got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise IntqError(f"model {loaded.label} must return (batch, classes) logits, got {got}")
+
+
+def _keep_float(recipe: Recipe, model: nn.Module, names: list[str]):
+    """(recipe with keep-float overrides for patterns, exact module names as leaf modules)."""
+    modules = {name for name, _ in model.named_modules() if name}
+    leaves = []
+    for name in names:
+        if name in modules:
+            leaves.append(name)
+        elif any(c in name for c in "*?[") and fnmatch.filter(modules, name):
+            recipe = recipe.with_override(name, keep_float=True)
+        else:
+            raise IntqError(f"--keep-float {name}: no module of the model has this name; "
+                            "names look like 'features.3' (see model.named_modules())")
+    return recipe, leaves
+
+
+def _calibrate(model: nn.Module, calib: Dataset, recipe: Recipe, leaves: list[str]):
+    start = time.perf_counter()
+    try:
+        qgm = quantize(model, calib.x, recipe, leaf_modules=leaves,
+                       progress=common.progress_enabled())
+    except ValueError as exc:
+        raise IntqError(f"calibration failed: {common.one_line(exc)}") from exc
+    return qgm, time.perf_counter() - start
+
+
+def _data_info(data: Dataset) -> dict:
+    return {"data": data.name, "samples": len(data), "labelled": data.y is not None}
+
+
+# -- the integer model: convert, export, evaluate in ONNX Runtime, time --------------------
+
+def _integer_run(plan: _Plan, args, loaded: LoadedModel, qgm, calib: Dataset,
+                 evaluation: Dataset | None) -> dict:
+    program = _convert(qgm, plan.input_shape)
+    weight_type = "s8" if cpu_has_vnni() else "auto"
+    try:
+        onnx_bytes = export_onnx(program, weight_type=weight_type).SerializeToString()
+    except ValueError as exc:
+        raise IntqError(f"ONNX export failed: {common.one_line(exc)}") from exc
+    counts = collections.Counter(type(op).__name__ for op in program.ops)
+    result = {
+        "output": str(plan.output),
+        "program": None if plan.program is None else str(plan.program),
+        "simulated_only": False,
+        "simulated_reason": None,
+        "onnx_weight_type": weight_type,
+        "exact_on": EXACT_VNNI if weight_type == "s8" else EXACT_ANY_X86,
+        "cpu_has_vnni": cpu_has_vnni(),
+        "quantized_ops": len(program.ops) - counts["FloatOp"],
+        "float_ops": counts["FloatOp"],
+        "op_counts": dict(counts.most_common()),
+        "int8_size_bytes": len(onnx_bytes),
+    }
+    with tempfile.TemporaryDirectory(prefix="intq-float-") as tmp:
+        float_onnx = _float_onnx(loaded.model, calib.x[:1], Path(tmp) / "float.onnx")
+        result["float_size_bytes"] = (float_onnx.stat().st_size if float_onnx
+                                      else _float32_bytes(loaded.model))
+        result["float_size_source"] = "onnx" if float_onnx else "float32 state dict"
+        result["size_ratio"] = result["float_size_bytes"] / len(onnx_bytes)
+        if evaluation is not None:
+            result |= _compare(loaded.model, _ort_runner(onnx_bytes), evaluation)
+        result |= _latency(float_onnx, onnx_bytes, args)
+    common.write_output(plan.output, onnx_bytes)
+    if plan.program is not None:
+        save_program(program, plan.program)
+    return result
+
+
+def _convert(qgm, input_shape: tuple[int, int, int]) -> IntProgram:
+    try:
+        return convert_to_program(qgm, input_shape)
+    except ValueError as exc:
+        raise IntqError(f"integer conversion failed: {common.one_line(exc)}") from exc
+
+
+def _float_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Path | None:
+    """Export the float model with torch.onnx (TorchScript exporter, opset 17); None (and a
+    note) if it cannot be exported."""
+    try:
+        with contextlib.redirect_stdout(sys.stderr), torch.no_grad():
+            torch.onnx.export(model, (example,), str(path), dynamo=False,
+                              opset_version=_FLOAT_ONNX_OPSET, input_names=["input"],
+                              output_names=["logits"])
+    except Exception as exc:
+        common.note(f"warning: the float model does not export to ONNX "
+                    f"({common.one_line(exc)}): no float latency; float size = float32 state")
+        return None
+    return path
+
+
+def _float32_bytes(model: nn.Module) -> int:
+    return sum(4 * t.numel() for t in model.state_dict().values() if t.is_floating_point())
+
+
+def _ort_runner(onnx_bytes: bytes):
+    session = OrtSession(onnx_bytes, threads=torch.get_num_threads())
+    return session.run
+
+
+def _compare(float_model: nn.Module, candidate, evaluation: Dataset) -> dict:
+    """Float logits (PyTorch) vs ``candidate`` logits: agreement, and accuracy with labels.
+    ``candidate``: an nn.Module, or a numpy runner (the ONNX model)."""
+    reference = evaluate_model(float_model, evaluation, progress=common.progress_enabled())
+    if isinstance(candidate, nn.Module):
+        logits = evaluate_model(candidate, evaluation, progress=common.progress_enabled())
+    else:
+        logits = common.onnx_logits(candidate, evaluation, 64, what="the integer model")
+    return {"accuracy": _accuracy(reference, logits, evaluation.y),
+            "agreement": common.agreement(reference, logits)}
+
+
+def _accuracy(reference, logits, labels) -> dict | None:
+    if labels is None:
+        return None
+    if labels.max().item() >= reference.shape[1]:
+        raise IntqError(f"the evaluation data has labels up to {labels.max().item()} but the "
+                        f"model has only {reference.shape[1]} classes")
+    base, quantized = top1_accuracy(reference, labels), top1_accuracy(logits, labels)
+    return {"float": base, "int8": quantized, "drop": base - quantized}
+
+
+def _latency(float_onnx: Path | None, onnx_bytes: bytes, args) -> dict:
+    models = [onnx_bytes] if float_onnx is None else [float_onnx, onnx_bytes]
+    stats = ort_latency(models, threads=1, repeats=args.repeats, warmup=_LATENCY_WARMUP,
+                        batch=1, seed=args.seed)
+    latency = {"threads": 1, "batch": 1, "int8": stats[-1].as_dict(),
+               "float": None if float_onnx is None else stats[0].as_dict()}
+    ratio = None if float_onnx is None else speedup(stats[1], stats[0])
+    return {"latency_ms": latency, "speedup": ratio}
+
+
+# -- simulated only (no integer form) --------------------------------------------------------
+
+def _simulated_run(plan: _Plan, model: nn.Module, qgm, evaluation: Dataset | None) -> dict:
+    result = {
+        "output": None,
+        "program": None,
+        "simulated_only": True,
+        "simulated_reason": plan.simulated_reason,
+        "float_size_bytes": None,
+        "int8_size_bytes": None,
+        "size_ratio": None,
+        "quantized_ops": None,
+        "float_ops": None,
+        "latency_ms": None,
+        "speedup": None,
+    }
+    if evaluation is not None:
+        result |= _compare(model, qgm, evaluation)
+    return result
+
+
+# -- the human-readable report -------------------------------------------------------------
+
+def _render(r: dict) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    kind = "simulated" if r["simulated_only"] else "int8"
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for header, justify in (("", "left"), ("float", "right"), (kind, "right"), ("", "left")):
+        table.add_column(header, justify=justify)
+    for row in _size_rows(r) + _latency_rows(r) + _quality_rows(r):
+        table.add_row(*row)
+    console.print("\n".join(_header_lines(r)))
+    if table.row_count:
+        console.print(table)
+    console.print("\n".join(_footer_lines(r)))
+
+
+def _header_lines(r: dict) -> list[str]:
+    target = r["output"] or f"no file written: {r['simulated_reason']}"
+    calib = r["calibration"]
+    lines = [
+        f"[bold]{r['model']}[/] ({r['weights']} weights) -> [bold]{target}[/]",
+        f"recipe       {r['recipe']}",
+        f"calibration  {calib['samples']} samples of {calib['data']} in "
+        f"{r['calibration_seconds']:.1f} s",
+    ]
+    ev = r["evaluation"]
+    if ev is None:
+        lines.append("evaluation   none (give --eval DATA)")
+    else:
+        labels = "with labels" if ev["labelled"] else "no labels: agreement with float only"
+        versus = "PyTorch, simulated" if r["simulated_only"] else "integer model in ONNX Runtime"
+        lines.append(f"evaluation   {ev['samples']} samples of {ev['data']}, {labels} "
+                     f"({versus})")
+    return lines
+
+
+def _size_rows(r: dict) -> list[tuple[str, ...]]:
+    if r["int8_size_bytes"] is None:
+        return []
+    source = "" if r["float_size_source"] == "onnx" else " (float32 state)"
+    return [("size", _mb(r["float_size_bytes"]), _mb(r["int8_size_bytes"]),
+             f"{r['size_ratio']:.2f}x smaller{source}")]
+
+
+def _latency_rows(r: dict) -> list[tuple[str, ...]]:
+    lat = r["latency_ms"]
+    if lat is None:
+        return []
+    float_ms = "-" if lat["float"] is None else f"{lat['float']['median_ms']:.2f} ms"
+    ratio = "" if r["speedup"] is None else f"{r['speedup']:.2f}x faster"
+    return [("latency", float_ms, f"{lat['int8']['median_ms']:.2f} ms", ratio)]
+
+
+def _quality_rows(r: dict) -> list[tuple[str, ...]]:
+    rows = []
+    acc = r.get("accuracy")
+    if acc is not None:
+        rows.append(("top-1 accuracy", f"{acc['float']:.2%}", f"{acc['int8']:.2%}",
+                     f"{-100 * acc['drop']:+.2f} points"))
+    agree = r.get("agreement")
+    if agree is not None:
+        rows.append(("top-1 agreement", "", f"{agree['top1']:.2%}", "same top-1 class"))
+        if agree["top5"] is not None:
+            rows.append(("top-5 agreement", "", f"{agree['top5']:.2%}",
+                         "float top-1 in the top-5"))
+        rows.append(("logit SQNR", "", f"{agree['sqnr_db']:.1f} dB", ""))
+        rows.append(("KL divergence", "", f"{agree['kl_divergence']:.4f}", "nats"))
+    return rows
+
+
+def _footer_lines(r: dict) -> list[str]:
+    lines = []
+    if r["latency_ms"] is not None:
+        lat = r["latency_ms"]
+        spreads = ", ".join(f"{k} {v['p10_ms']:.2f}-{v['p90_ms']:.2f} ms"
+                            for k, v in (("float", lat["float"]), ("int8", lat["int8"]))
+                            if v is not None)
+        lines.append(f"latency      ONNX Runtime, 1 thread, batch 1, median of "
+                     f"{lat['int8']['repeats']} interleaved runs (p10-p90: {spreads})")
+    if r["quantized_ops"] is not None:
+        ops = ", ".join(f"{n} {name}" for name, n in r["op_counts"].items())
+        lines.append(f"program      {r['quantized_ops']} integer ops ({ops}), "
+                     f"{r['float_ops']} float ops")
+        vnni = "has" if r["cpu_has_vnni"] else "lacks"
+        lines.append(f"ONNX         {r['onnx_weight_type']} weights: exact on {r['exact_on']} "
+                     f"(this CPU {vnni} VNNI)")
+    if r["program"]:
+        lines.append(f"IntProgram   {r['program']}")
+    lines.append(f"done in {r['seconds']:.1f} s")
+    return lines
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.2f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"

@@ -74,15 +74,16 @@ def _names(paths: list[Path]) -> str:
 def _render(s: dict) -> None:
     from rich import box
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for header in ("model", "median", "p10", "p90", "min"):
         table.add_column(header, justify="left" if header == "model" else "right")
     for m in s["models"]:
-        table.add_row(m["path"], *(f"{m[k]:.3f} ms" for k in
+        table.add_row(escape(m["path"]), *(f"{m[k]:.3f} ms" for k in
                                    ("median_ms", "p10_ms", "p90_ms", "min_ms")))
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     console.print(table)
     setup = (f"ONNX Runtime CPU, {s['threads']} thread{'s' if s['threads'] > 1 else ''}, "
              f"batch {s['batch']}, {s['repeats']} timed runs after {s['warmup']} warm-up runs")
@@ -91,5 +92,5 @@ def _render(s: dict) -> None:
         a, b = (m["path"] for m in s["models"])
         ratio = s["speedup"]
         verdict = f"{ratio:.2f}x faster than" if ratio >= 1 else f"{1 / ratio:.2f}x slower than"
-        console.print(f"{a} is {verdict} {b} (ratio of medians)")
-    console.print(setup)
+        console.print(f"{a} is {verdict} {b} (ratio of medians)", markup=False)
+    console.print(setup, markup=False)

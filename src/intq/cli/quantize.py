@@ -11,6 +11,7 @@ import fnmatch
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -378,7 +379,9 @@ def _float_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Path | N
     """Export the float model with torch.onnx (TorchScript exporter, opset 17); None (and a
     note) if it cannot be exported."""
     try:
-        with contextlib.redirect_stdout(sys.stderr), torch.no_grad():
+        with (contextlib.redirect_stdout(sys.stderr), torch.no_grad(),
+              warnings.catch_warnings()):
+            warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes
             torch.onnx.export(model, (example,), str(path), dynamo=False,
                               opset_version=_FLOAT_ONNX_OPSET, input_names=["input"],
                               output_names=["logits"])
@@ -458,24 +461,24 @@ def _render(r: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     kind = "simulated" if r["simulated_only"] else "int8"
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for header, justify in (("", "left"), ("float", "right"), (kind, "right"), ("", "left")):
         table.add_column(header, justify=justify)
     for row in _size_rows(r) + _latency_rows(r) + _quality_rows(r):
         table.add_row(*row)
-    console.print("\n".join(_header_lines(r)))
+    console.print("\n".join(_header_lines(r)), markup=False)
     if table.row_count:
         console.print(table)
-    console.print("\n".join(_footer_lines(r)))
+    console.print("\n".join(_footer_lines(r)), markup=False)
 
 
 def _header_lines(r: dict) -> list[str]:
     target = r["output"] or f"no file written: {r['simulated_reason']}"
     calib = r["calibration"]
     lines = [
-        f"[bold]{r['model']}[/] ({r['weights']} weights) -> [bold]{target}[/]",
+        f"{r['model']} ({r['weights']} weights) -> {target}",
         f"recipe       {r['recipe']}",
         f"calibration  {calib['samples']} samples of {calib['data']} in "
         f"{r['calibration_seconds']:.1f} s",
@@ -496,7 +499,7 @@ def _size_rows(r: dict) -> list[tuple[str, ...]]:
         return []
     source = "" if r["float_size_source"] == "onnx" else " (float32 state)"
     return [("size", _mb(r["float_size_bytes"]), _mb(r["int8_size_bytes"]),
-             f"{r['size_ratio']:.2f}x smaller{source}")]
+             _times(r["size_ratio"], "smaller", "larger") + source)]
 
 
 def _latency_rows(r: dict) -> list[tuple[str, ...]]:
@@ -504,7 +507,7 @@ def _latency_rows(r: dict) -> list[tuple[str, ...]]:
     if lat is None:
         return []
     float_ms = "-" if lat["float"] is None else f"{lat['float']['median_ms']:.2f} ms"
-    ratio = "" if r["speedup"] is None else f"{r['speedup']:.2f}x faster"
+    ratio = "" if r["speedup"] is None else _times(r["speedup"], "faster", "slower")
     return [("latency", float_ms, f"{lat['int8']['median_ms']:.2f} ms", ratio)]
 
 
@@ -513,7 +516,7 @@ def _quality_rows(r: dict) -> list[tuple[str, ...]]:
     acc = r.get("accuracy")
     if acc is not None:
         rows.append(("top-1 accuracy", f"{acc['float']:.2%}", f"{acc['int8']:.2%}",
-                     f"{-100 * acc['drop']:+.2f} points"))
+                     f"{100 * (acc['int8'] - acc['float']):+.2f} points"))
     agree = r.get("agreement")
     if agree is not None:
         rows.append(("top-1 agreement", "", f"{agree['top1']:.2%}", "same top-1 class"))
@@ -545,6 +548,10 @@ def _footer_lines(r: dict) -> list[str]:
         lines.append(f"IntProgram   {r['program']}")
     lines.append(f"done in {r['seconds']:.1f} s")
     return lines
+
+
+def _times(ratio: float, better: str, worse: str) -> str:
+    return f"{ratio:.2f}x {better}" if ratio >= 1 else f"{1 / ratio:.2f}x {worse}"
 
 
 def _mb(size: int) -> str:

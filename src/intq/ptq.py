@@ -76,17 +76,17 @@ def calibrate(qgm: fx.GraphModule, batches: Iterable[torch.Tensor], *, progress:
     """Calibrate the weight quantizers, then the activation quantizers over ``batches``;
     freeze everything with fake quantization on."""
     _calibrate_weights(qgm)
-    act_quantizers = [q for _, q in activation_quantizers(qgm)]
+    act_quantizers = dict(activation_quantizers(qgm))
     if not act_quantizers:
         return
-    for q in act_quantizers:
+    for q in act_quantizers.values():
         q.observe, q.fake_quant, q.frozen = True, False, False
     batches = list(batches)
     with torch.no_grad():
         for x in progress_bar(batches, "calibrating", enabled=progress):
             qgm(x)
-    for q in act_quantizers:
-        _freeze(q, where="activation")
+    for owner, q in act_quantizers.items():
+        _freeze(q, where=f"activation quantizer after {owner}")
     widen_weight_scales_for_int32_bias(qgm)
 
 
@@ -106,6 +106,8 @@ def widen_weight_scales_for_int32_bias(qgm: fx.GraphModule, headroom_bits: int =
             continue
         wq = layer.weight_quantizer
         floor = bias.detach().double().abs() / (q_in.scale.double() * 2.0**headroom_bits)
+        if wq.scale.numel() == 1:  # one scale for the whole tensor: the widest channel rules
+            floor = floor.max()
         widened = torch.maximum(wq.scale.double(), floor)
         if bool((widened > wq.scale.double()).any()):
             changed += int((widened > wq.scale.double()).sum())
@@ -136,13 +138,13 @@ def _calibrate_weights(qgm: fx.GraphModule) -> None:
         q = layer.weight_quantizer
         q.observer.reset()
         q.observer.update(layer.layer.weight.detach())
-        _freeze(q, where=f"weights of {name}")
+        _freeze(q, where=f"weight quantizer of {name}")
 
 
 def _freeze(q: Quantizer, where: str) -> None:
     if not q.observer.has_data:
         raise IntqError(
-            f"the {where} quantizer saw no data during calibration; make sure the "
+            f"the {where} saw no data during calibration; make sure the "
             "calibration inputs reach every layer"
         )
     q.calculate_qparams()
@@ -161,6 +163,9 @@ def _batches(data: Batches, batch_size: int) -> Iterator[torch.Tensor]:
 
 
 def _check_input(x: torch.Tensor) -> None:
+    if x.numel() == 0:
+        raise IntqError(f"a calibration batch of shape {tuple(x.shape)} is empty; give at "
+                        "least one input")
     if not x.is_floating_point():
         raise IntqError(f"calibration inputs must be float tensors, got {x.dtype}")
     if not torch.isfinite(x).all():

@@ -1,0 +1,160 @@
+"""Calibration: weights first, then activations on the quantized weights' outputs; every
+quantizer frozen with fake quantization on; bad data and unreachable quantizers are
+IntqErrors; dead channels get int32-safe weight scales."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from graph.nets import build
+from torch import fx
+
+from intq.convert.from_graph import convert_to_program
+from intq.convert.program import QConv2d
+from intq.errors import IntqError
+from intq.fakequant import Quantizer
+from intq.graph.place import activation_quantizers, quant_layers
+from intq.ptq import calibrate, prepare_ptq, quantize, widen_weight_scales_for_int32_bias
+from intq.recipes import get_recipe
+from intq.runtime import run_reference
+
+from .nets import DeadChannelNet, images, seeded
+
+MINMAX = get_recipe(observer="minmax")
+
+
+def test_every_quantizer_is_frozen_with_fake_quant_on():
+    qgm = quantize(build("mobilenet_v2"), images(8), progress=False)
+    quantizers = [m for m in qgm.modules() if isinstance(m, Quantizer)]
+    assert len(quantizers) == len(dict(activation_quantizers(qgm))) + len(
+        dict(quant_layers(qgm))) == 16 + 12
+    for q in quantizers:
+        assert (q.frozen, q.fake_quant, q.observe, q.has_qparams) == (True, True, False, True)
+    scales = {name: q.scale.clone() for name, q in activation_quantizers(qgm)}
+    with torch.no_grad():
+        qgm(images(8) * 3)  # frozen: new data changes nothing
+    assert all(torch.equal(scales[n], q.scale) for n, q in activation_quantizers(qgm))
+
+
+def test_weight_scales_are_the_folded_weights_max_over_127():
+    qgm = quantize(build("mobilenet_v1"), images(8), MINMAX, progress=False)
+    for name, layer in quant_layers(qgm):
+        w = layer.layer.weight.detach().double()
+        amax = w.abs().reshape(len(w), -1).max(1).values
+        want = (amax / 127).float()
+        assert torch.equal(layer.weight_quantizer.scale, want), name
+
+
+def test_activations_are_calibrated_on_the_quantized_weights_outputs():
+    """During calibration the weights are fake-quantized and the activations are not: each
+    activation range (min/max observer) is the exact range that this graph produces."""
+    qgm = quantize(build("resnet"), images(16), MINMAX, batch_size=8, progress=False)
+    seen: dict[str, list[torch.Tensor]] = {}
+    for name, q in activation_quantizers(qgm):
+        q.fake_quant = False
+        q.register_forward_pre_hook(
+            lambda _, args, name=name: seen.setdefault(name, []).append(args[0]))
+    with torch.no_grad():
+        for batch in images(16).split(8):
+            qgm(batch)
+    for name, q in activation_quantizers(qgm):
+        values = torch.cat([v.flatten() for v in seen[name]])
+        assert (q.min_val, q.max_val) == (values.min(), values.max()), name
+    # with float weights the ranges would differ: the test sees which weights were used
+    for _, layer in quant_layers(qgm):
+        layer.weight_quantizer.fake_quant = False
+    with torch.no_grad():
+        y = qgm.get_submodule("fc")(torch.ones(1, 16))
+    assert not torch.equal(y, quantize(build("resnet"), images(16), MINMAX, batch_size=8,
+                                       progress=False).get_submodule("fc")(torch.ones(1, 16)))
+
+
+def test_batches_from_a_tensor_or_a_loader_give_the_same_quantizers():
+    x, labels = images(12), torch.arange(12)
+    by_tensor = quantize(build("inception"), x, MINMAX, batch_size=5, progress=False)
+    loader = [(x[i:i + 5], labels[i:i + 5]) for i in range(0, 12, 5)]
+    by_loader = quantize(build("inception"), loader, MINMAX, progress=False)
+    a, b = by_tensor.state_dict(), by_loader.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_calibration_inputs_are_refused(bad):
+    x = images(4)
+    x[2, 0, 5, 5] = bad
+    with pytest.raises(IntqError, match="NaN or Inf"):
+        quantize(build("mobilenet_v1"), x, progress=False)
+    with pytest.raises(IntqError, match="NaN or Inf"):
+        quantize(build("mobilenet_v1"), [images(4), x], progress=False)
+
+
+@pytest.mark.parametrize("data", [[], (), torch.empty(0, 1, 28, 28), [torch.empty(0, 1, 28, 28)]],
+                         ids=["list", "tuple", "tensor", "empty-batch"])
+def test_empty_calibration_data_is_refused(data):
+    with pytest.raises(IntqError, match="empty"):
+        quantize(build("mobilenet_v1"), data, progress=False)
+
+
+def test_integer_inputs_are_refused():
+    with pytest.raises(IntqError, match="float tensors"):
+        quantize(build("mobilenet_v1"), torch.zeros(4, 1, 28, 28, dtype=torch.uint8),
+                 progress=False)
+
+
+def test_a_quantizer_that_saw_no_data_is_named():
+    gm = prepare_ptq(build("resnet"), images(2), get_recipe())
+    with pytest.raises(IntqError, match=r"activation quantizer after x saw no data .*reach "
+                                        r"every layer"):
+        calibrate(gm, [], progress=False)
+
+
+def dead_channel_program(gamma: float, recipe: str, channels: tuple[int, ...] = (1, 2)):
+    """(calibrated graph, its program, number of widening warnings)."""
+    model = seeded(DeadChannelNet).kill(gamma, channels)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        qgm = quantize(model, images(16), recipe, progress=False)
+    widened = [w for w in caught if "wider scale" in str(w.message)]
+    return qgm, convert_to_program(qgm, (1, 28, 28)), len(widened)
+
+
+def naive_int32_bias(qgm: fx.GraphModule, per_channel: bool) -> np.ndarray:
+    """b / (S_in·max|W|/127): the int32 bias without the widening (float64)."""
+    layer = qgm.get_submodule("conv2")
+    w = layer.layer.weight.detach().double().reshape(4, -1)
+    amax = w.abs().max(1).values if per_channel else w.abs().max().expand(4)
+    s_in = layer.input_quantizer.scale.double()
+    return (layer.layer.bias.detach().double() / (s_in * amax / 127)).numpy()
+
+
+@pytest.mark.parametrize("recipe, channels", [("sym-per-channel-8", (1, 2)),
+                                              ("asym-per-layer-8", (0, 1, 2, 3))])
+def test_near_dead_channels_get_an_int32_safe_scale_and_warn(recipe, channels):
+    """BN γ = 1e-7 (what weight decay leaves of a dead channel): the folded weights are ~1e-8,
+    so max|W|/127 makes b / (S_in·S_w) ~1e10, beyond int32. The weight scale (per channel,
+    or per tensor when the whole layer is dead) is widened to |b| / (S_in·2^30), a warning
+    says so, and the integer program runs without overflow, the dead channels outputting
+    their bias, as in float."""
+    qgm, program, warned = dead_channel_program(1e-7, recipe, channels)
+    naive = naive_int32_bias(qgm, per_channel=recipe.startswith("sym-per-channel"))
+    assert np.abs(naive).max() > 2**31  # without widening the bias would not fit
+    assert warned == 1
+    op = program.producer("conv2")
+    assert isinstance(op, QConv2d) and np.abs(op.bias.astype(np.int64)).max() <= 2**30
+    out = run_reference(program, images(8).numpy(), return_all=True)["conv2"]  # no overflow
+    dead = out[:, list(channels)].astype(np.int64)
+    qt = program.tensors["conv2"]
+    bias = qgm.get_submodule("conv2").layer.bias.detach().double()[list(channels)]
+    want = np.rint(bias.numpy() / qt.scale) + qt.zero_point  # relu(b) on the output grid
+    assert (np.abs(dead - want[None, :, None, None]) <= 1).all()
+
+
+def test_exactly_dead_channels_need_no_widening():
+    """BN γ = 0 exactly: the folded weights are 0, their range is empty and the scale falls
+    back to 1, so the bias fits and nothing is widened."""
+    qgm, program, warned = dead_channel_program(0.0, "sym-per-channel-8")
+    op = program.producer("conv2")
+    assert warned == 0 and (op.weight[1:3] == 0).all()
+    assert widen_weight_scales_for_int32_bias(qgm) == 0
+    assert np.abs(op.bias.astype(np.int64)).max() < 2**20

@@ -62,7 +62,7 @@ def _discard_stdout() -> None:
     """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
     try:
         fd = sys.stdout.fileno()
-    except (OSError, ValueError):  # not a real file (captured output)
+    except (AttributeError, OSError, ValueError):  # not a real file (captured output)
         return
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, fd)

@@ -159,6 +159,10 @@ def _run_onnx(args: argparse.Namespace) -> int:
     if len(shape) != 4 or None in shape[1:]:
         raise IntqError(f"{path}: input shape {_dims(shape)} is not an image batch (N, C, H, W) "
                         "with fixed C, H, W")
+    reference = MODEL_ZOO.get(args.reference)
+    if reference is not None and reference.input_shape != shape[1:]:
+        raise IntqError(f"reference {reference.name} takes {_dims(reference.input_shape)} "
+                        f"inputs but the ONNX model takes {_dims(shape[1:])}")
     data = load_data(_onnx_data_spec(args, shape[1:]), input_shape=shape[1:],
                      split="evaluation", n=args.n)
     logits = common.onnx_logits(_ort_run(path), data, args.batch_size, fixed_batch=shape[0],
@@ -209,9 +213,6 @@ def _ort_run(path: Path):
 
 def _reference(args: argparse.Namespace, data: Dataset, logits: torch.Tensor) -> dict:
     loaded = load_model_spec(args.reference, weights=args.weights)
-    if loaded.input_shape not in (None, tuple(data.x.shape[1:])):
-        raise IntqError(f"reference {loaded.label} takes {_dims(loaded.input_shape)} inputs but "
-                        f"the ONNX model takes {_dims(data.x.shape[1:])}")
     try:
         reference = evaluate_model(loaded.model, data, args.batch_size)
     except (ValueError, RuntimeError) as exc:

@@ -134,6 +134,7 @@ class _Plan:
     output: Path | None
     program: Path | None
     simulated_reason: str | None
+    notes: tuple[str, ...]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -144,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
         calib, evaluation = _load_data(plan, args)
         loaded = load_model_spec(args.model, weights=args.weights)
         _check_model_runs(loaded, calib)
+        for text in plan.notes:
+            common.note(text)
         recipe, leaves = _keep_float(plan.recipe, loaded.model, args.keep_float)
         qgm, calib_seconds = _calibrate(loaded.model, calib, recipe, leaves)
         report = {
@@ -177,7 +180,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
     reason = _no_integer_form(recipe, args.keep_float)
     zoo = MODEL_ZOO.get(args.model)
     input_shape = _input_shape(args, zoo)
-    calib, evaluation = _data_specs(args, zoo, input_shape)
+    calib, evaluation, notes = _data_specs(args, zoo, input_shape)
     if reason is not None and (args.output or args.save_program):
         flag = "-o" if args.output else "--save-program"
         raise UsageError(f"{flag}: {reason}, so nothing can be written; drop {flag} to get "
@@ -190,7 +193,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
     if args.save_program is not None:
         program = common.check_output_path(args.save_program, suffix=".safetensors",
                                            inputs=[*inputs, output])
-    return _Plan(recipe, input_shape, calib, evaluation, output, program, reason)
+    return _Plan(recipe, input_shape, calib, evaluation, output, program, reason, notes)
 
 
 def _recipe(args: argparse.Namespace) -> Recipe:
@@ -241,24 +244,26 @@ def _input_shape(args: argparse.Namespace, zoo) -> tuple[int, int, int]:
     return shape
 
 
-def _data_specs(args, zoo, input_shape) -> tuple[str, str | None]:
+def _data_specs(args, zoo, input_shape) -> tuple[str, str | None, tuple[str, ...]]:
+    """Calibration and evaluation DATA specs, and notes about the choices made."""
     default = zoo.dataset if zoo is not None else common.dataset_for_shape(input_shape)
     calib = args.calib or default
     if calib is None:
         raise UsageError(f"give --calib DATA: no zoo dataset has {_shape_text(input_shape)} "
                          "inputs")
     evaluation = args.eval or default
+    notes = []
     if zoo is None:
         for flag, given, used in (("--calib", args.calib, calib), ("--eval", args.eval,
                                                                    evaluation)):
             if given is None and used is not None:
-                common.note(f"{flag} {used} (the dataset of {_shape_text(input_shape)} "
-                            f"inputs); give {flag} DATA to use your own")
+                notes.append(f"{flag} {used} (the dataset of {_shape_text(input_shape)} "
+                             f"inputs); give {flag} DATA to use your own")
     if evaluation is None:
-        common.note("no evaluation data (give --eval DATA): accuracy is not measured")
+        notes.append("no evaluation data (give --eval DATA): accuracy is not measured")
     elif args.eval is not None and args.eval == args.calib and args.eval not in DATASETS:
-        common.note("warning: --eval is the calibration data, so accuracy is not held out")
-    return calib, evaluation
+        notes.append("warning: --eval is the calibration data, so accuracy is not held out")
+    return calib, evaluation, tuple(notes)
 
 
 def _input_paths(args: argparse.Namespace) -> list[Path]:

@@ -8,23 +8,32 @@ simulated (same weight integers, same int32 bias grid, same output grids and cla
   half-to-even with the weight quantizer's qparams, bias round_half_even(b / (S_in·S_w)),
   fused ReLU/ReLU6 as the output clamp;
 - FusedAdd, avg_pool2d, adaptive_avg_pool2d(1) + quantizer -> QAdd / QAvgPool2d /
-  QGlobalAvgPool; max pool, cat, flatten, reshape, zero pad -> the lossless ops.
-Graphs with float fallback regions or weight-only recipes have no integer form: they raise
-an IntqError saying so.
+  QGlobalAvgPool; max pool (ceil mode as extra bottom/right padding), cat, flatten, reshape,
+  zero pad -> the lossless ops; a standalone relu/relu6 -> Dequantize + Quantize onto the
+  same grid with the clamp (exact: the float32 round trip returns every integer);
+- a float fallback region (a leaf module, or a layer the recipe keeps in float) -> Dequantize
+  of its inputs, a FloatOp "callable" running the torch module, then the Quantize of the
+  quantizer after it. Such programs run in the reference interpreter only: a callable cannot
+  be exported to ONNX, and ops that need a known spatial size (global average pool) cannot
+  follow one, since its output shape is opaque to the program.
+Weight-only recipes have no integer form: they raise an IntqError saying so.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import fx
+from torch import fx, nn
 
 from intq.convert.builder import ProgramBuilder
 from intq.convert.program import IntProgram, QTensor
 from intq.errors import IntqError
 from intq.fakequant import Quantizer
-from intq.graph.fused import FusedAdd, activation_range
+from intq.graph.fused import FusedAdd, FusedConv2d, FusedLinear, activation_range
+from intq.graph.kinds import OpKind, op_kind
 from intq.graph.place import ACT_PREFIX
 from intq.graph.qmodules import QuantConv2d, QuantLinear
 from intq.qmath import quantize_half_even, round_half_even
@@ -46,13 +55,20 @@ def qtensor_of(q: Quantizer, activation: str | None = None) -> QTensor:
     container_bits = 8 if spec.bits <= 8 else 16
     dtype = _DTYPES[(spec.signed, container_bits)]
     scale, zp = float(q.scale.reshape(-1)[0]), int(q.zero_point.reshape(-1)[0])
-    qmin, qmax = spec.qmin, spec.qmax
+    return _clamped(QTensor(scale, zp, dtype, spec.qmin, spec.qmax), activation)
+
+
+def _clamped(qt: QTensor, activation: str | None) -> QTensor:
+    """``qt`` with its [qmin, qmax] narrowed to ``activation``'s clamp [max(qmin, Z),
+    min(qmax, Z + round(6/S))] (relu6)."""
     clamp = activation_range(activation)
-    if clamp is not None:
-        qmin = max(qmin, zp)
-        if clamp[1] is not None:
-            qmax = min(qmax, zp + int(round_half_even(torch.tensor(clamp[1] / scale)).item()))
-    return QTensor(scale, zp, dtype, qmin, qmax)
+    if clamp is None:
+        return qt
+    qmin, qmax = max(qt.qmin, qt.zero_point), qt.qmax
+    if clamp[1] is not None:
+        high = round_half_even(torch.tensor(clamp[1] / qt.scale)).item()
+        qmax = min(qmax, qt.zero_point + int(high))
+    return QTensor(qt.scale, qt.zero_point, qt.dtype, qmin, qmax)
 
 
 class _Converter:
@@ -60,12 +76,15 @@ class _Converter:
         self.gm = qgm
         self.b = ProgramBuilder()
         self.names: dict[fx.Node, str] = {}
+        self.floats: set[str] = set()  # float tensors: program inputs, float region outputs
+        self.dequantized: dict[str, str] = {}
 
     def run(self, input_shape: tuple[int, ...]) -> IntProgram:
         outputs: list[str] = []
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
                 self.names[node] = self.b.input(node.name, (None, *input_shape))
+                self.floats.add(node.name)
             elif node.op == "output":
                 outputs = [self._dequantize(arg) for arg in _flat(node.args[0])]
             elif node.op != "get_attr":
@@ -85,6 +104,8 @@ class _Converter:
     def _emit_module(self, node: fx.Node, module) -> str:
         if isinstance(module, Quantizer):
             return self._emit_quantizer(node, module)
+        if op_kind(self.gm, node) == OpKind.LEAF or isinstance(module, FusedConv2d | FusedLinear):
+            return self._float_region(node, module)
         out = self._output_qtensor(node, getattr(module, "activation", None))
         x = self.names[node.args[0]]
         if isinstance(module, QuantConv2d):
@@ -104,23 +125,44 @@ class _Converter:
                              dilation=c.dilation, groups=c.groups, weight_zero_point=w_zp,
                              weight_bits=module.weight_quantizer.spec.bits, name=node.name)
 
+    def _float_region(self, node: fx.Node, module: nn.Module) -> str:
+        """Dequantize the inputs and run ``module`` as a FloatOp "callable"."""
+        if node.kwargs or not all(isinstance(a, fx.Node) for a in node.args):
+            raise IntqError(f"float region {node.name} ({node.target}): only tensor "
+                            "arguments can be passed to a module kept in float")
+        inputs = [self._float_of(self.names[arg]) for arg in node.args]
+        name = self.b.float_op(inputs, "callable", fn=_numpy_function(module), name=node.name)
+        self.floats.add(name)
+        return name
+
+    def _float_of(self, name: str) -> str:
+        if name in self.floats:
+            return name
+        if name not in self.dequantized:
+            self.dequantized[name] = self.b.dequantize(name, name=f"{name}_dequantized")
+        return self.dequantized[name]
+
     def _emit_quantizer(self, node: fx.Node, q: Quantizer) -> str:
-        source = node.args[0]
-        if source.op == "placeholder":
-            return self.b.quantize(self.names[source], qtensor_of(q), name=node.name)
-        return self.names[source]  # the requantizing op before it already wrote this grid
+        source = self.names[node.args[0]]
+        if source in self.floats:  # a program input or the output of a float region
+            return self.b.quantize(source, qtensor_of(q), name=node.name)
+        return source  # the requantizing op before it already wrote this grid
 
     def _emit_function(self, node: fx.Node) -> str:
         target, args, kw = node.target, node.args, node.kwargs
         x = self.names.get(args[0]) if isinstance(args[0], fx.Node) else None
         if target is F.max_pool2d:
-            return self.b.max_pool2d(x, kw["kernel_size"], stride=kw["stride"],
-                                     padding=kw["padding"], dilation=kw["dilation"],
-                                     name=node.name)
+            return self._max_pool(node, x)
         if target is F.avg_pool2d:
             return self._avg_pool(node, x)
         if target is F.adaptive_avg_pool2d:
+            if self.b.shape(x) is None:
+                raise IntqError(f"global average pool {node.name} follows a float region whose "
+                                "output shape the integer program cannot know; keep the pool "
+                                "in the float region or move the region after it")
             return self.b.global_avg_pool(x, self._output_qtensor(node), name=node.name)
+        if target in (F.relu, F.relu6):
+            return self._clamp(node, x, "relu" if target is F.relu else "relu6")
         if target is torch.cat:
             dim = args[1] if len(args) > 1 else kw.get("dim", 0)
             return self.b.concat([self.names[a] for a in args[0]], dim, name=node.name)
@@ -132,6 +174,29 @@ class _Converter:
             left, right, top, bottom = args[1]
             return self.b.pad(x, (top, left, bottom, right), name=node.name)
         raise self._unsupported(node)
+
+    def _max_pool(self, node: fx.Node, x: str) -> str:
+        """Max pool; ceil mode is floor mode with extra bottom/right padding (never selected)."""
+        kw = node.kwargs
+        kernel, stride, dilation = kw["kernel_size"], kw["stride"], kw["dilation"]
+        pad_h, pad_w = kw["padding"]
+        extra = (0, 0)
+        if kw.get("ceil_mode"):
+            shape = self.b.shape(x)
+            if shape is None:
+                raise IntqError(f"max pool {node.name}: ceil mode needs the input size, which "
+                                "a float region before it hides")
+            extra = tuple(_ceil_mode_extra(*args) for args in zip(
+                shape[2:], kernel, stride, (pad_h, pad_w), dilation, strict=True))
+        return self.b.max_pool2d(x, kernel, stride=stride, dilation=dilation,
+                                 padding=(pad_h, pad_w, pad_h + extra[0], pad_w + extra[1]),
+                                 name=node.name)
+
+    def _clamp(self, node: fx.Node, x: str, activation: str) -> str:
+        """A relu/relu6 on an integer tensor: Dequantize, then Quantize onto the same grid with
+        the clamp as [qmin, qmax] (float32((q - Z)·S) / S rounds back to q - Z exactly)."""
+        out = _clamped(self.b.qtensor(x), activation)
+        return self.b.quantize(self._float_of(x), out, name=node.name)
 
     def _avg_pool(self, node: fx.Node, x: str) -> str:
         kw = node.kwargs
@@ -177,6 +242,28 @@ class _Converter:
             f"node {node.name} ({node.target}) has no integer form; keep it in float with "
             "leaf_modules=[...] or change the model"
         )
+
+
+def _ceil_mode_extra(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
+    """Padding to add after the input so that floor mode gives PyTorch's ceil-mode size:
+    ceil((size + 2·pad - span) / stride) + 1 windows, minus the last one if it would start
+    in the trailing padding."""
+    span = dilation * (kernel - 1) + 1
+    out = -(-(size + 2 * pad - span) // stride) + 1
+    if (out - 1) * stride >= size + pad:
+        out -= 1
+    return (out - 1) * stride + span - (size + 2 * pad)
+
+
+def _numpy_function(module: nn.Module) -> Callable[..., np.ndarray]:
+    """``module`` as a function of float32 numpy arrays (a FloatOp "callable")."""
+
+    def run(*arrays: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = module(*(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays))
+        return out.numpy()
+
+    return run
 
 
 def _flat(arg) -> list[fx.Node]:

@@ -1,0 +1,84 @@
+"""The integers a simulated-quantized torch graph computes, named like the IntProgram's tensors.
+
+Every activation quantizer's output is on its grid, x̂ = S·(q - Z), so q = round(x̂ / S) + Z
+recovers the integer exactly (|q - Z| < 2^16, far from float32's rounding of x̂ / S). The
+lossless ops after a quantizer (max pool, concat, flatten, reshape, pad) carry that grid on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import fx
+
+from intq.convert.program import IntProgram
+from intq.graph.place import ACT_PREFIX
+from intq.runtime.reference import run_reference
+
+
+class _Recorder(fx.Interpreter):
+    """Runs the graph node by node and keeps every node's output."""
+
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.values: dict[fx.Node, object] = {}
+
+    def run_node(self, n: fx.Node):
+        out = super().run_node(n)
+        self.values[n] = out
+        return out
+
+
+def _is_quantizer(node: fx.Node) -> bool:
+    return node.op == "call_module" and str(node.target).startswith(f"{ACT_PREFIX}.")
+
+
+def simulated_values(qgm: fx.GraphModule, program: IntProgram, x: torch.Tensor
+                     ) -> dict[str, torch.Tensor]:
+    """The float value of every integer tensor of ``program`` in the simulation of ``x``.
+
+    A quantizer node stands for the tensor its owner writes: the program names it after the
+    owner, or after the quantizer itself when the owner is float (the model input, a float
+    region) and the quantizer becomes a Quantize op. A lossless node is its own tensor."""
+    recorder = _Recorder(qgm)
+    with torch.no_grad():
+        recorder.run(x)
+    found: dict[str, torch.Tensor] = {}
+    for node, value in recorder.values.items():
+        if _is_quantizer(node):
+            owner = node.args[0]
+            found[owner.name if owner.name in program.tensors else node.name] = value
+    for node, value in recorder.values.items():
+        if node.name in program.tensors and node.name not in found:
+            found[node.name] = value
+    return found
+
+
+def simulated_integers(qgm: fx.GraphModule, program: IntProgram, x: torch.Tensor
+                       ) -> dict[str, np.ndarray]:
+    """``round(x̂ / S) + Z`` of every integer tensor of ``program`` (S, Z from its QTensor),
+    in the QTensor's dtype; a value off its grid by more than 1e-3 LSB fails."""
+    out = {}
+    for name, value in simulated_values(qgm, program, x).items():
+        qt = program.tensors[name]
+        steps = value.double().numpy() / qt.scale
+        q = np.rint(steps)
+        off = np.abs(steps - q).max(initial=0)
+        assert off < 1e-3, f"{name}: simulated values are {off:.3g} LSB off the grid"
+        out[name] = (q + qt.zero_point).astype(qt.dtype)
+    missing = set(program.tensors) - set(out)
+    assert not missing, f"no simulated value for program tensors {sorted(missing)}"
+    return out
+
+
+def locally_recomputed(program: IntProgram, given: dict[str, np.ndarray], x: np.ndarray,
+                       mode: str) -> dict[str, np.ndarray]:
+    """Every integer tensor of ``program`` recomputed by the reference interpreter from the
+    ``given`` integer tensors (and the program input ``x``): the program is fed everything
+    but the one tensor, so each op sees the given inputs and differences do not propagate."""
+    feed = {program.inputs[0].name: x, **given}
+    out = {}
+    for name in program.tensors:
+        others = {k: v for k, v in feed.items() if k != name}
+        out[name] = run_reference(program, others, mode=mode, return_all=True)[name]
+    return out

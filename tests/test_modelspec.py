@@ -152,6 +152,7 @@ def test_mismatched_weights_are_summarized():
 
 def test_zoo_model_with_weights_of_another_architecture(tmp_path):
     other = get_zoo_model("resnet-fmnist").build()
-    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, tmp_path / "o.safetensors")
-    err = _error(load_model_spec, "mobilenet-v1-fmnist", weights=tmp_path / "o.safetensors")
+    weights = tmp_path / "o.safetensors"
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, weights)
+    err = _error(load_model_spec, "mobilenet-v1-fmnist", weights=weights)
     assert "does not fit the model" in err and "missing tensors" in err

@@ -47,6 +47,7 @@ __all__ = [
     "positive_int",
     "print_json",
     "progress_enabled",
+    "status",
     "warnings_as_notes",
     "write_output",
 ]
@@ -94,6 +95,18 @@ def parse_input_shape(text: str) -> tuple[int, int, int]:
 def progress_enabled() -> bool:
     """Progress bars go to stderr, and only when it is a terminal."""
     return sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def status(text: str) -> Iterator[None]:
+    """A spinner with ``text`` on stderr while the block runs (only on a terminal)."""
+    if not progress_enabled():
+        yield
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status(text):
+        yield
 
 
 def note(message: str) -> None:

@@ -143,8 +143,9 @@ def run(args: argparse.Namespace) -> int:
     with common.warnings_as_notes():
         plan = _plan(args)
         calib, evaluation = _load_data(plan, args)
-        loaded = load_model_spec(args.model, weights=args.weights)
-        _check_model_runs(loaded, calib)
+        with common.status(f"loading {args.model}"):
+            loaded = load_model_spec(args.model, weights=args.weights)
+            _check_model_runs(loaded, calib)
         for text in plan.notes:
             common.note(text)
         recipe, leaves = _keep_float(plan.recipe, loaded.model, args.keep_float)
@@ -192,7 +193,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
         output = common.check_output_path(args.output or default, suffix=".onnx", inputs=inputs)
     if args.save_program is not None:
         program = common.check_output_path(args.save_program, suffix=".safetensors",
-                                           inputs=[*inputs, output])
+                                           inputs=[*inputs, *filter(None, [output])])
     return _Plan(recipe, input_shape, calib, evaluation, output, program, reason, notes)
 
 
@@ -338,12 +339,10 @@ def _data_info(data: Dataset) -> dict:
 
 def _integer_run(plan: _Plan, args, loaded: LoadedModel, qgm, calib: Dataset,
                  evaluation: Dataset | None) -> dict:
-    program = _convert(qgm, plan.input_shape)
     weight_type = "s8" if cpu_has_vnni() else "auto"
-    try:
-        onnx_bytes = export_onnx(program, weight_type=weight_type).SerializeToString()
-    except ValueError as exc:
-        raise IntqError(f"ONNX export failed: {common.one_line(exc)}") from exc
+    with common.status("converting to an integer program and ONNX"):
+        program = _convert(qgm, plan.input_shape)
+        onnx_bytes = _export(program, weight_type)
     counts = collections.Counter(type(op).__name__ for op in program.ops)
     result = {
         "output": str(plan.output),
@@ -380,12 +379,19 @@ def _convert(qgm, input_shape: tuple[int, int, int]) -> IntProgram:
         raise IntqError(f"integer conversion failed: {common.one_line(exc)}") from exc
 
 
+def _export(program: IntProgram, weight_type: str) -> bytes:
+    try:
+        return export_onnx(program, weight_type=weight_type).SerializeToString()
+    except ValueError as exc:
+        raise IntqError(f"ONNX export failed: {common.one_line(exc)}") from exc
+
+
 def _float_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Path | None:
     """Export the float model with torch.onnx (TorchScript exporter, opset 17); None (and a
     note) if it cannot be exported."""
     try:
-        with (contextlib.redirect_stdout(sys.stderr), torch.no_grad(),
-              warnings.catch_warnings()):
+        with (common.status("exporting the float model to ONNX"), torch.no_grad(),
+              contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings()):
             warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes
             torch.onnx.export(model, (example,), str(path), dynamo=False,
                               opset_version=_FLOAT_ONNX_OPSET, input_names=["input"],
@@ -430,8 +436,9 @@ def _accuracy(reference, logits, labels) -> dict | None:
 
 def _latency(float_onnx: Path | None, onnx_bytes: bytes, args) -> dict:
     models = [onnx_bytes] if float_onnx is None else [float_onnx, onnx_bytes]
-    stats = ort_latency(models, threads=1, repeats=args.repeats, warmup=_LATENCY_WARMUP,
-                        batch=1, seed=args.seed)
+    with common.status(f"measuring latency ({args.repeats} runs per model)"):
+        stats = ort_latency(models, threads=1, repeats=args.repeats, warmup=_LATENCY_WARMUP,
+                            batch=1, seed=args.seed)
     latency = {"threads": 1, "batch": 1, "int8": stats[-1].as_dict(),
                "float": None if float_onnx is None else stats[0].as_dict()}
     ratio = None if float_onnx is None else speedup(stats[1], stats[0])
@@ -511,9 +518,9 @@ def _latency_rows(r: dict) -> list[tuple[str, ...]]:
     lat = r["latency_ms"]
     if lat is None:
         return []
-    float_ms = "-" if lat["float"] is None else f"{lat['float']['median_ms']:.2f} ms"
+    float_ms = "-" if lat["float"] is None else _ms(lat["float"]["median_ms"])
     ratio = "" if r["speedup"] is None else _times(r["speedup"], "faster", "slower")
-    return [("latency", float_ms, f"{lat['int8']['median_ms']:.2f} ms", ratio)]
+    return [("latency", float_ms, _ms(lat["int8"]["median_ms"]), ratio)]
 
 
 def _quality_rows(r: dict) -> list[tuple[str, ...]]:
@@ -537,7 +544,7 @@ def _footer_lines(r: dict) -> list[str]:
     lines = []
     if r["latency_ms"] is not None:
         lat = r["latency_ms"]
-        spreads = ", ".join(f"{k} {v['p10_ms']:.2f}-{v['p90_ms']:.2f} ms"
+        spreads = ", ".join(f"{k} {_ms(v['p10_ms'])[:-3]}-{_ms(v['p90_ms'])}"
                             for k, v in (("float", lat["float"]), ("int8", lat["int8"]))
                             if v is not None)
         lines.append(f"latency      ONNX Runtime, 1 thread, batch 1, median of "
@@ -557,6 +564,10 @@ def _footer_lines(r: dict) -> list[str]:
 
 def _times(ratio: float, better: str, worse: str) -> str:
     return f"{ratio:.2f}x {better}" if ratio >= 1 else f"{1 / ratio:.2f}x {worse}"
+
+
+def _ms(ms: float) -> str:
+    return f"{ms:.2f} ms" if ms >= 1 else f"{ms:.3f} ms"
 
 
 def _mb(size: int) -> str:

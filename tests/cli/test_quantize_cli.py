@@ -208,7 +208,10 @@ def test_bad_models_and_weights_are_one_line_errors(files, tmp_path, capsys):
     assert "fails on file:" in err and "inputs of shape (2, 3, 12, 12)" in err
     err = _error(capsys, [*zoo, "--calib", str(tmp_path / "rgb.npy")])
     assert "expected inputs float32 of shape (N, 1, 28, 28)" in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["module.pt", "rgb.npy"]
+    np.savez(tmp_path / "y.npz", x=np.zeros((2, 1, 12, 12), np.float32), y=np.array([0, 12]))
+    err = _error(capsys, ["quantize", f"{tiny}:build", *common, "--eval", str(tmp_path / "y.npz")])
+    assert "labels up to 12 but the model has only 10 classes" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["module.pt", "rgb.npy", "y.npz"]
 
 
 def test_bad_flags_and_paths_fail_before_any_work(files, tmp_path, capsys, monkeypatch):

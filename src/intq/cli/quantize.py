@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         calib, evaluation = _load_data(plan, args)
         with common.status(f"loading {args.model}"):
             loaded = load_model_spec(args.model, weights=args.weights)
-            _check_model_runs(loaded, calib)
+            _check_model_runs(loaded, calib, evaluation)
         for text in plan.notes:
             common.note(text)
         recipe, leaves = _keep_float(plan.recipe, loaded.model, args.keep_float)
@@ -291,8 +291,9 @@ def _load_data(plan: _Plan, args: argparse.Namespace) -> tuple[Dataset, Dataset 
     return calib, evaluation
 
 
-def _check_model_runs(loaded: LoadedModel, data: Dataset) -> None:
-    """One float forward pass on two samples: the model must return (batch, classes)."""
+def _check_model_runs(loaded: LoadedModel, data: Dataset, evaluation: Dataset | None) -> None:
+    """One float forward pass on two samples: the model must return (batch, classes), as
+    many classes as the evaluation labels need."""
     x = data.x[:2]
     try:
         with torch.no_grad():
@@ -304,6 +305,10 @@ def _check_model_runs(loaded: LoadedModel, data: Dataset) -> None:
     if not isinstance(y, torch.Tensor) or y.dim() != 2 or len(y) != len(x):
         got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         raise IntqError(f"model {loaded.label} must return (batch, classes) logits, got {got}")
+    labels = None if evaluation is None else evaluation.y
+    if labels is not None and labels.max().item() >= y.shape[1]:
+        raise IntqError(f"the evaluation data has labels up to {labels.max().item()} but the "
+                        f"model has only {y.shape[1]} classes")
 
 
 def _keep_float(recipe: Recipe, model: nn.Module, names: list[str]):
@@ -427,9 +432,6 @@ def _compare(float_model: nn.Module, candidate, evaluation: Dataset) -> dict:
 def _accuracy(reference, logits, labels) -> dict | None:
     if labels is None:
         return None
-    if labels.max().item() >= reference.shape[1]:
-        raise IntqError(f"the evaluation data has labels up to {labels.max().item()} but the "
-                        f"model has only {reference.shape[1]} classes")
     base, quantized = top1_accuracy(reference, labels), top1_accuracy(logits, labels)
     return {"float": base, "int8": quantized, "drop": base - quantized}
 

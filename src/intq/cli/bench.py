@@ -79,11 +79,14 @@ def _render(s: dict) -> None:
 
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for header in ("model", "median", "p10", "p90", "min"):
-        table.add_column(header, justify="left" if header == "model" else "right")
+        table.add_column(header, justify="left" if header == "model" else "right",
+                         overflow="fold")
     for m in s["models"]:
         table.add_row(escape(m["path"]), *(f"{m[k]:.3f} ms" for k in
                                    ("median_ms", "p10_ms", "p90_ms", "min_ms")))
     console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:  # a file or pipe: wide enough for whole paths
+        console.width = max(80, max(len(m["path"]) for m in s["models"]) + 48)
     console.print(table)
     setup = (f"ONNX Runtime CPU, {s['threads']} thread{'s' if s['threads'] > 1 else ''}, "
              f"batch {s['batch']}, {s['repeats']} timed runs after {s['warmup']} warm-up runs")

@@ -44,9 +44,9 @@ _LATENCY_WARMUP = 5
 _FLOAT_ONNX_OPSET = 17
 
 _DESCRIPTION = f"""\
-Quantize a trained float CNN after training (PTQ): calibrate on a few hundred inputs, convert
-to an integer program and write it as an ONNX model that ONNX Runtime runs with integer
-kernels. Then compare it with the float model on held-out data (top-1 accuracy with labels;
+Post-training quantization (PTQ) of a trained float CNN: calibrate on a few hundred inputs,
+convert to an integer program and write it as an ONNX model that ONNX Runtime runs with
+integer kernels. Then compare it with the float model on held-out data (top-1 accuracy with labels;
 top-1/top-5 agreement, logit SQNR and KL divergence always) and measure both in ONNX Runtime
 (1 thread, batch 1, median of interleaved repeats).
 
@@ -116,7 +116,7 @@ def add_parser(subparsers) -> None:
                      help="also write the IntProgram (.safetensors, see intq.convert.serialize)")
     out.add_argument("--repeats", type=common.positive_int, default=50, metavar="R",
                      help="latency repeats per model (default: 50)")
-    out.add_argument("--seed", type=int, default=0,
+    out.add_argument("--seed", type=int, default=0, metavar="N",
                      help="seed of torch and of the latency inputs (default: 0)")
     out.add_argument("--json", action="store_true",
                      help="print one JSON object on stdout (progress and notes go to stderr)")

@@ -46,9 +46,9 @@ _FLOAT_ONNX_OPSET = 17
 _DESCRIPTION = f"""\
 Post-training quantization (PTQ) of a trained float CNN: calibrate on a few hundred inputs,
 convert to an integer program and write it as an ONNX model that ONNX Runtime runs with
-integer kernels. Then compare it with the float model on held-out data (top-1 accuracy with labels;
-top-1/top-5 agreement, logit SQNR and KL divergence always) and measure both in ONNX Runtime
-(1 thread, batch 1, median of interleaved repeats).
+integer kernels. Then compare it with the float model on held-out data (top-1 accuracy with
+labels; top-1/top-5 agreement, logit SQNR and KL divergence always) and measure both in
+ONNX Runtime (1 thread, batch 1, median of interleaved repeats).
 
 MODEL: a zoo name (see 'intq zoo'; default {DEFAULT_MODEL}), FILE.py:FACTORY or
 package.module:FACTORY (a function returning an nn.Module; give --input-shape unless the

@@ -74,11 +74,12 @@ def simulated_integers(qgm: fx.GraphModule, program: IntProgram, x: torch.Tensor
 def locally_recomputed(program: IntProgram, given: dict[str, np.ndarray], x: np.ndarray,
                        mode: str) -> dict[str, np.ndarray]:
     """Every integer tensor of ``program`` recomputed by the reference interpreter from the
-    ``given`` integer tensors (and the program input ``x``): the program is fed everything
-    but the one tensor, so each op sees the given inputs and differences do not propagate."""
-    feed = {program.inputs[0].name: x, **given}
+    ``given`` integer tensors (and the program input ``x``). The interpreter is fed everything
+    but the one tensor, so only the op writing it runs (on the given values of its inputs):
+    differences do not propagate from op to op."""
+    given = {program.inputs[0].name: x, **given}
     out = {}
     for name in program.tensors:
-        others = {k: v for k, v in feed.items() if k != name}
+        others = {k: v for k, v in given.items() if k != name}
         out[name] = run_reference(program, others, mode=mode, return_all=True)[name]
     return out

@@ -11,7 +11,7 @@ import pytest
 import torch
 from agreement.simulated import locally_recomputed, simulated_integers
 from graph.nets import SAME_PADDING_WARNING, FunctionalNet, InplaceNet, build
-from ptq.nets import CeilPoolNet, GatedPoolNet, images, seeded
+from ptq.nets import CeilPoolNet, SigmoidGateNet, SigmoidGatePoolNet, images, seeded
 from torch import fx, nn
 
 from intq.convert.from_graph import convert_to_program, qtensor_of
@@ -222,7 +222,7 @@ def test_standalone_relu_is_a_clamp_on_the_same_grid():
 
 
 def test_global_pool_after_a_float_region_is_refused_clearly():
-    qgm = quantize(seeded(GatedPoolNet), images(8), leaf_modules=["gate"], progress=False)
+    qgm = quantize(seeded(SigmoidGatePoolNet), images(8), leaf_modules=["gate"], progress=False)
     with pytest.raises(IntqError, match=r"global average pool .*float region"):
         convert_to_program(qgm, (1, 28, 28))
 
@@ -231,9 +231,7 @@ def test_float_region_program_matches_the_simulation():
     """conv -> gate (float) -> conv: the callable FloatOp receives the dequantized conv1
     integers, i.e. exactly the simulation's fake-quantized floats, so the gate's quantized
     output is identical; every other tensor agrees within 1 LSB op by op."""
-    from ptq.nets import GatedNet
-
-    qgm = quantize(seeded(GatedNet), images(16), leaf_modules=["gate"], progress=False)
+    qgm = quantize(seeded(SigmoidGateNet), images(16), leaf_modules=["gate"], progress=False)
     program = convert_to_program(qgm, (1, 28, 28))
     x = images(8)
     sim = simulated_integers(qgm, program, x)

@@ -21,7 +21,7 @@ class SigmoidGate(nn.Module):
         return x * torch.sigmoid(x)
 
 
-class GatedNet(nn.Module):
+class SigmoidGateNet(nn.Module):
     """conv -> sigmoid gate -> conv+ReLU -> flatten -> linear."""
 
     def __init__(self) -> None:
@@ -36,8 +36,8 @@ class GatedNet(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
-class GatedPoolNet(GatedNet):
-    """GatedNet with a global average pool after the float region (shape opaque there)."""
+class SigmoidGatePoolNet(SigmoidGateNet):
+    """SigmoidGateNet with a global average pool after the float region (shape opaque there)."""
 
     def __init__(self) -> None:
         super().__init__()

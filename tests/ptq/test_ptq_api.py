@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from graph.helpers import fashion_mnist_batch
-from graph.nets import build
+from graph.nets import SwishNet, build
 from torch import fx
 
 from intq.convert.from_graph import convert_to_program
@@ -18,7 +18,7 @@ from intq.ptq import quantize
 from intq.recipes import get_recipe
 from intq.runtime import run_reference
 
-from .nets import GatedNet, SigmoidGate, images, seeded
+from .nets import SigmoidGate, SigmoidGateNet, images, seeded
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2", "resnet", "inception"])
@@ -69,9 +69,18 @@ def test_progress_bar_is_off_when_not_a_terminal(capsys):
 
 
 def test_unsupported_op_error_names_the_node_and_the_way_out():
-    with pytest.raises(IntqError, match=r"no integer implementation for .*sigmoid.*"
-                                        r"leaf_modules=\[\.\.\.\]"):
-        quantize(seeded(GatedNet), images(8), progress=False)
+    with pytest.raises(IntqError, match=r"no integer implementation for sigmoid: torch\.sigmoid, "
+                                        r"mul: operator\.mul; .* leaf_modules=\['gate'\]"):
+        quantize(seeded(SigmoidGateNet), images(8), progress=False)
+
+
+def test_unsupported_op_in_the_root_forward_has_no_module_to_name():
+    """SwishNet: the Swish module is named; its softmax in the root forward has no module
+    of its own (the user wraps it, or keeps it out of the quantized model)."""
+    with pytest.raises(IntqError, match=r"softmax.*leaf_modules=\['act'\]"):
+        quantize(SwishNet().eval(), images(8), progress=False)
+    with pytest.raises(IntqError, match=r"softmax.*leaf_modules=\[\.\.\.\]"):
+        quantize(SwishNet().eval(), images(8), leaf_modules=["act"], progress=False)
 
 
 @pytest.mark.parametrize("leaf", ["gate", SigmoidGate], ids=["by-name", "by-type"])
@@ -79,7 +88,7 @@ def test_a_leaf_module_is_a_float_region(leaf):
     """The gate stays float between two quantizers: it reads the quantized conv1 output and
     its own output is quantized; on the calibration images (nothing out of range) the model
     stays within 2% of float."""
-    model, x = seeded(GatedNet), images(32)
+    model, x = seeded(SigmoidGateNet), images(32)
     qgm = quantize(model, x, get_recipe(observer="minmax"), leaf_modules=[leaf],
                    progress=False)
     gate_node = next(n for n in qgm.graph.nodes if n.target == "gate")
@@ -94,7 +103,7 @@ def test_leaf_converts_to_a_callable_float_op_that_the_reference_runs():
     """Dequantize -> FloatOp("callable", the torch gate) -> Quantize: the reference
     interpreter reproduces the simulation (same float32 values into the same torch module;
     the convs around it agree to 1 LSB as everywhere, see tests/agreement)."""
-    qgm = quantize(seeded(GatedNet), images(32), leaf_modules=["gate"], progress=False)
+    qgm = quantize(seeded(SigmoidGateNet), images(32), leaf_modules=["gate"], progress=False)
     program = convert_to_program(qgm, (1, 28, 28))
     float_ops = [op for op in program.ops if isinstance(op, FloatOp)]
     assert [(op.op, op.inputs) for op in float_ops] == [("callable", ("conv1_dequantized",))]
@@ -107,7 +116,7 @@ def test_leaf_converts_to_a_callable_float_op_that_the_reference_runs():
 
 
 def test_a_float_region_cannot_be_exported_to_onnx():
-    qgm = quantize(seeded(GatedNet), images(8), leaf_modules=["gate"], progress=False)
+    qgm = quantize(seeded(SigmoidGateNet), images(8), leaf_modules=["gate"], progress=False)
     program = convert_to_program(qgm, (1, 28, 28))
     with pytest.raises(ValueError, match=r"'gate'.*callable FloatOp cannot be exported"):
         export_onnx(program)
@@ -117,7 +126,7 @@ def test_keep_float_layer_is_a_float_region():
     """A recipe override keeps conv2 in float: no weight quantizer, its output quantized,
     a callable FloatOp in the program."""
     recipe = get_recipe().with_override("conv2", keep_float=True)
-    model = seeded(GatedNet)
+    model = seeded(SigmoidGateNet)
     qgm = quantize(model, images(16), recipe, leaf_modules=["gate"], progress=False)
     assert isinstance(qgm.get_submodule("conv2"), FusedConv2d)
     assert [n for n, _ in quant_layers(qgm)] == ["conv1", "fc"]

@@ -78,11 +78,24 @@ def source_node(gm: fx.GraphModule, node: fx.Node) -> fx.Node:
 def _check_supported(gm: fx.GraphModule) -> None:
     bad = unsupported_nodes(gm)
     if bad:
+        modules = _enclosing_modules(gm, {entry.split(":")[0] for entry in bad})
         raise IntqError(
             f"no integer implementation for {', '.join(bad[:3])}"
             f"{' and more' if len(bad) > 3 else ''}; keep the module that computes it in "
-            "float with leaf_modules=[...] (CLI: --keep-float NAME)"
+            f"float with leaf_modules={modules or '[...]'} (CLI: --keep-float NAME)"
         )
+
+
+def _enclosing_modules(gm: fx.GraphModule, names: set[str]) -> list[str]:
+    """Qualified names of the innermost submodules whose forward made the nodes ``names``
+    (from the trace's nn_module_stack; ops of the root forward have none)."""
+    found: list[str] = []
+    for node in gm.graph.nodes:
+        stack = node.meta.get("nn_module_stack") if node.name in names else None
+        path = list(stack.values())[-1][0] if stack else None
+        if path and path not in found:
+            found.append(path)
+    return found
 
 
 def _quantize_layers(gm: fx.GraphModule, recipe: Recipe) -> None:

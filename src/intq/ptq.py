@@ -21,6 +21,7 @@ from torch import fx, nn
 from intq.errors import IntqError
 from intq.fakequant import Quantizer
 from intq.graph import prepare_float_graph
+from intq.graph.bias_correction import InputMeans, correct_bias
 from intq.graph.place import activation_quantizers, place_quantizers, quant_layers
 from intq.progress import progress_bar
 from intq.recipes import DEFAULT_RECIPE, Recipe, get_recipe
@@ -72,21 +73,43 @@ def prepare_ptq(
     return place_quantizers(float_graph, recipe)
 
 
-def calibrate(qgm: fx.GraphModule, batches: Iterable[torch.Tensor], *, progress: bool = True):
+def calibrate(
+    qgm: fx.GraphModule,
+    batches: Iterable[torch.Tensor],
+    *,
+    progress: bool = True,
+    bias_correction: bool = True,
+):
     """Calibrate the weight quantizers, then the activation quantizers over ``batches``;
-    freeze everything with fake quantization on."""
+    freeze everything with fake quantization on.
+
+    ``bias_correction`` also measures each layer's input means in the same pass and removes
+    the expected output shift of the weight quantization from the biases
+    (``intq.graph.bias_correction``).
+    """
     _calibrate_weights(qgm)
     act_quantizers = dict(activation_quantizers(qgm))
     if not act_quantizers:
         return
     for q in act_quantizers.values():
         q.observe, q.fake_quant, q.frozen = True, False, False
-    batches = list(batches)
-    with torch.no_grad():
-        for x in progress_bar(batches, "calibrating", enabled=progress):
-            qgm(x)
+    means = {name: InputMeans(layer) for name, layer in quant_layers(qgm)} if bias_correction \
+        else {}
+    try:
+        with torch.no_grad():
+            for x in progress_bar(list(batches), "calibrating", enabled=progress):
+                qgm(x)
+    finally:
+        for m in means.values():
+            m.remove()
     for owner, q in act_quantizers.items():
         _freeze(q, where=f"activation quantizer after {owner}")
+    layers = dict(quant_layers(qgm))
+    for name, m in means.items():
+        if m.count == 0:
+            raise IntqError(f"layer {name} saw no calibration data; make sure the "
+                            "calibration inputs reach every layer")
+        correct_bias(layers[name], m.mean())
     widen_weight_scales_for_int32_bias(qgm)
 
 
@@ -127,7 +150,8 @@ def _float32_not_below(x: torch.Tensor) -> torch.Tensor:
 
 
 def set_fake_quant(qgm: fx.GraphModule, enabled: bool) -> None:
-    """Switch fake quantization of every quantizer on or off (off = the float model)."""
+    """Switch fake quantization of every quantizer on or off (off: float weights and
+    activations; biases keep any calibration correction)."""
     for module in qgm.modules():
         if isinstance(module, Quantizer):
             module.fake_quant = enabled

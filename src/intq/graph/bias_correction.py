@@ -1,0 +1,66 @@
+"""Bias correction for weight quantization (Nagel et al. 2019, "Data-Free Quantization").
+
+Quantizing weights shifts each output channel's mean: E[y_q - y] = Σ_{c,k} ΔW[o,c,k]·E[x_c]
+with ΔW = Q(W) - W. With the per-channel input means E[x_c] measured on calibration data,
+subtracting that shift from the bias removes the systematic part of the error (zero padding
+at the borders is ignored: the correction is exact for the interior of the feature map).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from intq.graph.qmodules import QuantConv2d, QuantLinear
+
+__all__ = ["InputMeans", "correct_bias"]
+
+
+class InputMeans:
+    """Running per-channel mean of a layer's input, fed by a forward pre-hook."""
+
+    def __init__(self, layer: QuantConv2d | QuantLinear) -> None:
+        self.total: torch.Tensor | None = None
+        self.count = 0
+        self._hook = layer.register_forward_pre_hook(self._update)
+
+    def _update(self, _module: nn.Module, args: tuple) -> None:
+        x = args[0].detach().double()
+        dims = [d for d in range(x.dim()) if d != 1]
+        total = x.sum(dim=dims)
+        self.total = total if self.total is None else self.total + total
+        self.count += x.numel() // x.shape[1]
+
+    def mean(self) -> torch.Tensor:
+        """E[x_c] over everything seen so far."""
+        if self.total is None:
+            raise ValueError("InputMeans: the layer never ran; no input mean to use")
+        return self.total / self.count
+
+    def remove(self) -> None:
+        self._hook.remove()
+
+
+def correct_bias(layer: QuantConv2d | QuantLinear, input_mean: torch.Tensor) -> None:
+    """Subtract the expected output shift of the weight quantization from ``layer``'s bias."""
+    w = layer.layer.weight.detach().double()
+    with torch.no_grad():
+        dw = layer.quantized_weight().double() - w
+    shift = _output_shift(layer, dw, input_mean)
+    bias = layer.layer.bias
+    if bias is None:
+        layer.layer.bias = nn.Parameter(-shift.to(w.dtype).float())
+    else:
+        with torch.no_grad():
+            bias.copy_((bias.double() - shift).to(bias.dtype))
+
+
+def _output_shift(layer, dw: torch.Tensor, input_mean: torch.Tensor) -> torch.Tensor:
+    if isinstance(layer, QuantLinear):
+        return dw @ input_mean
+    groups = layer.layer.groups
+    out_channels, in_per_group = dw.shape[:2]
+    per_tap = dw.sum(dim=(2, 3))  # (O, C/groups)
+    means = input_mean.reshape(groups, in_per_group)
+    group_of = torch.arange(out_channels) // (out_channels // groups)
+    return (per_tap * means[group_of]).sum(dim=1)

@@ -174,7 +174,7 @@ def _read_torch(path: Path):
     try:
         return torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
-        needs = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        needs = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", str(exc), re.IGNORECASE)
         if needs:
             raise IntqError(
                 f"refusing to unpickle {path}: it needs code ({needs[1]}); save "

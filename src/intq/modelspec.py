@@ -98,7 +98,7 @@ def load_factory(spec: str) -> nn.Module:
         raise IntqError(f"model {spec}: {source} {what} factory {name!r}")
     try:
         model = factory()
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in user code must not end intq
         raise IntqError(f"model factory {spec} raised {_one_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise IntqError(
@@ -221,7 +221,7 @@ def _import_file(source: str):
     sys.modules[module_name] = module  # dataclasses and pickling look the module up here
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         sys.modules.pop(module_name, None)
         raise IntqError(f"model file {path} failed to load: {_one_line(exc)}") from None
     return module
@@ -232,7 +232,7 @@ def _import_module(source: str):
         return importlib.import_module(source)
     except ImportError as exc:
         raise IntqError(f"cannot import model module {source!r}: {_one_line(exc)}") from None
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise IntqError(f"model module {source} failed to load: {_one_line(exc)}") from None
 
 

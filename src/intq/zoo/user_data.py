@@ -152,7 +152,7 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray | None]:
                 f"{path} holds Python objects, which intq never unpickles; "
                 "save plain numeric arrays (np.save / np.savez)"
             ) from None
-        if "pickled data" in str(exc):
+        if "pickled" in str(exc):  # numpy: "This file contains pickled (object) data"
             raise IntqError(
                 f"cannot read {path}: not a NumPy .npy/.npz file (intq never unpickles)"
             ) from None

@@ -12,7 +12,6 @@ Array files hold already preprocessed float32 NCHW inputs (``.npy``; ``.npz`` wi
 optional integer labels ``y``) and are read without unpickling.
 """
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -157,8 +156,10 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray | None]:
                 f"cannot read {path}: not a NumPy .npy/.npz file (intq never unpickles)"
             ) from None
         raise IntqError(f"cannot read {path}: {exc}") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise IntqError(f"cannot read {path}: {exc}") from None
+    except IntqError:
+        raise
+    except Exception as exc:  # malformed files: numpy, zipfile and zlib raise many types
+        raise IntqError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
 
 
 def _check_inputs(path: Path, x: np.ndarray, input_shape: tuple[int, int, int]) -> None:

@@ -71,12 +71,17 @@ def _load_image_folder(folder: Path, input_shape: tuple[int, int, int], n: int |
 def _load_array_file(path: Path, input_shape: tuple[int, int, int], n: int | None) -> Dataset:
     """Inputs from a ``.npy`` (float32 NCHW) or ``.npz`` (``x``, optional ``y``) file."""
     arrays = _read_arrays(path)
-    x, y = arrays["x"][:n], None if arrays.get("y") is None else arrays["y"][:n]
+    x, y = _head(arrays["x"], n), _head(arrays["y"], n)
     _check_inputs(path, x, input_shape)
     if y is not None:
         _check_labels(path, y, len(x))
         y = torch.from_numpy(y.astype(np.int64))
     return Dataset(f"file:{path}", torch.from_numpy(np.array(x, dtype=np.float32)), y)
+
+
+def _head(a: np.ndarray | None, n: int | None) -> np.ndarray | None:
+    """The first ``n`` rows of ``a``; a 0-d array (or None) as is, for the checks to report."""
+    return a if a is None or a.ndim == 0 else a[:n]
 
 
 def _list_images(folder: Path) -> tuple[list[Path], list[int] | None]:

@@ -141,7 +141,7 @@ def data_input_shape(spec: str | None) -> tuple[int, int, int] | None:
                 shape = arrays["x"].shape
         else:
             return None
-    except (OSError, ValueError, KeyError):
+    except Exception:  # unreadable or malformed: loading the data reports why
         return None
     return tuple(int(d) for d in shape[1:]) if len(shape) == 4 else None
 

@@ -137,7 +137,7 @@ def data_input_shape(spec: str | None) -> tuple[int, int, int] | None:
         if path.suffix == ".npy" and path.is_file():
             shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
         elif path.suffix == ".npz" and path.is_file():
-            with np.load(path, allow_pickle=False) as arrays:
+            with path.open("rb") as f, np.load(f, allow_pickle=False) as arrays:
                 shape = arrays["x"].shape
         else:
             return None

@@ -153,13 +153,18 @@ def get_zoo_model(name: str) -> ZooModel:
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a ``.safetensors`` state dict into ``model`` (strict: every tensor must match)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
         raise IntqError(f"weights file {path} does not exist")
     try:
-        model.load_state_dict(load_file(path))
+        state = load_file(path)
+    except (SafetensorError, OSError) as exc:
+        raise IntqError(f"weights file {path} is not a valid safetensors file: {exc}") from None
+    try:
+        model.load_state_dict(state)
     except (RuntimeError, OSError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise IntqError(f"weights file {path} does not fit the model: {first}") from None

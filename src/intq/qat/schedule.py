@@ -47,12 +47,13 @@ class QATSchedule:
 
     @classmethod
     def for_total_steps(cls, total_steps: int, quant_delay: int = 0) -> QATSchedule:
-        """Quantize after ``quant_delay`` steps, freeze BN at 50% and ranges at 75% of the run."""
+        """Quantize after ``quant_delay`` steps, freeze BN at 50% and ranges at 75% of the run
+        (ranges after at least one quantized step, so that they have seen data)."""
         _check_step("total_steps", total_steps, allow_none=False)
         span = max(total_steps - quant_delay, 0)
         return cls(quant_delay=quant_delay,
                    bn_freeze_step=quant_delay + int(span * _BN_FREEZE_FRACTION),
-                   act_range_freeze_step=quant_delay + int(span * _RANGE_FREEZE_FRACTION))
+                   act_range_freeze_step=quant_delay + max(1, int(span * _RANGE_FREEZE_FRACTION)))
 
     def quantizing(self, step: int) -> bool:
         return step >= self.quant_delay

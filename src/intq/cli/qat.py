@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from intq.cli import _common as common
 from intq.errors import IntqError, UsageError
 from intq.recipes import DEFAULT_RECIPE, Recipe, get_recipe, recipe_names
 from intq.zoo.data import DATASETS, load_data
@@ -72,8 +73,10 @@ def run(args: argparse.Namespace) -> int:
     from intq.export.onnx import export_onnx
     from intq.qat import convert_qat, prepare_qat, train_qat
 
-    if args.output.suffix != ".onnx":
-        raise UsageError(f"-o {args.output}: the output file name must end in .onnx")
+    inputs = [Path(p) for p in (args.weights, args.data) if p is not None]
+    for path, suffix in ((args.output, ".onnx"), (args.output.with_suffix(".safetensors"),
+                                                  ".safetensors")):
+        common.check_output_path(path, suffix=suffix, inputs=inputs)
     entry = get_zoo_model(args.model)
     recipe = _recipe(args)
     train, holdout = _split(_labelled_data(entry, args), args.holdout)

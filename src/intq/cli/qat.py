@@ -107,10 +107,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _recipe(args: argparse.Namespace) -> Recipe:
     try:
-        return get_recipe(args.recipe, w_bits=args.w_bits, a_bits=args.a_bits,
-                          per_channel=args.per_channel, observer="ema")
+        recipe = get_recipe(args.recipe, w_bits=args.w_bits, a_bits=args.a_bits,
+                            per_channel=args.per_channel, observer="ema")
     except ValueError as exc:
         raise UsageError(f"recipe options: {exc}") from None
+    if max(recipe.weight.bits, recipe.activation.bits) > 8:
+        raise UsageError(f"recipe options: {recipe.weight.bits}-bit weights / "
+                         f"{recipe.activation.bits}-bit activations have no ONNX form; use 2..8")
+    return recipe
 
 
 def _labelled_data(entry: ZooModel, args: argparse.Namespace) -> Dataset:

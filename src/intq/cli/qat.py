@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = _recipe(args)
     train, holdout = _split(_labelled_data(entry, args), args.holdout)
     model = _float_model(entry, args.weights)
+    _check_labels(model, train)
     qgm = prepare_qat(model, train.x[:2], recipe)
     with _progress(sys.stderr.isatty() and not args.json) as on_step:
         train_qat(qgm, train.x, train.y, epochs=args.epochs, lr=args.lr,
@@ -126,6 +127,14 @@ def _labelled_data(entry: ZooModel, args: argparse.Namespace) -> Dataset:
     if len(data) < 2:
         raise IntqError(f"{data.name} has {len(data)} sample(s); QAT needs at least 2")
     return data
+
+
+def _check_labels(model: nn.Module, data: Dataset) -> None:
+    with torch.no_grad():
+        classes = model(data.x[:1]).shape[1]
+    if int(data.y.max()) >= classes:
+        raise IntqError(f"{data.name} has labels up to {int(data.y.max())} but the model has "
+                        f"only {classes} classes")
 
 
 def _split(data: Dataset, holdout: int | None) -> tuple[Dataset, Dataset]:

@@ -83,12 +83,16 @@ def run(args: argparse.Namespace) -> int:
     model = _float_model(entry, args.weights)
     _check_labels(model, train)
     qgm = prepare_qat(model, train.x[:2], recipe)
-    with _progress(sys.stderr.isatty() and not args.json) as on_step:
-        train_qat(qgm, train.x, train.y, epochs=args.epochs, lr=args.lr,
-                  batch_size=args.batch_size, max_steps=args.steps, seed=args.seed,
-                  on_step=on_step)
-    deployable = convert_qat(qgm)
-    program = convert_to_program(deployable, entry.input_shape)
+    try:
+        with _progress(sys.stderr.isatty() and not args.json) as on_step:
+            train_qat(qgm, train.x, train.y, epochs=args.epochs, lr=args.lr,
+                      batch_size=args.batch_size, max_steps=args.steps, seed=args.seed,
+                      on_step=on_step)
+        deployable = convert_qat(qgm)
+        program = convert_to_program(deployable, entry.input_shape)
+    except ValueError as exc:  # e.g. Inf activations after a diverging step
+        raise IntqError(f"QAT failed: {common.one_line(exc)}; if the training diverged, "
+                        "lower --lr") from None
     export_onnx(program, args.output)
     checkpoint = save_weights(qgm, args.output.with_suffix(".safetensors"))
     summary = {

@@ -31,7 +31,8 @@ def add_parser(subparsers) -> None:
                    help="untimed runs per model first (default: 10)")
     p.add_argument("--batch", type=common.positive_int, default=1, metavar="B",
                    help="batch size for a dynamic batch dimension (default: 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--seed", type=common.int_in_range(0, 2**64 - 1), default=0,
+                   help="seed of the random inputs")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
 

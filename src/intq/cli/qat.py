@@ -61,7 +61,8 @@ def add_parser(subparsers) -> None:
                         f"{_MAX_HOLDOUT})")
     parser.add_argument("--n", type=_positive(int), metavar="N",
                         help="use only the first N samples of DATA")
-    parser.add_argument("--seed", type=int, default=0, help="shuffling seed (default: 0)")
+    parser.add_argument("--seed", type=common.int_in_range(0, 2**64 - 1), default=0,
+                        help="shuffling seed (default: 0)")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.onnx",
                         help="ONNX file; the QAT state goes next to it as OUT.safetensors")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -116,7 +116,7 @@ def add_parser(subparsers) -> None:
                      help="also write the IntProgram (.safetensors, see intq.convert.serialize)")
     out.add_argument("--repeats", type=common.positive_int, default=50, metavar="R",
                      help="latency repeats per model (default: 50)")
-    out.add_argument("--seed", type=int, default=0, metavar="N",
+    out.add_argument("--seed", type=common.int_in_range(0, 2**64 - 1), default=0, metavar="N",
                      help="seed of torch and of the latency inputs (default: 0)")
     out.add_argument("--json", action="store_true",
                      help="print one JSON object on stdout (progress and notes go to stderr)")

@@ -167,6 +167,11 @@ def check_output_path(path: Path, *, suffix: str, inputs: list[Path]) -> Path:
     for source in inputs:
         if source.exists() and path.exists() and path.samefile(source):
             raise IntqError(f"output {path} is an input file; choose another name")
+    try:  # the only sure test (permissions, read-only mounts, root), before any slow work
+        tempfile.TemporaryFile(dir=path.parent).close()
+    except OSError as exc:
+        raise IntqError(f"output directory {path.parent} is not writable ({exc.strerror}); "
+                        "choose another output path") from None
     return path
 
 
@@ -174,7 +179,10 @@ def write_output(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file in ``path``'s directory, then rename it onto
     ``path``: ``path`` is never partial, and an error or Ctrl-C leaves no temporary file.
     The file gets the usual permissions (0666 minus the umask)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise IntqError(f"cannot write {path}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -182,8 +190,10 @@ def write_output(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # a full disk, a vanished directory
+            raise IntqError(f"cannot write {path}: {exc.strerror}") from None
         raise
 
 

@@ -94,8 +94,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # e.g. Inf activations after a diverging step
         raise IntqError(f"QAT failed: {common.one_line(exc)}; if the training diverged, "
                         "lower --lr") from None
-    export_onnx(program, args.output)
-    checkpoint = save_weights(qgm, args.output.with_suffix(".safetensors"))
+    try:
+        export_onnx(program, args.output)
+        checkpoint = save_weights(qgm, args.output.with_suffix(".safetensors"))
+    except OSError as exc:  # a full disk
+        raise IntqError(f"cannot write {args.output}: {exc.strerror}") from None
     summary = {
         "model": entry.name,
         "recipe": recipe.name,

@@ -373,7 +373,10 @@ def _integer_run(plan: _Plan, args, loaded: LoadedModel, qgm, calib: Dataset,
         result |= _latency(float_onnx, onnx_bytes, args)
     common.write_output(plan.output, onnx_bytes)
     if plan.program is not None:
-        save_program(program, plan.program)
+        try:
+            save_program(program, plan.program)
+        except OSError as exc:  # a full disk
+            raise IntqError(f"cannot write {plan.program}: {exc.strerror}") from None
     return result
 
 

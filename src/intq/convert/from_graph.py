@@ -46,6 +46,11 @@ _DTYPES = {(True, 8): "int8", (False, 8): "uint8", (True, 16): "int16", (False, 
 
 def convert_to_program(qgm: fx.GraphModule, input_shape: tuple[int, ...]) -> IntProgram:
     """The IntProgram of the calibrated quantized graph ``qgm`` for inputs (N, *input_shape)."""
+    empty = [name for name, m in qgm.named_modules() if isinstance(m, Quantizer)
+             and not m.has_qparams]
+    if empty:
+        raise ValueError(f"convert_to_program: {len(empty)} quantizer(s) have no scale yet "
+                         f"(first: {empty[0]}); calibrate (intq.ptq.calibrate) or train first")
     return _Converter(qgm).run(input_shape)
 
 

@@ -113,7 +113,19 @@ def save_program(program: IntProgram, path: str | os.PathLike) -> None:
     }
     header = {"intq.format": FORMAT, "intq.version": VERSION,
               "intq.program": json.dumps(doc, allow_nan=False)}
-    atomic_write_bytes(path, save(arrays, metadata=header))
+    atomic_write_bytes(path, _sorted_metadata(save(arrays, metadata=header)))
+
+
+def _sorted_metadata(data: bytes) -> bytes:
+    """The safetensors file ``data`` with its ``__metadata__`` keys sorted: safetensors writes
+    them in hash-map order, which changes from process to process (equal programs would give
+    different bytes). The header stays compact JSON padded with spaces to 8 bytes."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + n:]
 
 
 def load_program(path: str | os.PathLike) -> IntProgram:

@@ -61,7 +61,10 @@ def image_normalization(channels: int) -> tuple[tuple[float, ...], tuple[float, 
 def _load_image_folder(folder: Path, input_shape: tuple[int, int, int], n: int | None) -> Dataset:
     """The images of ``folder`` (flat: no labels; class sub-folders: labels), preprocessed."""
     mean, std = image_normalization(input_shape[0])
-    files, labels = _list_images(folder)
+    try:
+        files, labels = _list_images(folder)
+    except OSError as exc:  # a folder without read/execute permission
+        raise IntqError(f"cannot list {exc.filename or folder}: {exc.strerror}") from None
     files, labels = files[:n], None if labels is None else labels[:n]
     pixels = np.stack([_preprocess_image(path, input_shape) for path in files])
     y = None if labels is None else torch.tensor(labels, dtype=torch.int64)

@@ -242,8 +242,18 @@ class _Writer:
         self.node("Concat", list(op.inputs), op.output, axis=op.axis)
 
     def emit_QMaxPool2d(self, op: QMaxPool2d) -> None:
-        self.node("MaxPool", [op.inputs[0]], op.output, kernel_shape=list(op.kernel),
-                  strides=list(op.stride), pads=list(op.padding), dilations=list(op.dilation))
+        x, pads = op.inputs[0], list(op.padding)
+        if max(pads[0], pads[2]) >= op.kernel[0] or max(pads[1], pads[3]) >= op.kernel[1]:
+            # ORT's MaxPool needs pads < kernel (a dilated kernel may have more): pad with
+            # code 0, the smallest, never a window's maximum (each window has a real pixel)
+            x = f"{op.output}/padded"
+            top, left, bottom, right = pads
+            self.node("Pad", [op.inputs[0], self.const(f"{x}/pads", np.array(
+                [0, 0, top, left, 0, 0, bottom, right], np.int64)),
+                self.const(f"{x}/value", np.uint8(0))], x, mode="constant")
+            pads = [0, 0, 0, 0]
+        self.node("MaxPool", [x], op.output, kernel_shape=list(op.kernel),
+                  strides=list(op.stride), pads=pads, dilations=list(op.dilation))
 
     def emit_Reshape(self, op: Reshape) -> None:
         shape = self.const(f"{op.output}/shape", np.array(op.shape, np.int64))

@@ -104,6 +104,7 @@ def calibrate(
             m.remove()
     for owner, q in act_quantizers.items():
         _freeze(q, where=f"activation quantizer after {owner}")
+        _warn_if_constant(q, owner)
     layers = dict(quant_layers(qgm))
     for name, m in means.items():
         if m.count == 0:
@@ -173,6 +174,16 @@ def _freeze(q: Quantizer, where: str) -> None:
         )
     q.calculate_qparams()
     q.observe, q.frozen, q.fake_quant = False, True, True
+
+
+def _warn_if_constant(q: Quantizer, owner: str) -> None:
+    """A range of width 0 (all-black calibration images, a ReLU that never fires): the grid
+    then only covers [min(0, c), max(0, c)] (scale 1.0 if c = 0), which real inputs exceed."""
+    if bool((q.min_val == q.max_val).all()):
+        value = float(q.min_val.reshape(-1)[0])
+        warnings.warn(f"the activation after {owner} is the constant {value:g} on every "
+                      "calibration input, so its range is degenerate; check the calibration "
+                      "data", stacklevel=3)
 
 
 def _batches(data: Batches, batch_size: int) -> Iterator[torch.Tensor]:

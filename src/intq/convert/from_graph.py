@@ -9,8 +9,9 @@ simulated (same weight integers, same int32 bias grid, same output grids and cla
   fused ReLU/ReLU6 as the output clamp;
 - FusedAdd, avg_pool2d, adaptive_avg_pool2d(1) + quantizer -> QAdd / QAvgPool2d /
   QGlobalAvgPool; max pool (ceil mode as extra bottom/right padding), cat, flatten, reshape,
-  zero pad -> the lossless ops; a standalone relu/relu6 -> Dequantize + Quantize onto the
-  same grid with the clamp (exact: the float32 round trip returns every integer);
+  zero pad -> the lossless ops (a zero pad read only by a conv becomes part of that conv's
+  padding, which also pads with the zero point); a standalone relu/relu6 -> Dequantize +
+  Quantize onto the same grid with the clamp (exact: the float32 round trip returns every integer);
 - a float fallback region (a leaf module, or a layer the recipe keeps in float) -> Dequantize
   of its inputs, a FloatOp "callable" running the torch module, then the Quantize of the
   quantizer after it. Such programs run in the reference interpreter only: a callable cannot
@@ -81,6 +82,7 @@ class _Converter:
         self.gm = qgm
         self.b = ProgramBuilder()
         self.names: dict[fx.Node, str] = {}
+        self.folded_pads: dict[fx.Node, tuple[int, int, int, int]] = {}
         self.floats: set[str] = set()  # float tensors: program inputs, float region outputs
         self.dequantized: dict[str, str] = {}
 
@@ -126,7 +128,10 @@ class _Converter:
     def _conv(self, node: fx.Node, module: QuantConv2d, x: str, out: QTensor) -> str:
         c = module.layer
         w, w_scale, w_zp, bias = self._layer_integers(module)
-        return self.b.conv2d(x, w, w_scale, out, bias=bias, stride=c.stride, padding=c.padding,
+        ph, pw = c.padding
+        top, left, bottom, right = self.folded_pads.pop(node.args[0], (0, 0, 0, 0))
+        padding = (ph + top, pw + left, ph + bottom, pw + right)
+        return self.b.conv2d(x, w, w_scale, out, bias=bias, stride=c.stride, padding=padding,
                              dilation=c.dilation, groups=c.groups, weight_zero_point=w_zp,
                              weight_bits=module.weight_quantizer.spec.bits, name=node.name)
 
@@ -177,8 +182,16 @@ class _Converter:
             return self.b.reshape(x, args[1], name=node.name)
         if target is F.pad:
             left, right, top, bottom = args[1]
+            if self._feeds_only_a_conv(node):  # zero-point padding is the conv's own padding
+                self.folded_pads[node] = (top, left, bottom, right)
+                return x
             return self.b.pad(x, (top, left, bottom, right), name=node.name)
         raise self._unsupported(node)
+
+    def _feeds_only_a_conv(self, node: fx.Node) -> bool:
+        users = list(node.users)
+        return (len(users) == 1 and users[0].op == "call_module"
+                and isinstance(self.gm.get_submodule(users[0].target), QuantConv2d))
 
     def _max_pool(self, node: fx.Node, x: str) -> str:
         """Max pool; ceil mode is floor mode with extra bottom/right padding (never selected)."""

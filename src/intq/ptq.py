@@ -45,19 +45,22 @@ def quantize(
     leaf_modules: Iterable[str | type[nn.Module]] = (),
     batch_size: int = 32,
     progress: bool = True,
+    bias_correction: bool = True,
 ) -> fx.GraphModule:
     """Post-training quantization of ``model`` (not modified) calibrated on ``calib_data``.
 
     ``calib_data``: a float tensor (N, C, H, W) or an iterable of batches (tensors, or tuples
     whose first element is the input, like a DataLoader). ``recipe``: a Recipe or a preset
-    name (``intq.recipes.recipe_names()``). Returns the simulated-quantized fx module.
+    name (``intq.recipes.recipe_names()``). ``bias_correction``: remove the mean output
+    shift of weight quantization from the biases (see ``calibrate``). Returns the
+    simulated-quantized fx module.
     """
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
     batches = list(_batches(calib_data, batch_size))
     if not batches:
         raise IntqError("calibration data is empty; give at least one input")
     qgm = prepare_ptq(model, batches[0][:2], recipe, leaf_modules=leaf_modules)
-    calibrate(qgm, batches, progress=progress)
+    calibrate(qgm, batches, progress=progress, bias_correction=bias_correction)
     return qgm
 
 

@@ -22,6 +22,7 @@ from intq.fakequant import QuantSpec, activation_spec, weight_spec
 from intq.fakequant.presets import SCHEMES
 
 __all__ = [
+    "ACTIVATION_OBSERVER_OPTIONS",
     "DEFAULT_OBSERVER",
     "DEFAULT_RECIPE",
     "LayerOverride",
@@ -32,6 +33,9 @@ __all__ = [
 
 DEFAULT_RECIPE = "sym-per-channel-8"
 DEFAULT_OBSERVER = "percentile"
+# Measured on EfficientNet-Lite0 (BENCHMARKS.md): 99.999 keeps the rare large activations of
+# the linear bottlenecks that 99.99 clips.
+ACTIVATION_OBSERVER_OPTIONS = {"percentile": {"percentile": 99.999}}
 _NAME = re.compile(r"^(?P<scheme>[a-z-]+?)-(?P<bits>\d+)$")
 
 
@@ -128,7 +132,8 @@ def get_recipe(
     scheme = _with_granularity(match["scheme"], per_channel)
     bits = int(match["bits"]) if w_bits is None else w_bits
     weight = weight_spec(scheme, bits)
-    activation = None if weight_only else activation_spec(a_bits, observer=observer)
+    options = ACTIVATION_OBSERVER_OPTIONS.get(observer, {})
+    activation = None if weight_only else activation_spec(a_bits, observer=observer, **options)
     label = f"{scheme}-{bits}" + ("-weight-only" if weight_only else f"-a{a_bits}-{observer}")
     return Recipe(label, weight, activation)
 

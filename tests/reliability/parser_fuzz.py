@@ -212,7 +212,8 @@ def _spec(draw) -> tuple[str, str]:
         stem = draw(st.sampled_from(["model", "damaged", "missing", "notes"]))
         suffix = draw(st.sampled_from([".py", ".txt", ""]))
         sep = draw(st.sampled_from([":", "::", "", ":/"]))
-        return f"{{folder}}/{stem}{suffix}{sep}{draw(_NAME)}", source
+        factory = draw(st.one_of(st.sampled_from(["build", "broken", "nope"]), _NAME))
+        return f"{{folder}}/{stem}{suffix}{sep}{factory}", source
     spec = f"{draw(_NAME)}:{draw(_NAME)}" if kind == "module" else draw(
         st.text(string.printable, max_size=30))
     module = spec.rpartition(":")[0]

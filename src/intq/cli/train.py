@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from intq.errors import UsageError
+from intq.cli import _common as common
 from intq.zoo import load_fashion_mnist, save_weights, train_zoo_model
 
 __all__ = ["add_parser", "run"]
@@ -34,9 +34,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    output = args.output or Path(f"{args.model}.safetensors")
-    if output.suffix != ".safetensors":
-        raise UsageError(f"-o {output}: the weights file name must end in .safetensors")
+    output = common.check_output_path(args.output or Path(f"{args.model}.safetensors"),
+                                      suffix=".safetensors", inputs=[])
     train_data = test_data = None
     if args.subset is not None:
         train_data = load_fashion_mnist("train").head(args.subset)

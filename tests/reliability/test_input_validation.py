@@ -86,6 +86,7 @@ def bad(tmp_path_factory, inputs) -> Path:
     _images(b / "top_and_classes" / "cat", 1)
     _images(b / "images", 3)
     (b / "dir.onnx").mkdir()
+    (b / "dir.safetensors").mkdir()
     os.symlink(inputs / "tiny.safetensors", b / "link.safetensors")
     return b
 
@@ -141,7 +142,8 @@ CASES = [
           "weights-truncated-safetensors"),
     _case(f"eval {ZOO_MODEL} --weights {{b}}/truncated.safetensors", 1,
           "is not a valid safetensors file", "eval-weights-truncated"),
-    _case(f"qat {ZOO_MODEL} --weights {{b}}/corrupt.safetensors -o {{o}}/q.onnx", 1,
+    _case(f"qat {ZOO_MODEL} --weights {{b}}/corrupt.safetensors --data {{i}}/xy28.npz "
+          "-o {o}/q.onnx", 1,
           "is not a valid safetensors file", "qat-weights-corrupt"),
     _case(f"{_Q} --weights {{b}}/module.pt", 1,
           "refusing to unpickle {b}/module.pt: it needs code (torch.nn.modules.linear.Linear)",
@@ -181,7 +183,7 @@ CASES = [
     _case(f"{_QD} {{b}}/not_a_zip.npz", 1, "cannot read {b}/not_a_zip.npz: BadZipFile",
           "data-corrupt-npz"),
     _case(f"{_QD} {{b}}/huge_header.npy", 1, "cannot read {b}/huge_header.npy: MemoryError",
-          "data-header-claims-52TiB"),
+          "data-header-claims-5PiB"),
     # data folders
     _case(f"{_QD} {{b}}/empty_folder", 1, "no images found", "folder-empty"),
     _case(f"{_QD} {{b}}/no_images", 1, "no images found", "folder-no-images"),
@@ -273,6 +275,12 @@ CASES = [
           "qat-output-is-a-directory"),
     _case(f"qat {_ZOO_W} -o /proc/intq-reliability.onnx", 1, "output directory /proc is not "
           "writable", "qat-output-unwritable-dir"),
+    _case(f"train {ZOO_MODEL} -o {{o}}/missing/w.safetensors", 1, "output directory "
+          "{o}/missing does not exist", "train-output-missing-dir"),
+    _case(f"train {ZOO_MODEL} -o {{b}}/dir.safetensors", 1, "output {b}/dir.safetensors is a "
+          "directory", "train-output-is-a-directory"),
+    _case(f"train {ZOO_MODEL} -o /proc/intq-reliability.safetensors", 1, "output directory "
+          "/proc is not writable", "train-output-unwritable-dir"),
 ]
 
 

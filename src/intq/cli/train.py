@@ -34,8 +34,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    output = common.check_output_path(args.output or Path(f"{args.model}.safetensors"),
-                                      suffix=".safetensors", inputs=[])
+    output = common.check_output_path(
+        args.output or Path(f"{args.model}.safetensors"), suffix=".safetensors", inputs=[]
+    )
     train_data = test_data = None
     if args.subset is not None:
         train_data = load_fashion_mnist("train").head(args.subset)

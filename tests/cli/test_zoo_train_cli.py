@@ -10,9 +10,8 @@ from intq.zoo import MODEL_ZOO, evaluate_accuracy, load_fashion_mnist, load_weig
 
 
 @pytest.fixture(autouse=True)
-def cli_env(monkeypatch):
-    """Only the commands under test, and one torch thread on the shared 2-core machine."""
-    monkeypatch.setattr(intq.cli, "_COMMANDS", ("zoo", "train"))
+def one_thread():
+    """One torch thread: the 2 shared cores make more threads slower, not faster."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

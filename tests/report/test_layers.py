@@ -21,11 +21,6 @@ from intq.report import LayerRow, format_layer_report, layer_report
 CALIBRATION = fashion_mnist_batch(24)
 CALIB, EVAL = CALIBRATION[:16], CALIBRATION[16:]
 
-CONCAT_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="layer_report torch.cat's the inputs a concat group's shared quantizer sees, which "
-           "differ in channels: flatten them first",
-)
 
 
 def quantized(name: str = "mobilenet_v2", recipe: str = "sym-per-channel-4"):
@@ -74,7 +69,7 @@ def test_weight_rows_give_max_over_median_channel_range():
 
 
 @pytest.mark.parametrize("name", [
-    "mobilenet_v1", "mobilenet_v2", "resnet", pytest.param("inception", marks=CONCAT_BUG)])
+    "mobilenet_v1", "mobilenet_v2", "resnet", "inception"])
 def test_one_activation_row_per_activation_quantizer_after_the_weights(name):
     qgm = quantized(name)
     rows = layer_report(qgm, EVAL)
@@ -118,9 +113,6 @@ def test_end_to_end_sqnr_of_the_output_is_float_model_vs_quantized_model():
         want, rel=1e-3)
 
 
-@pytest.mark.xfail(strict=True, reason="with bias correction the report's float reference is "
-                   "the graph with fake quant off, which keeps the corrected biases: not the "
-                   "float model (here: 16.9 dB reported, 25.5 dB float model vs quantized)")
 def test_end_to_end_sqnr_of_the_output_uses_the_float_model_after_bias_correction():
     model = build("mobilenet_v2")
     qgm = quantize(model, CALIB, get_recipe("sym-per-channel-4", observer="minmax"),

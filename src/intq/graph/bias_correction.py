@@ -48,6 +48,9 @@ def correct_bias(layer: QuantConv2d | QuantLinear, input_mean: torch.Tensor) -> 
         dw = layer.quantized_weight().double() - w
     shift = _output_shift(layer, dw, input_mean)
     bias = layer.layer.bias
+    if not hasattr(layer, "float_bias"):  # the float model's bias, for fake-quant-off runs
+        original = torch.zeros_like(shift, dtype=w.dtype).float() if bias is None else bias
+        layer.register_buffer("float_bias", original.detach().clone())
     if bias is None:
         layer.layer.bias = nn.Parameter(-shift.to(w.dtype).float())
     else:

@@ -53,11 +53,14 @@ class _QuantLayer(nn.Module):
         return self.weight_quantizer(self.layer.weight)
 
     def simulated_bias(self) -> torch.Tensor | None:
+        """The bias on the int32 grid; with weight fake quant off, the float model's bias
+        (``float_bias``, kept by bias correction), so switching quantization off gives the
+        float model back."""
+        if not self.weight_quantizer.fake_quant:
+            return getattr(self, "float_bias", self.layer.bias)
         bias = self.layer.bias
         q_in = self._input_quantizer
         if bias is None or q_in is None or not q_in.fake_quant:
-            return bias
-        if not self.weight_quantizer.fake_quant:
             return bias
         return simulate_int32_bias(bias, q_in.scale, self.weight_quantizer.scale)
 

@@ -59,12 +59,16 @@ def _activation_rows(qgm: fx.GraphModule, x: torch.Tensor) -> list[LayerRow]:
     _, quant_out = _record(qgm, quantizers, x, fake_quant=True)
     rows = []
     for name, q in quantizers.items():
-        ref = torch.cat(float_in[name])
+        ref = _flat_cat(float_in[name])  # a concat group's quantizer sees several shapes
         with torch.no_grad():
             own = sqnr_db(ref, q(ref))
-        e2e = sqnr_db(torch.cat(float_out[name]), torch.cat(quant_out[name]))
+        e2e = sqnr_db(_flat_cat(float_out[name]), _flat_cat(quant_out[name]))
         rows.append(LayerRow(name, "activation", q.spec.describe(), own, e2e))
     return rows
+
+
+def _flat_cat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.flatten() for t in tensors])
 
 
 def _record(qgm, quantizers: dict[str, Quantizer], x: torch.Tensor, fake_quant: bool):

@@ -1,6 +1,8 @@
-"""save_program/load_program: bit-exact round trips, documented bit packing, and a ValueError
-for every kind of malformed file (never pickle, never a crash of another type)."""
+"""save_program/load_program: bit-exact round trips, requantization recomputed from the scales
+(stored only when it differs), documented bit packing, and a ValueError for every kind of
+malformed file (never pickle, never a crash of another type)."""
 
+import copy
 import json
 import struct
 
@@ -8,14 +10,29 @@ import numpy as np
 import pytest
 
 from intq.convert import ProgramBuilder, QTensor, load_program, save_program
+from intq.convert.program import AddRequant, IntProgram, QAdd, Requant
 from intq.convert.serialize import atomic_write_bytes, pack_bits, unpack_bits
 from intq.convert.synthetic import random_cnn
 
 
-@pytest.mark.parametrize("bits", [2, 3, 4, 5, 7, 8, 11, 16])
-def test_round_trip_is_bit_exact(tmp_path, bits):
-    program = random_cnn(bits, dtype="int8" if bits % 2 else "uint8", weight_bits=bits,
-                         per_channel=bits != 8, batch=None)
+def _header(path) -> dict:
+    raw = path.read_bytes()
+    return json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
+
+
+def _requant_fields(op) -> dict:
+    """Every requant field as raw bytes (arrays) or exact Python values (AddRequant)."""
+    if isinstance(op.requant, AddRequant):
+        return dict(vars(op.requant))
+    return {name: (getattr(op.requant, name).dtype, getattr(op.requant, name).tobytes())
+            for name in ("multiplier_f32", "m0", "shift")}
+
+
+@pytest.mark.parametrize("bits,dtype", [(2, "uint8"), (3, "int8"), (4, "uint8"), (5, "int8"),
+                                        (7, "int16"), (8, "uint8"), (11, "int8"),
+                                        (16, "uint16")])
+def test_round_trip_is_bit_exact(tmp_path, bits, dtype):
+    program = random_cnn(bits, dtype=dtype, weight_bits=bits, per_channel=bits != 8, batch=None)
     path = tmp_path / "p.intq"
     save_program(program, path)
     loaded = load_program(path)
@@ -23,6 +40,74 @@ def test_round_trip_is_bit_exact(tmp_path, bits):
     for a, b in zip(loaded.ops, program.ops, strict=True):
         if hasattr(a, "weight"):
             assert a.weight.dtype == b.weight.dtype and a.weight.tobytes() == b.weight.tobytes()
+        if hasattr(a, "requant"):
+            assert _requant_fields(a) == _requant_fields(b), a.label
+
+
+def test_builder_requant_is_derived_not_stored(tmp_path):
+    program = random_cnn(0, weight_bits=4)
+    path = tmp_path / "p.intq"
+    save_program(program, path)
+    header = _header(path)
+    assert header["__metadata__"]["intq.version"] == "2"
+    assert not [k for k in header if "requant" in k]
+    ops = json.loads(header["__metadata__"]["intq.program"])["ops"]
+    kinds = {op["type"] for op in ops if op.get("requant") == "derived"}
+    assert kinds == {"QConv2d", "QLinear", "QAdd", "QAvgPool2d", "QGlobalAvgPool"}
+    assert all(op.get("requant", "derived") == "derived" for op in ops)
+
+
+def _with_requant(op, requant):
+    """A copy of `op` with another requant (same channel count, so still a valid op)."""
+    new = copy.copy(op)
+    object.__setattr__(new, "requant", requant)
+    return new
+
+
+def _off_by_one(op):
+    """op's requant with one field changed by one unit, so it no longer matches the scales."""
+    r = op.requant
+    if isinstance(r, AddRequant):
+        return AddRequant(**{**vars(r), "m0_out": r.m0_out + 1})
+    if op.output.startswith("conv"):
+        return Requant(np.nextafter(r.multiplier_f32, np.float32(1)), r.m0, r.shift)
+    return Requant(r.multiplier_f32, r.m0 + 1, r.shift)
+
+
+def test_custom_requant_is_stored_and_round_trips(tmp_path):
+    program = random_cnn(1, weight_bits=4)
+    ops = [_with_requant(op, _off_by_one(op)) if hasattr(op, "requant") and i % 2 else op
+           for i, op in enumerate(program.ops)]
+    custom = IntProgram(program.inputs, program.outputs, program.tensors, ops)
+    changed = {i for i, op in enumerate(ops) if hasattr(op, "requant") and i % 2}
+    assert len(changed) >= 3 and any(isinstance(ops[i], QAdd) for i in changed)
+    path = tmp_path / "p.intq"
+    save_program(custom, path)
+    loaded = load_program(path)
+    assert loaded == custom and loaded != program
+    for a, b in zip(loaded.ops, custom.ops, strict=True):
+        if hasattr(a, "requant"):
+            assert _requant_fields(a) == _requant_fields(b), a.label
+    header = _header(path)
+    stored = {int(k.split(".")[1]) for k in header if ".requant." in k}
+    entries = json.loads(header["__metadata__"]["intq.program"])["ops"]
+    assert stored | {i for i in changed if isinstance(ops[i], QAdd)} == changed
+    assert all((entries[i]["requant"] == "derived") == (i not in changed)
+               for i, op in enumerate(ops) if hasattr(op, "requant"))
+
+
+def test_per_channel_requant_with_per_tensor_weight_scale_is_stored(tmp_path):
+    b = ProgramBuilder()
+    q = b.quantize(b.input("x", (1, 1, 4, 4)), QTensor(0.1, 0))
+    c = b.conv2d(q, np.array([[[[1]]], [[[2]]]]), 0.05, QTensor(0.2, 0))
+    program = b.build([b.dequantize(c)])
+    r = program.ops[1].requant
+    per_channel = Requant(np.repeat(r.multiplier_f32, 2), np.repeat(r.m0, 2),
+                          np.repeat(r.shift, 2))
+    ops = (program.ops[0], _with_requant(program.ops[1], per_channel), program.ops[2])
+    custom = IntProgram(program.inputs, program.outputs, program.tensors, ops)
+    save_program(custom, tmp_path / "p")
+    assert load_program(tmp_path / "p").ops[1].requant.m0.tolist() == [r.m0[0]] * 2
 
 
 def test_float_ops_and_metadata_round_trip(tmp_path):
@@ -84,7 +169,21 @@ def _op(doc, kind):
 
 MALFORMED = {
     "wrong format": dict(edit_header=lambda h: h.update({"intq.format": "other"})),
-    "future version": dict(edit_header=lambda h: h.update({"intq.version": "2"})),
+    "future version": dict(edit_header=lambda h: h.update({"intq.version": "3"})),
+    "version 1": dict(edit_header=lambda h: h.update({"intq.version": "1"})),
+    "no version": dict(edit_header=lambda h: h.pop("intq.version")),
+    "requant missing": dict(edit_doc=lambda d: _op(d, "QConv2d").pop("requant")),
+    "requant unknown": dict(edit_doc=lambda d: _op(d, "QAvgPool2d").update({"requant": "x"})),
+    "requant stored without arrays": dict(
+        edit_doc=lambda d: _op(d, "QLinear").update({"requant": "stored"})),
+    "add requant object incomplete": dict(
+        edit_doc=lambda d: _op(d, "QAdd").update({"requant": {"m0_a": 1}})),
+    "requant on a lossless op": dict(
+        edit_doc=lambda d: _op(d, "QMaxPool2d").update({"requant": "derived"})),
+    "stray requant arrays": dict(arrays_edit=lambda a: a.update(
+        {"ops.1.requant.m0": np.ones(8, np.int32)})),
+    "string avgpool kernel": dict(
+        edit_doc=lambda d: _op(d, "QAvgPool2d").update({"kernel": ["x", 10**12]})),
     "not json": dict(edit_header=lambda h: h.update({"intq.program": "{oops"})),
     "extra key": dict(edit_doc=lambda d: d.update({"evil": 1})),
     "unknown op": dict(edit_doc=lambda d: d["ops"][1].update({"type": "Exec"})),
@@ -130,6 +229,16 @@ def test_nonzero_padding_bits_raise_value_error(tmp_path):
     _rewrite(path, arrays_edit=lambda a: a.update(
         {"ops.1.weight": a["ops.1.weight"] | np.array([0, 0x80], np.uint8)}))
     with pytest.raises(ValueError, match="zero padding bits"):
+        load_program(path)
+
+
+@pytest.mark.parametrize("version", ["1", "3"])
+def test_other_format_versions_are_refused_with_a_clear_message(tmp_path, version):
+    path = tmp_path / "p.intq"
+    save_program(random_cnn(0), path)
+    _rewrite(path, edit_header=lambda h: h.update({"intq.version": version}))
+    with pytest.raises(ValueError, match=f"p.intq: intq program format version '{version}' is "
+                                         "not supported; this intq reads version '2'"):
         load_program(path)
 
 

@@ -1,10 +1,21 @@
 """Save and load an IntProgram as one safetensors file: no pickle, nothing is ever executed.
 
 Layout: a safetensors file whose metadata holds
-    "intq.format" = "intq-program", "intq.version" = "1",
+    "intq.format" = "intq-program", "intq.version" = "2",
     "intq.program" = JSON of inputs, outputs, tensors (QTensor fields), ops, metadata,
-and whose tensors hold every array, keyed "ops.<index>.<field>" (weight, weight_scale, bias,
-requant.multiplier_f32, requant.m0, requant.shift), little-endian as safetensors defines.
+and whose tensors hold every array, keyed "ops.<index>.<field>" (weight, weight_scale, bias and,
+for stored requantization, requant.multiplier_f32, requant.m0, requant.shift), little-endian
+as safetensors defines. Version 1 files (requantization always stored) are refused.
+
+Requantization (QConv2d, QLinear, QAvgPool2d, QGlobalAvgPool, QAdd): every runtime derives it
+from the float32 scales, so the file normally does not store it. Each such op's JSON entry has
+"requant": "derived" when its requant equals what `intq.convert.requant` derives from the
+stored scales, exactly as ProgramBuilder does (conv_requant(S_in, weight_scale, S_out),
+avgpool_requant(S_in, kh·kw, S_out), global_avgpool_requant(S_in, count, S_out),
+add_requant(S_a, S_b, S_out, 16 if the output dtype is 16-bit else 8)); the loader recomputes
+it. Any other requant (e.g. hand-set multipliers) is stored explicitly and loaded as is:
+"requant": "stored" with the three arrays above, or for QAdd "requant": a JSON object of the
+AddRequant fields. Either way load_program(save_program(p)) == p, field for field.
 
 Weights: 8-bit as I8, 9..16-bit as I16, and b < 8 bits packed into U8: the b-bit two's
 complement code of element i (row-major order) occupies bits i·b .. i·b + b - 1 of a
@@ -20,6 +31,8 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -45,11 +58,17 @@ from intq.convert.program import (
     Requant,
     Reshape,
 )
+from intq.convert.requant import (
+    add_requant,
+    avgpool_requant,
+    conv_requant,
+    global_avgpool_requant,
+)
 
 __all__ = ["atomic_write_bytes", "load_program", "pack_bits", "save_program", "unpack_bits"]
 
 FORMAT = "intq-program"
-VERSION = "1"
+VERSION = "2"
 
 # Scalar (JSON) parameters of each op type beyond its inputs/output, in constructor keywords.
 _PARAMS: dict[type, tuple[str, ...]] = {
@@ -62,6 +81,7 @@ _PARAMS: dict[type, tuple[str, ...]] = {
 }
 _TYPES = {cls.__name__: cls for cls in _PARAMS}
 _REQUANT_ARRAYS = {"multiplier_f32": "F32", "m0": "I32", "shift": "I32"}
+_REQUANT_OPS = (QConv2d, QLinear, QAvgPool2d, QGlobalAvgPool, QAdd)
 
 
 def pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
@@ -108,7 +128,8 @@ def save_program(program: IntProgram, path: str | os.PathLike) -> None:
         "tensors": {name: {"scale": t.scale, "zero_point": t.zero_point, "dtype": t.dtype,
                            "qmin": t.qmin, "qmax": t.qmax}
                     for name, t in program.tensors.items()},
-        "ops": [_encode_op(op, f"ops.{i}", arrays) for i, op in enumerate(program.ops)],
+        "ops": [_encode_op(op, f"ops.{i}", arrays, program.tensors)
+                for i, op in enumerate(program.ops)],
         "metadata": dict(program.metadata),
     }
     header = {"intq.format": FORMAT, "intq.version": VERSION,
@@ -138,16 +159,21 @@ def load_program(path: str | os.PathLike) -> IntProgram:
             arrays = {key: f.get_tensor(key) for key in f.keys()}
     except SafetensorError as err:
         raise ValueError(f"{path}: not a valid safetensors file ({err})") from None
+    if header.get("intq.format") != FORMAT:
+        raise ValueError(f"{path}: not an intq program (intq.format is "
+                         f"{header.get('intq.format')!r}, expected {FORMAT!r})")
+    if header.get("intq.version") != VERSION:
+        raise ValueError(f"{path}: intq program format version {header.get('intq.version')!r} "
+                         f"is not supported; this intq reads version {VERSION!r}: convert the "
+                         f"model again and save it with this intq")
     try:
-        if header.get("intq.format") != FORMAT or header.get("intq.version") != VERSION:
-            raise ValueError(f"expected intq.format={FORMAT!r} version {VERSION}, got "
-                             f"{header.get('intq.format')!r} {header.get('intq.version')!r}")
         return _decode_program(json.loads(header["intq.program"]), arrays)
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as err:
         raise ValueError(f"{path}: malformed intq program: {type(err).__name__}: {err}") from None
 
 
-def _encode_op(op: Op, key: str, arrays: dict[str, np.ndarray]) -> dict:
+def _encode_op(op: Op, key: str, arrays: dict[str, np.ndarray],
+               tensors: Mapping[str, QTensor]) -> dict:
     if isinstance(op, FloatOp) and op.op == "callable":
         raise ValueError(f"{op.label}: a callable FloatOp cannot be saved (only FLOAT_OPS names)")
     entry = {"type": type(op).__name__, "inputs": list(op.inputs), "output": op.output}
@@ -163,13 +189,49 @@ def _encode_op(op: Op, key: str, arrays: dict[str, np.ndarray]) -> dict:
         arrays[f"{key}.weight_scale"] = op.weight_scale
         if op.bias is not None:
             arrays[f"{key}.bias"] = op.bias
-    if isinstance(op, QAdd):
-        entry["requant"] = {name: getattr(op.requant, name)
-                            for name in AddRequant.__dataclass_fields__}
-    elif hasattr(op, "requant"):
-        for name in _REQUANT_ARRAYS:
-            arrays[f"{key}.requant.{name}"] = getattr(op.requant, name)
+    if isinstance(op, _REQUANT_OPS):
+        entry["requant"] = _encode_requant(op, key, arrays, tensors)
     return entry
+
+
+def _encode_requant(op: Op, key: str, arrays: dict[str, np.ndarray],
+                    tensors: Mapping[str, QTensor]) -> str | dict:
+    """'derived' if _derive_requant gives exactly op.requant, else op.requant stored."""
+    try:
+        derived = _derive_requant(type(op), [tensors[n] for n in op.inputs],
+                                  tensors[op.output], _requant_detail(op))
+    except ValueError:
+        derived = None
+    if derived == op.requant:
+        return "derived"
+    if isinstance(op, QAdd):
+        return {name: getattr(op.requant, name) for name in AddRequant.__dataclass_fields__}
+    for name in _REQUANT_ARRAYS:
+        arrays[f"{key}.requant.{name}"] = getattr(op.requant, name)
+    return "stored"
+
+
+def _requant_detail(op: Op):
+    """The non-scale input of the requant derivation: weight_scale, or the pool's tap count."""
+    if isinstance(op, QConv2d | QLinear):
+        return op.weight_scale
+    if isinstance(op, QAvgPool2d):
+        return op.kernel[0] * op.kernel[1]
+    if isinstance(op, QGlobalAvgPool):
+        return op.count
+    return None
+
+
+def _derive_requant(cls: type, inputs: list[QTensor], out: QTensor, detail):
+    """The requant ProgramBuilder derives for an op of type `cls` (see the module docstring)."""
+    if cls is QAdd:
+        bits = 16 if out.dtype.endswith("16") else 8
+        return add_requant(inputs[0].scale, inputs[1].scale, out.scale, bits)
+    if cls is QAvgPool2d:
+        return avgpool_requant(inputs[0].scale, detail, out.scale)
+    if cls is QGlobalAvgPool:
+        return global_avgpool_requant(inputs[0].scale, detail, out.scale)
+    return conv_requant(inputs[0].scale, detail, out.scale)
 
 
 def _decode_program(doc: dict, arrays: dict[str, np.ndarray]) -> IntProgram:
@@ -183,7 +245,7 @@ def _decode_program(doc: dict, arrays: dict[str, np.ndarray]) -> IntProgram:
             raise ValueError(f"tensor {name!r}: scale must be a number")
         tensors[_str(name)] = QTensor(float(t["scale"]), t["zero_point"], t["dtype"],
                                       t["qmin"], t["qmax"])
-    ops = tuple(_decode_op(_dict(e), f"ops.{i}", arrays, used)
+    ops = tuple(_decode_op(_dict(e), f"ops.{i}", arrays, used, tensors)
                 for i, e in enumerate(_list(doc["ops"])))
     extra = set(arrays) - used
     if extra:
@@ -193,19 +255,22 @@ def _decode_program(doc: dict, arrays: dict[str, np.ndarray]) -> IntProgram:
                       metadata)
 
 
-def _decode_op(entry: dict, key: str, arrays: dict[str, np.ndarray], used: set[str]) -> Op:
+def _decode_op(entry: dict, key: str, arrays: dict[str, np.ndarray], used: set[str],
+               tensors: dict[str, QTensor]) -> Op:
     cls = _TYPES.get(entry.get("type"))
     if cls is None:
         raise ValueError(f"{key}: unknown op type {entry.get('type')!r}")
     expected = {"type", "inputs", "output", *_PARAMS[cls]}
     if cls in (QConv2d, QLinear):
         expected |= {"weight_shape", "has_bias"}
-    if cls is QAdd:
+    if cls in _REQUANT_OPS:
         expected.add("requant")
     _keys(entry, expected, key)
     inputs = [_str(n) for n in _list(entry["inputs"])]
     output = _str(entry["output"])
     params = {name: entry[name] for name in _PARAMS[cls]}
+    requant = partial(_decode_requant, cls, entry.get("requant"), key, arrays, used, tensors,
+                      inputs, output)
     if cls is FloatOp:
         return FloatOp(tuple(inputs), output, _str(params["op"]), _dict(params["attrs"]))
     if cls is QConcat:
@@ -213,25 +278,25 @@ def _decode_op(entry: dict, key: str, arrays: dict[str, np.ndarray], used: set[s
     if cls is QAdd:
         if len(inputs) != 2:
             raise ValueError(f"{key}: QAdd needs 2 inputs")
-        requant = _dict(entry["requant"])
-        _keys(requant, set(AddRequant.__dataclass_fields__), f"{key}.requant")
-        return QAdd(inputs[0], inputs[1], output, AddRequant(**requant))
+        return QAdd(inputs[0], inputs[1], output, requant(None))
     if len(inputs) != 1:
         raise ValueError(f"{key}: {cls.__name__} takes one input, got {len(inputs)}")
     if cls in (QConv2d, QLinear):
-        return _decode_weighted(cls, inputs[0], output, entry, params, key, arrays, used)
-    if cls in (QAvgPool2d, QGlobalAvgPool):
-        requant = _requant(key, arrays, used, None)
-        if cls is QAvgPool2d:
-            return QAvgPool2d(inputs[0], output, params["kernel"], requant,
-                              stride=params["stride"], padding=params["padding"])
-        return QGlobalAvgPool(inputs[0], output, params["count"], requant)
+        return _decode_weighted(cls, inputs[0], output, entry, params, key, arrays, used,
+                                requant)
+    if cls is QAvgPool2d:
+        return QAvgPool2d(inputs[0], output, params["kernel"],
+                          requant(_kernel_taps(params["kernel"], key)),
+                          stride=params["stride"], padding=params["padding"])
+    if cls is QGlobalAvgPool:
+        return QGlobalAvgPool(inputs[0], output, params["count"], requant(params["count"]))
     if cls is QMaxPool2d:
         return QMaxPool2d(inputs[0], output, params.pop("kernel"), **params)
     return cls(inputs[0], output, *params.values())
 
 
-def _decode_weighted(cls, input_name, output, entry, params, key, arrays, used) -> Op:
+def _decode_weighted(cls, input_name, output, entry, params, key, arrays, used,
+                     requant) -> Op:
     shape = tuple(_list(entry["weight_shape"]))
     if len(shape) != (4 if cls is QConv2d else 2) or not all(
             isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape):
@@ -252,14 +317,38 @@ def _decode_weighted(cls, input_name, output, entry, params, key, arrays, used) 
         bias = _array(arrays, f"{key}.bias", "I32", (out_channels,), used)
     elif entry["has_bias"] is not False:
         raise ValueError(f"{key}: has_bias must be true or false")
-    requant = _requant(key, arrays, used, None)
-    return cls(input_name, output, weight, scale, requant, bias=bias, **params)
+    return cls(input_name, output, weight, scale, requant(scale), bias=bias, **params)
 
 
-def _requant(key: str, arrays, used, length) -> Requant:
-    parts = {name: _array(arrays, f"{key}.requant.{name}", dtype, length, used)
-             for name, dtype in _REQUANT_ARRAYS.items()}
-    return Requant(**parts)
+def _decode_requant(cls: type, spec, key: str, arrays, used: set[str],
+                    tensors: dict[str, QTensor], inputs: list[str], output: str, detail):
+    """The op's requant: recomputed from the scales ("derived") or read as stored."""
+    if spec == "derived":
+        return _derive_requant(cls, [_tensor(tensors, n, key) for n in inputs],
+                               _tensor(tensors, output, key), detail)
+    if cls is QAdd and isinstance(spec, dict):
+        _keys(spec, set(AddRequant.__dataclass_fields__), f"{key}.requant")
+        return AddRequant(**spec)
+    if cls is not QAdd and spec == "stored":
+        parts = {name: _array(arrays, f"{key}.requant.{name}", dtype, None, used)
+                 for name, dtype in _REQUANT_ARRAYS.items()}
+        return Requant(**parts)
+    stored = "an object of AddRequant fields" if cls is QAdd else "'stored'"
+    raise ValueError(f"{key}: requant must be 'derived' or {stored}, got {spec!r}")
+
+
+def _kernel_taps(kernel, key: str) -> int:
+    """kh·kw of a saved [kh, kw] pool kernel."""
+    if not (isinstance(kernel, list) and len(kernel) == 2 and all(
+            isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in kernel)):
+        raise ValueError(f"{key}: kernel must be [kh, kw] ints >= 1, got {kernel!r}")
+    return kernel[0] * kernel[1]
+
+
+def _tensor(tensors: dict[str, QTensor], name: str, key: str) -> QTensor:
+    if name not in tensors:
+        raise ValueError(f"{key}: {name!r} is not an integer tensor of the program")
+    return tensors[name]
 
 
 _DTYPES = {"U8": np.uint8, "I8": np.int8, "I16": np.int16, "I32": np.int32, "F32": np.float32}

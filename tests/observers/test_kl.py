@@ -70,3 +70,27 @@ def test_fewer_occupied_bins_than_levels_keeps_the_max():
     obs = KLObserver(bits=12, bins=1024)  # 2048 levels
     obs.update(torch.tensor([-3.0, 0.5, 2.0]))
     assert obs.ranges() == (torch.tensor(-3.0), torch.tensor(2.0))
+
+
+def test_kl_is_not_dragged_down_by_the_zero_spike_of_a_relu():
+    """90% exact zeros (a ReLU that is mostly off) + uniform values up to 5: the zeros are exact
+    on any grid, so the threshold must stay at the top of the uniform part (the TensorRT search
+    with the spike included picked about 1.0, clipping 80% of the range)."""
+    x = torch.cat(
+        [torch.zeros(90_000), torch.rand(10_000, generator=torch.Generator().manual_seed(0)) * 5]
+    )
+    observer = make_observer("kl")
+    observer.update(x)
+    low, high = observer.ranges()
+    assert float(low) == 0.0
+    assert float(high) > 0.95 * float(x.max())
+
+
+def test_kl_on_one_sided_affine_data_uses_all_levels():
+    """Half-normal data (a ReLU6 of N(0, 1)) on an affine uint grid: 256 levels over [0, t], so
+    the threshold lands in the far tail, not near 1.5 as with 128 levels and the zero spike."""
+    x = torch.randn(100_000, generator=torch.Generator().manual_seed(0)).clamp(0, 6)
+    observer = make_observer("kl")
+    observer.update(x)
+    _, high = observer.ranges()
+    assert 3.0 < float(high) <= float(x.max())

@@ -33,7 +33,9 @@ class KLObserver(HistogramObserver):
     """Threshold ``t`` on ``|x|`` minimizing KL(P || Q) between float and quantized histograms.
 
     Symmetric: ``ranges() = (-t, t)``. Affine: the observed range clipped to the threshold,
-    ``(max(min x, -t), min(max x, t))``. If the histogram has no more occupied bins than levels
+    ``(max(min x, -t), min(max x, t))``; one-sided affine data (min >= 0, e.g. after a ReLU)
+    has all ``2^bits`` levels on [0, t], so it is searched with ``L = 2^bits``. Bin 0 (the
+    zero spike) is left out of the search. If the histogram has no more occupied bins than levels
     (e.g. bits > 11 at 2048 bins) nothing is clipped: ``t = max|x|``. Per channel, each channel
     is searched in turn. ``merge`` is exact (the histogram is canonical, see ``histogram``).
     """
@@ -60,8 +62,10 @@ class KLObserver(HistogramObserver):
         self.reset()
 
     def _ranges(self) -> tuple[Tensor, Tensor]:
-        levels = 2 ** (self.bits - 1)
-        kept = torch.stack([kl_threshold_bins(row, levels) for row in self.counts])
+        one_sided = not self.symmetric and bool((self.min_val >= 0).all())
+        levels = 2 ** (self.bits if one_sided else self.bits - 1)
+        kept = torch.stack([kl_threshold_bins(_without_zero_bin(row), levels)
+                            for row in self.counts])
         _, max_abs = self.value_range()
         threshold = torch.minimum(kept.to(torch.float64) * self.bin_width(), max_abs)
         if self.symmetric:
@@ -69,6 +73,15 @@ class KLObserver(HistogramObserver):
         return torch.maximum(self.min_val.double(), -threshold), torch.minimum(
             self.max_val.double(), threshold
         )
+
+
+def _without_zero_bin(counts: Tensor) -> Tensor:
+    """``counts`` with bin 0 emptied: the spike of exact zeros a ReLU leaves is exact on every
+    grid (0 is representable), yet it would dominate KL(P || Q) and drive the threshold down."""
+    out = counts.clone()
+    if bool(out[1:].any()):
+        out[0] = 0
+    return out
 
 
 def kl_threshold_bins(counts: Tensor, levels: int) -> Tensor:

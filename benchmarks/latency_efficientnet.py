@@ -262,8 +262,8 @@ def markdown(result: dict) -> str:
         "",
         "The ONNX files can't pack 4-bit weights: QLinearConv and QGemm take 8-bit weight "
         "tensors, so `export_onnx` writes each 4-bit weight as one int8 byte (values in "
-        "[-7, 7]). The IntProgram file packs them (two per byte) next to int32 biases, "
-        "per-channel scales and requantization parameters.",
+        "[-7, 7]). The IntProgram file packs them (two per byte); what else it holds is "
+        "below.",
         "",
         "IntProgram file contents, bytes:",
         "",

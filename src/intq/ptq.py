@@ -88,7 +88,8 @@ def calibrate(
 
     ``bias_correction`` also measures each layer's input means in the same pass and removes
     the expected output shift of the weight quantization from the biases
-    (``intq.graph.bias_correction``).
+    (``intq.graph.bias_correction``). Weight-only recipes run no calibration pass and get
+    no correction (the paper's Table 2 setting).
     """
     _calibrate_weights(qgm)
     act_quantizers = dict(activation_quantizers(qgm))

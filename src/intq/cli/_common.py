@@ -59,6 +59,21 @@ DATA_HELP = (
 _INTQ_DIR = str(Path(__file__).resolve().parents[1])
 
 
+def positive(kind: type):
+    """argparse type: a number of type ``kind`` (int, float) that is > 0."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     return int_in_range(1, None)(text)

@@ -36,9 +36,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--data", metavar="DATA", help=f"{' | '.join(DATASETS)} | a folder "
                         "of labelled images | a .npz (x, y) file; default: the model's dataset "
                         "(its training split)")
-    parser.add_argument("--epochs", type=_positive(int), default=1, metavar="N",
+    parser.add_argument("--epochs", type=common.positive(int), default=1, metavar="N",
                         help="default: 1")
-    parser.add_argument("--steps", type=_positive(int), metavar="N",
+    parser.add_argument("--steps", type=common.positive(int), metavar="N",
                         help="stop after N steps (default: all steps of the epochs)")
     parser.add_argument("--recipe", default=DEFAULT_RECIPE, metavar="NAME",
                         help=f"{' | '.join(recipe_names())} (default: {DEFAULT_RECIPE})")
@@ -52,14 +52,14 @@ def add_parser(subparsers) -> None:
                              help="one weight scale per tensor")
     parser.add_argument("--weights", type=Path, metavar="FILE",
                         help="float .safetensors to start from (default: the shipped weights)")
-    parser.add_argument("--lr", type=_positive(float), default=0.005,
+    parser.add_argument("--lr", type=common.positive(float), default=0.005,
                         help="peak learning rate, cosine decay (default: 0.005)")
-    parser.add_argument("--batch-size", type=_positive(int), default=64, metavar="B",
+    parser.add_argument("--batch-size", type=common.positive(int), default=64, metavar="B",
                         help="default: 64")
-    parser.add_argument("--holdout", type=_positive(int), metavar="N",
+    parser.add_argument("--holdout", type=common.positive(int), metavar="N",
                         help=f"validation samples held out of DATA (default: 10%%, at most "
                         f"{_MAX_HOLDOUT})")
-    parser.add_argument("--n", type=_positive(int), metavar="N",
+    parser.add_argument("--n", type=common.positive(int), metavar="N",
                         help="use only the first N samples of DATA")
     parser.add_argument("--seed", type=common.int_in_range(0, 2**64 - 1), default=0,
                         help="shuffling seed (default: 0)")
@@ -213,15 +213,3 @@ def _format(s: dict) -> str:
         f"written          {s['onnx']} and {s['checkpoint']}",
     ])
 
-
-def _positive(kind: type):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-
-    return parse

@@ -20,16 +20,17 @@ def add_parser(subparsers) -> None:
         "accuracy. EfficientNet-Lite0 is an ImageNet model and is not trainable here.",
     )
     parser.add_argument("model", metavar="MODEL", help="zoo model name (see 'intq zoo')")
-    parser.add_argument("--epochs", type=_positive(int), help="epochs (default: the recipe's)")
+    parser.add_argument("--epochs", type=common.positive(int),
+                        help="epochs (default: the recipe's)")
     parser.add_argument("--seed", type=int, help="random seed (default: the recipe's)")
-    parser.add_argument("--lr", type=_positive(float), help="peak learning rate")
-    parser.add_argument("--threads", type=_positive(int), help="torch CPU threads")
+    parser.add_argument("--lr", type=common.positive(float), help="peak learning rate")
+    parser.add_argument("--threads", type=common.positive(int), help="torch CPU threads")
     parser.add_argument(
         "-o", "--output", type=Path, help="weights file (default: ./MODEL.safetensors)"
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     # Test-only: train and test on the first N images of each split, for a quick run.
-    parser.add_argument("--subset", type=_positive(int), help=argparse.SUPPRESS)
+    parser.add_argument("--subset", type=common.positive(int), help=argparse.SUPPRESS)
     parser.set_defaults(run=run)
 
 
@@ -72,15 +73,3 @@ def run(args: argparse.Namespace) -> int:
         )
     return 0
 
-
-def _positive(kind: type):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-
-    return parse

@@ -30,11 +30,17 @@ def conv_bn(seed: int = 0, bias: bool = True) -> tuple[nn.Conv2d, nn.BatchNorm2d
 
 
 def qat_layer(correction: bool = True, fake_quant: bool = True, bits: int = 8,
-              activation: str | None = "relu6", seed: int = 0) -> QATConvBn2d:
+              activation: str | None = "relu6", seed: int = 0,
+              exact: bool = False) -> QATConvBn2d:
     conv, bn = conv_bn(seed)
     wq = Quantizer(weight_spec("sym-per-channel", bits), current_ranges=True,
                    fake_quant=fake_quant)
-    return QATConvBn2d(conv, bn, activation, wq, correction=correction).train()
+    return QATConvBn2d(conv, bn, activation, wq, correction=correction,
+                       exact_batch_stats=exact).train()
+
+
+# (correction, exact_batch_stats): corrected one-conv, corrected paper graph, naive
+FOLDS = [(True, False), (True, True), (False, False)]
 
 
 def reference(layer: QATConvBn2d, activation: str | None = "relu6") -> nn.Module:
@@ -63,10 +69,10 @@ def inference_fold64(layer: QATConvBn2d) -> tuple[torch.Tensor, torch.Tensor]:
     return w, b
 
 
-@pytest.mark.parametrize("correction", [True, False])
+@pytest.mark.parametrize(("correction", "exact"), FOLDS)
 @pytest.mark.parametrize("activation", [None, "relu", "relu6"])
-def test_float_training_equals_conv_then_batchnorm(correction, activation):
-    layer = qat_layer(correction, fake_quant=False, activation=activation)
+def test_float_training_equals_conv_then_batchnorm(correction, exact, activation):
+    layer = qat_layer(correction, fake_quant=False, activation=activation, exact=exact)
     ref = reference(layer, activation)
     for seed in (1, 2, 3):  # several steps: the moving statistics must track too
         x = inputs(seed)
@@ -82,8 +88,9 @@ def test_float_eval_equals_conv_then_batchnorm():
     torch.testing.assert_close(layer(inputs()), ref(inputs()), rtol=1e-5, atol=1e-5)
 
 
-def test_gradients_equal_conv_then_batchnorm_when_float():
-    layer = qat_layer(fake_quant=False)
+@pytest.mark.parametrize(("correction", "exact"), FOLDS)
+def test_gradients_equal_conv_then_batchnorm_when_float(correction, exact):
+    layer = qat_layer(correction, fake_quant=False, exact=exact)
     ref = reference(layer)
     x = inputs()
     grad_out = torch.randn(layer(x).shape, generator=torch.Generator().manual_seed(5))
@@ -94,12 +101,13 @@ def test_gradients_equal_conv_then_batchnorm_when_float():
     for mine, theirs in pairs:
         torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-4, atol=1e-5)
     # training BN subtracts the batch mean: a conv bias before it gets no gradient
-    assert layer.conv.bias.grad is None
+    assert layer.conv.bias.grad is None or layer.conv.bias.grad.abs().max() < 1e-5
     torch.testing.assert_close(ref[0].bias.grad, torch.zeros(C_OUT), rtol=0, atol=1e-5)
 
 
-def test_ste_gradients_reach_weights_and_bn_parameters():
-    layer = qat_layer(fake_quant=True, bits=4)
+@pytest.mark.parametrize(("correction", "exact"), FOLDS)
+def test_ste_gradients_reach_weights_and_bn_parameters(correction, exact):
+    layer = qat_layer(correction, fake_quant=True, bits=4, exact=exact)
     layer(inputs()).square().sum().backward()
     for p in (layer.conv.weight, layer.bn.weight, layer.bn.bias):
         assert p.grad is not None and torch.isfinite(p.grad).all()
@@ -108,7 +116,7 @@ def test_ste_gradients_reach_weights_and_bn_parameters():
 
 @pytest.mark.parametrize("bits", [8, 4])
 def test_corrected_training_step_matches_paper_formula(bits):
-    layer = qat_layer(fake_quant=True, bits=bits, activation=None)
+    layer = qat_layer(fake_quant=True, bits=bits, activation=None, exact=True)
     before = copy.deepcopy(layer.bn)
     x = inputs()
     y = layer(x).double()
@@ -125,6 +133,39 @@ def test_corrected_training_step_matches_paper_formula(bits):
     torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("bits", [8, 4])
+def test_corrected_one_conv_step_takes_statistics_of_the_rescaled_quantized_conv(bits):
+    layer = qat_layer(fake_quant=True, bits=bits, activation=None)
+    before = copy.deepcopy(layer.bn)
+    x = inputs()
+    y = layer(x).double()
+    sigma = (before.running_var.double() + before.eps).sqrt()
+    gamma, beta = before.weight.double(), before.bias.double()
+    w_folded = sym_per_channel_fq64(layer.conv.weight.double()
+                                    * (gamma / sigma).reshape(-1, 1, 1, 1), bits)
+    z = (F.conv2d(x.double(), w_folded, None, padding=1) * (sigma / gamma).reshape(1, -1, 1, 1)
+         + layer.conv.bias.double().reshape(1, -1, 1, 1))
+    mu_b, var_b = z.mean((0, 2, 3)), z.var((0, 2, 3), unbiased=False)
+    sigma_b = (var_b + before.eps).sqrt()
+    expected = (gamma / sigma_b).reshape(1, -1, 1, 1) * (z - mu_b.reshape(1, -1, 1, 1)) + (
+        beta.reshape(1, -1, 1, 1))
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+    n = z.numel() // C_OUT
+    torch.testing.assert_close(layer.bn.running_mean.double(), 0.9 * before.running_mean.double()
+                               + 0.1 * mu_b, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(layer.bn.running_var.double(), 0.9 * before.running_var.double()
+                               + 0.1 * var_b * n / (n - 1), rtol=1e-5, atol=1e-6)
+
+
+def test_one_conv_step_keeps_a_zero_gamma_channel_at_beta():
+    layer = qat_layer(fake_quant=True, bits=8, activation=None)
+    with torch.no_grad():
+        layer.bn.weight[2] = 0.0
+    y = layer(inputs())
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(y[:, 2], torch.full_like(y[:, 2], float(layer.bn.bias[2].detach())))
+
+
 def test_naive_training_step_quantizes_batch_folded_weights():
     layer = qat_layer(correction=False, fake_quant=True, bits=4, activation=None)
     x = inputs()
@@ -138,9 +179,9 @@ def test_naive_training_step_quantizes_batch_folded_weights():
     torch.testing.assert_close(layer(x).double(), expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("correction", [True, False])
-def test_after_bn_freeze_training_computes_the_inference_graph(correction):
-    layer = qat_layer(correction, fake_quant=True, bits=4, activation=None)
+@pytest.mark.parametrize(("correction", "exact"), FOLDS)
+def test_after_bn_freeze_training_computes_the_inference_graph(correction, exact):
+    layer = qat_layer(correction, fake_quant=True, bits=4, activation=None, exact=exact)
     layer(inputs(1))  # one step with batch statistics moves the moving averages
     layer.bn_frozen = True
     stats = layer.bn.running_mean.clone(), layer.bn.running_var.clone()

@@ -1,7 +1,7 @@
 """Conv + BatchNorm (+ReLU/ReLU6) folded for quantization-aware training (PAPER.md 3).
 
-With batch statistics ``μ_B, σ_B`` of ``conv(W, x)``, moving statistics ``μ, σ``
-(``σ = sqrt(var + eps)``), conv bias ``b`` and ``c = σ_B/σ`` per output channel:
+With batch statistics ``μ_B, σ_B``, moving statistics ``μ, σ`` (``σ = sqrt(var + eps)``),
+conv bias ``b`` and ``c = σ_B/σ`` per output channel:
 
     corrected, before the BN freeze:   y = conv(Q(γW/σ), x) / c + β - γμ_B/σ_B
     naive,     before the BN freeze:   y = conv(Q(γW/σ_B), x)   + β - γμ_B/σ_B
@@ -12,6 +12,17 @@ followed by the fused activation. Before the freeze the moving statistics are up
 the batch statistics; after it they stay fixed and the layer computes the inference graph.
 The corrected form quantizes the same folded weights ``γW/σ`` that inference uses, so the
 weights do not jitter with batch statistics; the naive form quantizes ``γW/σ_B``.
+
+Where the batch statistics come from (corrected form):
+- ``exact_batch_stats=True``: from the float ``conv(W, x) + b``, the paper's training graph;
+  this costs a second convolution (forward and backward) per layer.
+- ``exact_batch_stats=False`` (default): from ``z = conv(Q(γW/σ), x)·σ/γ + b``, the quantized
+  conv mapped back to the scale of ``conv(W, x) + b`` (torch.ao's approximate form). Then
+  ``y = γ(z - μ_B)/σ_B + β`` is the corrected formula above with the statistics of ``z``,
+  and one native ``batch_norm`` computes it: a step costs one convolution, as in float.
+  ``z`` differs from ``conv(W, x) + b`` only by the weight quantization error. A channel
+  with ``γ = 0`` has ``Q(γW/σ) = 0``; its ``z`` is the bias alone and its output ``β``.
+The naive form needs ``σ_B`` before its quantized conv, so it always takes the float conv.
 
 In eval mode the bias is rounded onto the int32 grid ``S_in·S_w`` as in ``QuantConv2d``,
 so ``to_quant_conv()`` (the deployable layer) computes exactly what eval mode computes.
@@ -40,7 +51,7 @@ class QATConvBn2d(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, activation: str | None,
                  weight_quantizer: Quantizer, *, correction: bool = True,
-                 sync_batch_stats: bool = False) -> None:
+                 exact_batch_stats: bool = False, sync_batch_stats: bool = False) -> None:
         super().__init__()
         if not isinstance(bn, nn.BatchNorm2d) or bn.num_features != conv.out_channels:
             raise ValueError(f"QATConvBn2d: needs a BatchNorm2d over the conv's "
@@ -52,6 +63,7 @@ class QATConvBn2d(nn.Module):
         self.conv, self.bn, self.activation = conv, bn, activation
         self.weight_quantizer = weight_quantizer
         self.correction = correction
+        self.exact_batch_stats = exact_batch_stats
         self.sync_batch_stats = sync_batch_stats
         self.register_buffer("bn_frozen_enabled", torch.tensor(False))
         self._input_quantizer: Quantizer | None = None
@@ -77,7 +89,8 @@ class QATConvBn2d(nn.Module):
     # -------------------------------------------------------------------------- compute
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and not self.bn_frozen:
-            y = self._batch_stats_forward(x)
+            exact = self.exact_batch_stats or not self.correction
+            y = self._float_stats_forward(x) if exact else self._quantized_stats_forward(x)
         else:
             weight, bias = self.folded_parameters()
             weight = self.weight_quantizer(weight)
@@ -114,10 +127,32 @@ class QATConvBn2d(nn.Module):
 
     def extra_repr(self) -> str:
         fold = "corrected" if self.correction else "naive"
-        return f"activation={self.activation!r}, fold={fold}, bn_frozen={self.bn_frozen}"
+        stats = "float conv" if self.exact_batch_stats or not self.correction else "quantized"
+        return (f"activation={self.activation!r}, fold={fold}, batch_stats={stats}, "
+                f"bn_frozen={self.bn_frozen}")
 
     # ------------------------------------------------------------------------ internals
-    def _batch_stats_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _quantized_stats_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Corrected fold with the statistics of ``z = conv(Q(γW/σ), x)·σ/γ + b``."""
+        gamma, beta = self._affine()
+        bn = self.bn
+        scale = gamma / torch.sqrt(bn.running_var + bn.eps)
+        weight = self.conv.weight * scale.reshape(-1, 1, 1, 1)
+        inverse = torch.where(scale == 0, torch.zeros_like(scale), 1.0 / scale)
+        z = self._conv(x, self.weight_quantizer(weight), None) * inverse.reshape(1, -1, 1, 1)
+        z = z + self._conv_bias().reshape(1, -1, 1, 1)
+        if not self.sync_batch_stats:
+            bn.num_batches_tracked += 1
+            return F.batch_norm(z, bn.running_mean, bn.running_var, gamma, beta, True,
+                                self._momentum(), bn.eps)
+        mean_b, var_b, count = self._batch_moments(z)
+        self._update_moving_stats(mean_b.detach(), var_b.detach(), count, conv_bias=False)
+        inv_sigma_b = torch.rsqrt(var_b + bn.eps)
+        return ((z - mean_b.reshape(1, -1, 1, 1)) * (gamma * inv_sigma_b).reshape(1, -1, 1, 1)
+                + beta.reshape(1, -1, 1, 1))
+
+    def _float_stats_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Corrected or naive fold with the statistics of the float ``conv(W, x)``."""
         gamma, beta = self._affine()
         mean_b, var_b, count = self._batch_moments(self._conv(x, self.conv.weight, None))
         sigma_b = torch.sqrt(var_b + self.bn.eps)
@@ -147,15 +182,23 @@ class QATConvBn2d(nn.Module):
         return mean, (moments[1] - mean * mean).clamp_min(0.0), count * world
 
     @torch.no_grad()
-    def _update_moving_stats(self, mean_b: torch.Tensor, var_b: torch.Tensor, count: int) -> None:
-        """``nn.BatchNorm2d``'s update: EMA with ``momentum`` (cumulative if None) of the
-        batch mean of conv + bias and of the unbiased batch variance."""
+    def _update_moving_stats(self, mean_b: torch.Tensor, var_b: torch.Tensor, count: int,
+                             conv_bias: bool = True) -> None:
+        """``nn.BatchNorm2d``'s update: EMA with ``momentum`` of the batch mean (plus the
+        conv bias when ``mean_b`` excludes it) and of the unbiased batch variance."""
         bn = self.bn
         bn.num_batches_tracked += 1
-        momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+        momentum = self._momentum()
         unbiased = var_b * count / max(count - 1, 1)
-        bn.running_mean.lerp_(mean_b + self._conv_bias().detach(), momentum)
+        offset = self._conv_bias().detach() if conv_bias else 0.0
+        bn.running_mean.lerp_(mean_b + offset, momentum)
         bn.running_var.lerp_(unbiased, momentum)
+
+    def _momentum(self) -> float:
+        """``nn.BatchNorm2d``'s EMA factor; cumulative average when ``momentum`` is None
+        (call after counting the batch)."""
+        bn = self.bn
+        return bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
 
     def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
         c = self.conv

@@ -45,10 +45,13 @@ def prepare_qat(
     *,
     leaf_modules: Iterable[str | type[nn.Module]] = (),
     correction: bool = True,
+    exact_batch_stats: bool = False,
 ) -> fx.GraphModule:
     """The QAT graph of ``model`` (not modified), in training mode, starting from its weights.
 
-    ``correction=False`` folds BN naively with batch statistics (for comparison only).
+    ``correction=False`` folds BN naively with batch statistics (for comparison only);
+    ``exact_batch_stats=True`` takes the batch statistics from a float conv as the paper's
+    training graph does (a second conv per layer; see ``intq.qat.bn_fold``).
     For several processes, pass the result to ``intq.qat.distributed.make_distributed``.
     """
     recipe = qat_recipe(get_recipe(recipe) if isinstance(recipe, str) else recipe)
@@ -59,7 +62,7 @@ def prepare_qat(
         module = qgm.get_submodule(name)
         if isinstance(module, QuantConv2d):
             layer = QATConvBn2d(module.layer, bn, module.activation, module.weight_quantizer,
-                                correction=correction)
+                                correction=correction, exact_batch_stats=exact_batch_stats)
             layer.bind_input_quantizer(module.input_quantizer)
             qgm.add_submodule(name, layer)
         else:  # kept in float by the recipe: give the BN back

@@ -1,0 +1,307 @@
+"""QAT vs PTQ vs float on the Fashion-MNIST zoo (the paper's Tables 4-5), and naive vs
+corrected BN folding during QAT (the paper's Figures 14-15).
+
+1. Accuracy table. For every Fashion-MNIST zoo model (shipped trained weights):
+   - float: the float model on the 10k test images;
+   - PTQ at W8A8 per-layer (asym-per-layer-8), W8A8 per-channel (sym-per-channel-8) and
+     W4A8 per-channel (sym-per-channel-4), activations 8-bit per tensor, calibrated on the
+     first ``CALIB`` training images (``intq.ptq.quantize``, the recipe's default observer);
+   - QAT at the same settings: ``prepare_qat`` (corrected BN fold) from the trained float
+     weights, ``train_qat`` for ``--steps`` steps of ``--batch`` (SGD momentum 0.9, cosine
+     decay from ``--lr``; BN frozen at 50% of the steps, activation ranges at 75%) on the
+     60k training images, each augmented once as the zoo trains (shift <= 2 px, mirror);
+   - every integer model: ``convert_qat`` (QAT) -> ``convert_to_program`` -> ``export_onnx``,
+     top-1 measured in ONNX Runtime (1 thread) on the 10k test images.
+   Targets (issue #6): QAT W8A8 within 0.3 points of float, QAT W4A8 within 1.5 points.
+2. BN folding. MobileNet-v1 and -v2 at W4A8 per-channel, ``--bn-steps`` steps at
+   ``--bn-lr`` with three folds: naive (``correction=False``: weights folded with the batch
+   sigma, never frozen, as in the paper's figure), corrected (default: batch statistics of
+   the quantized conv) and corrected paper-exact (``exact_batch_stats=True``: statistics of
+   a second float conv); the corrected folds freeze BN at 50% of the steps. Every
+   ``--bn-every`` steps the deployable model (``convert_qat``, eval mode) is scored in
+   simulation on the first ``BN_EVAL`` test images.
+
+    .venv/bin/python benchmarks/qat_zoo.py [--steps 400] [--lr 0.002] [--models a,b] [--quick]
+
+Writes benchmarks/results/qat_zoo.{json,md} and benchmarks/results/qat_bn_folding.png;
+progress goes to stderr. torch runs on 1 thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from intq.convert.from_graph import convert_to_program
+from intq.export.onnx import export_onnx
+from intq.ptq import quantize
+from intq.qat import QATSchedule, convert_qat, prepare_qat, train_qat
+from intq.recipes import get_recipe
+from intq.runtime.onnxruntime import OrtSession
+from intq.zoo import Dataset, evaluate_accuracy, load_fashion_mnist, load_model
+from intq.zoo.train import augment_batch
+
+RESULTS = Path(__file__).parent / "results"
+MODELS = ("mobilenet-v1-fmnist", "mobilenet-v2-fmnist", "resnet-fmnist", "inception-fmnist")
+BN_MODELS = ("mobilenet-v1-fmnist", "mobilenet-v2-fmnist")
+SETTINGS = {  # label -> (recipe name, QAT target: max points below float)
+    "W8A8 per-layer": ("asym-per-layer-8", 0.3),
+    "W8A8 per-channel": ("sym-per-channel-8", 0.3),
+    "W4A8 per-channel": ("sym-per-channel-4", 1.5),
+}
+BN_RECIPE = "sym-per-channel-4"
+BN_FOLDS = {  # label -> (prepare_qat options, BN freeze at 50%)
+    "naive fold (no freeze)": ({"correction": False}, False),
+    "corrected + freeze": ({}, True),
+    "corrected paper-exact + freeze": ({"exact_batch_stats": True}, True),
+}
+CALIB, BN_EVAL, SEED, INPUT_SHAPE = 1000, 1000, 0, (1, 28, 28)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def ort_accuracy(qgm: torch.fx.GraphModule, test: Dataset) -> float:
+    """Top-1 of ``qgm``'s integer program exported to ONNX, run in ONNX Runtime."""
+    session = OrtSession(export_onnx(convert_to_program(qgm, INPUT_SHAPE)).SerializeToString())
+    correct = sum(int((np.argmax(session.run(x.numpy()), 1) == y.numpy()).sum())
+                  for x, y in test.batches(500))
+    return correct / len(test)
+
+
+def qat_finetune(model, train: Dataset, recipe: str, args, *, steps: int, lr: float,
+                 prepare_options: dict | None = None, bn_freeze: bool = True,
+                 every: int = 0, held_out: Dataset | None = None):
+    """The trained QAT graph and its curve ``[(step, simulated top-1 of the deployable
+    model on held_out)]`` every ``every`` steps (none when 0)."""
+    qgm = prepare_qat(model, train.x[:2], get_recipe(recipe), **(prepare_options or {}))
+    schedule = QATSchedule.for_total_steps(steps)
+    if not bn_freeze:
+        schedule = QATSchedule(act_range_freeze_step=schedule.act_range_freeze_step)
+    curve, start = [], time.perf_counter()
+
+    def on_step(p) -> None:
+        if every and p.step % every == 0:
+            curve.append((p.step, evaluate_accuracy(convert_qat(qgm), held_out)))
+        if p.step % args.log_every == 0 or p.step == p.total_steps:
+            tail = f" held-out {curve[-1][1]:.2%}" if curve and curve[-1][0] == p.step else ""
+            log(f"    step {p.step}/{p.total_steps} loss {p.loss:.4f} train acc "
+                f"{p.accuracy:.2%}{tail} ({time.perf_counter() - start:.0f} s)")
+
+    epochs = -(-steps * args.batch // len(train))
+    train_qat(qgm, train.x, train.y, epochs=epochs, lr=lr, batch_size=args.batch,
+              max_steps=steps, schedule=schedule, seed=SEED, on_step=on_step)
+    return qgm, curve
+
+
+def accuracy_table(name: str, train: Dataset, augmented: Dataset, test: Dataset, args) -> dict:
+    model = load_model(name)
+    row = {"float": evaluate_accuracy(model, test), "ptq": {}, "qat": {}, "qat_seconds": {}}
+    log(f"{name}: float {row['float']:.2%}")
+    for label, (recipe, _target) in SETTINGS.items():
+        qgm = quantize(model, train.x[:CALIB], get_recipe(recipe), progress=False)
+        row["ptq"][label] = ort_accuracy(qgm, test)
+        log(f"{name}: PTQ {label} {row['ptq'][label]:.2%} (ONNX Runtime)")
+    for label, (recipe, _target) in SETTINGS.items():
+        log(f"{name}: QAT {label}, {args.steps} steps")
+        start = time.perf_counter()
+        qgm, _ = qat_finetune(model, augmented, recipe, args, steps=args.steps, lr=args.lr)
+        row["qat_seconds"][label] = round(time.perf_counter() - start, 1)
+        row["qat"][label] = ort_accuracy(convert_qat(qgm), test)
+        log(f"{name}: QAT {label} {row['qat'][label]:.2%} (ONNX Runtime)")
+    return row
+
+
+def bn_experiment(name: str, augmented: Dataset, held_out: Dataset, args) -> dict:
+    model = load_model(name)
+    curves = {}
+    for label, (options, freeze) in BN_FOLDS.items():
+        log(f"{name}: BN experiment, {label}, {args.bn_steps} steps at lr {args.bn_lr}")
+        _, curves[label] = qat_finetune(model, augmented, BN_RECIPE, args, steps=args.bn_steps,
+                                        lr=args.bn_lr, prepare_options=options,
+                                        bn_freeze=freeze, every=args.bn_every,
+                                        held_out=held_out)
+    return {"float": evaluate_accuracy(model, held_out), "curves": curves}
+
+
+def gaps(row: dict) -> dict:
+    """Points below float of every PTQ and QAT cell, and whether each QAT target is met."""
+    out = {}
+    for label, (_recipe, target) in SETTINGS.items():
+        ptq_gap = 100 * (row["float"] - row["ptq"][label])
+        qat_gap = 100 * (row["float"] - row["qat"][label])
+        out[label] = {"ptq_gap": round(ptq_gap, 2), "qat_gap": round(qat_gap, 2),
+                      "target": target, "met": qat_gap <= target}
+    return out
+
+
+def markdown(result: dict) -> str:
+    s = result["settings"]
+    lines = [
+        "# QAT vs PTQ vs float on the Fashion-MNIST zoo (paper Tables 4-5)", "",
+        f"Command: `{s['command']}`", "",
+        f"Float and integer accuracy on the {s['test_images']} Fashion-MNIST test images; "
+        f"integer models run in ONNX Runtime {s['onnxruntime']} (1 thread). PTQ calibrated "
+        f"on {s['calib_images']} training images. QAT from the shipped float weights: "
+        f"{s['steps']} steps of {s['batch']} augmented training images, SGD momentum 0.9, "
+        f"lr {s['lr']} with cosine decay, corrected BN fold, BN frozen at step "
+        f"{s['bn_freeze_step']}, activation ranges at step {s['range_freeze_step']}; torch "
+        f"{s['torch']}, {s['threads']} thread. Gap = points below float (negative: above); "
+        "target: QAT W8A8 <= 0.3, QAT W4A8 <= 1.5.", "",
+        "| model | float | " + " | ".join(
+            f"PTQ {k} | QAT {k} | QAT gap (target)" for k in SETTINGS) + " |",
+        "|---" * (2 + 3 * len(SETTINGS)) + "|",
+    ]
+    for name, row in result["models"].items():
+        cells = [name, f"{row['float']:.2%}"]
+        for label in SETTINGS:
+            g = row["gaps"][label]
+            cells += [f"{row['ptq'][label]:.2%} ({g['ptq_gap']:+.2f})",
+                      f"{row['qat'][label]:.2%}",
+                      f"{g['qat_gap']:+.2f} ({'met' if g['met'] else 'missed'} "
+                      f"<= {g['target']})"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "PTQ cells show their gap to float in parentheses."]
+    bn = result.get("bn_folding")
+    if bn:
+        b = bn["settings"]
+        lines += ["", "## BN folding during QAT (paper Figures 14-15)", "",
+                  f"W4A8 per-channel, {b['steps']} steps of {s['batch']} at lr {b['lr']} "
+                  f"(cosine), BN frozen at step {b['bn_freeze_step']} for the corrected folds "
+                  f"(the naive fold never freezes), ranges at step {b['range_freeze_step']}. "
+                  f"Simulated top-1 of the deployable model (inference fold, eval mode) on the "
+                  f"first {b['eval_images']} test images. Plot: "
+                  "`benchmarks/results/qat_bn_folding.png`.", ""]
+        for name, entry in bn["models"].items():
+            labels = list(entry["curves"])
+            lines += [f"### {name} (float {entry['float']:.2%} on these images)", "",
+                      "| step | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+            steps = [step for step, _ in entry["curves"][labels[0]]]
+            for i, step in enumerate(steps):
+                lines.append(f"| {step} | " + " | ".join(
+                    f"{entry['curves'][k][i][1]:.2%}" for k in labels) + " |")
+            lines += ["", "| fold | mean | std | min | last |", "|---|---|---|---|---|"]
+            for label, stats in entry["summary"].items():
+                lines.append(f"| {label} | {stats['mean']:.2%} | {stats['std']:.2%} | "
+                             f"{stats['min']:.2%} | {stats['last']:.2%} |")
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def curve_summary(curve: list) -> dict:
+    acc = np.array([a for _, a in curve])
+    return {"mean": float(acc.mean()), "std": float(acc.std()), "min": float(acc.min()),
+            "last": float(acc[-1])}
+
+
+def plot(bn: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = bn["models"]
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.2), squeeze=False)
+    for ax, (name, entry) in zip(axes[0], models.items(), strict=True):
+        for label, curve in entry["curves"].items():
+            ax.plot(*zip(*curve, strict=True), marker=".", label=label)
+        ax.axhline(entry["float"], color="grey", linestyle=":", label="float")
+        ax.axvline(bn["settings"]["bn_freeze_step"], color="grey", linewidth=0.8)
+        ax.set_title(f"{name}, QAT W4A8 per-channel")
+        ax.set_xlabel("QAT step (vertical line: BN freeze of the corrected folds)")
+        ax.set_ylabel(f"top-1, first {bn['settings']['eval_images']} test images")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated zoo models")
+    p.add_argument("--steps", type=int, default=400, help="QAT steps per setting")
+    p.add_argument("--lr", type=float, default=0.002, help="QAT peak learning rate")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--bn-models", default=",".join(BN_MODELS), help="'' skips the BN part")
+    p.add_argument("--bn-steps", type=int, default=300)
+    p.add_argument("--bn-lr", type=float, default=0.01)
+    p.add_argument("--bn-every", type=int, default=20)
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--test", type=int, default=10000, help="test images for the table")
+    p.add_argument("--out", type=Path, default=RESULTS, help="directory for the result files")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: 1 model, 6 QAT steps, 500 test images, no files written")
+    args = p.parse_args()
+    if args.quick:
+        args.models, args.bn_models = MODELS[0], BN_MODELS[0]
+        args.steps = args.bn_steps = 6
+        args.bn_every = args.log_every = 3
+        args.test = 500
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", message=".*wider scale.*")
+    import onnxruntime
+
+    started = time.perf_counter()
+    train, test = load_fashion_mnist("train"), load_fashion_mnist("test").head(args.test)
+    augmented = Dataset("fashion-mnist-augmented",
+                        augment_batch(train.x, torch.Generator().manual_seed(SEED)), train.y)
+    schedule = QATSchedule.for_total_steps(args.steps)
+    settings = {
+        "command": "python " + " ".join(sys.argv), "test_images": len(test),
+        "calib_images": CALIB, "train_images": len(train), "steps": args.steps,
+        "batch": args.batch, "lr": args.lr, "optimizer": "SGD momentum 0.9, cosine decay",
+        "bn_freeze_step": schedule.bn_freeze_step,
+        "range_freeze_step": schedule.act_range_freeze_step, "threads": 1,
+        "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+        "cpu": platform.machine(),
+    }
+    result = {"settings": settings, "models": {}}
+    for name in filter(None, args.models.split(",")):
+        row = accuracy_table(name, train, augmented, test, args)
+        row["gaps"] = gaps(row)
+        result["models"][name] = row
+    bn_models = list(filter(None, args.bn_models.split(",")))
+    if bn_models:
+        bn_schedule = QATSchedule.for_total_steps(args.bn_steps)
+        held_out = load_fashion_mnist("test").head(BN_EVAL)
+        result["bn_folding"] = {
+            "settings": {"steps": args.bn_steps, "lr": args.bn_lr, "every": args.bn_every,
+                         "eval_images": BN_EVAL, "recipe": BN_RECIPE,
+                         "bn_freeze_step": bn_schedule.bn_freeze_step,
+                         "range_freeze_step": bn_schedule.act_range_freeze_step},
+            "models": {},
+        }
+        for name in bn_models:
+            entry = bn_experiment(name, augmented, held_out, args)
+            entry["summary"] = {k: curve_summary(c) for k, c in entry["curves"].items()}
+            result["bn_folding"]["models"][name] = entry
+    settings["seconds"] = round(time.perf_counter() - started, 1)
+    text = markdown(result)
+    if args.quick:
+        print(text)
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "qat_zoo.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "qat_zoo.md").write_text(text)
+    if bn_models:
+        plot(result["bn_folding"], args.out / "qat_bn_folding.png")
+    print(text)
+    log(f"done in {settings['seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

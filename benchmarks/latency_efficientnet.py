@@ -52,6 +52,9 @@ from intq.recipes import get_recipe  # noqa: E402
 from intq.runtime.onnxruntime import cpu_has_vnni  # noqa: E402
 from intq.zoo import load_model  # noqa: E402
 from intq.zoo.natural_images import load_natural_images  # noqa: E402
+from intq.zoo.registry import MODEL_ZOO  # noqa: E402
+
+LITE0_NORMALIZATION = MODEL_ZOO["efficientnet-lite0"].normalization
 
 RESULTS = Path(__file__).parent / "results"
 SHAPE = (3, 224, 224)
@@ -69,7 +72,7 @@ PROFILED = {"intq int8 (weight_type=s8)": "intq_w8_s8.onnx",
 def build_models(out: Path, n_calib: int) -> dict:
     """Write every model file into ``out``; returns the wall times of the build steps."""
     model = load_model("efficientnet-lite0")
-    calib = load_natural_images("calibration", n_calib).x
+    calib = load_natural_images("calibration", n_calib, LITE0_NORMALIZATION).x
     seconds = {}
     export_float_onnx(model, SHAPE, out / "float.onnx")
     for name, recipe in (("w8", "sym-per-channel-8"), ("w4", "sym-per-channel-4")):
@@ -150,7 +153,7 @@ def program_breakdown(path: Path) -> dict[str, int]:
 
 def sanity(out: Path, n_check: int) -> dict:
     """Logits of every timed model on ``n_check`` evaluation crops vs the float ONNX model."""
-    x = load_natural_images("evaluation", n_check).x
+    x = load_natural_images("evaluation", n_check, LITE0_NORMALIZATION).x
     logits = {label: ort_logits(out / file, x) for label, file in TIMED.items()}
     ref = logits["float32"]
     result = {label: {"top1_agreement": c.top1_agreement, "sqnr_db": c.sqnr_db}

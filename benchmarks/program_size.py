@@ -21,6 +21,9 @@ from intq.ptq import quantize  # noqa: E402
 from intq.recipes import get_recipe  # noqa: E402
 from intq.zoo import load_model  # noqa: E402
 from intq.zoo.natural_images import load_natural_images  # noqa: E402
+from intq.zoo.registry import MODEL_ZOO  # noqa: E402
+
+LITE0_NORMALIZATION = MODEL_ZOO["efficientnet-lite0"].normalization
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -28,7 +31,7 @@ RESULTS = Path(__file__).parent / "results"
 def main() -> None:
     warnings.filterwarnings("ignore")
     model = load_model("efficientnet-lite0")
-    calib = load_natural_images("calibration", 16).x
+    calib = load_natural_images("calibration", 16, LITE0_NORMALIZATION).x
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -36,6 +36,9 @@ from intq.ptq import quantize  # noqa: E402
 from intq.recipes import DEFAULT_OBSERVER, get_recipe  # noqa: E402
 from intq.zoo import load_model  # noqa: E402
 from intq.zoo.natural_images import load_natural_images  # noqa: E402
+from intq.zoo.registry import MODEL_ZOO  # noqa: E402
+
+LITE0_NORMALIZATION = MODEL_ZOO["efficientnet-lite0"].normalization
 
 RESULTS = Path(__file__).parent / "results"
 INTQ_OBSERVERS = ("minmax", "percentile", "mse", "kl")
@@ -57,8 +60,8 @@ def _batched(fn, x: torch.Tensor, batch: int = 32) -> torch.Tensor:
 
 def run(n_calib: int, n_eval: int, observers: tuple[str, ...]) -> list[dict]:
     model = load_model("efficientnet-lite0")
-    calib = load_natural_images("calibration", n_calib).x
-    evalx = load_natural_images("evaluation", n_eval).x
+    calib = load_natural_images("calibration", n_calib, LITE0_NORMALIZATION).x
+    evalx = load_natural_images("evaluation", n_eval, LITE0_NORMALIZATION).x
     ref = _batched(model, evalx)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

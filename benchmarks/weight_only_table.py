@@ -33,6 +33,8 @@ from intq.recipes import get_recipe
 from intq.zoo import MODEL_ZOO, Dataset, load_fashion_mnist, load_model
 from intq.zoo.natural_images import load_natural_images
 
+LITE0_NORMALIZATION = MODEL_ZOO["efficientnet-lite0"].normalization
+
 RESULTS = Path(__file__).parent / "results"
 BITS = (8, 4)
 CALIB_IMAGES = 8  # weight-only: the data only traces the model; ranges come from the weights
@@ -43,8 +45,8 @@ def dataset(name: str, n_eval: int) -> tuple[torch.Tensor, Dataset]:
     """(calibration inputs, evaluation Dataset) of zoo dataset ``name``."""
     if name == "fashion-mnist":
         return load_fashion_mnist("train").x[:CALIB_IMAGES], load_fashion_mnist("test")
-    return (load_natural_images("calibration", CALIB_IMAGES).x,
-            load_natural_images("evaluation", n_eval))
+    return (load_natural_images("calibration", CALIB_IMAGES, LITE0_NORMALIZATION).x,
+            load_natural_images("evaluation", n_eval, LITE0_NORMALIZATION))
 
 
 def score(logits: torch.Tensor, float_logits: torch.Tensor, data: Dataset) -> dict:

@@ -27,6 +27,8 @@ from intq.zoo.registry import WEIGHTS_DIR
 
 from .simulated import locally_recomputed, simulated_integers
 
+LITE0_NORMALIZATION = MODEL_ZOO["efficientnet-lite0"].normalization
+
 FMNIST_MODELS = tuple(n for n, m in MODEL_ZOO.items() if m.dataset == "fashion-mnist")
 EFFICIENTNET = "efficientnet-lite0"
 F32, FIXED = "float32_half_even", "fixed_point"
@@ -78,8 +80,8 @@ def zoo_run(name: str) -> ZooRun:
     (calibrated on 128 others), or 2 natural images for EfficientNet (calibrated on 8)."""
     if name == EFFICIENTNET:
         model, weights = load_model(name), "published"
-        calib = load_natural_images("calibration", n=8).x
-        x = load_natural_images("evaluation", n=2).x
+        calib = load_natural_images("calibration", 8, LITE0_NORMALIZATION).x
+        x = load_natural_images("evaluation", 2, LITE0_NORMALIZATION).x
     else:
         test = load_fashion_mnist("test").x
         model, weights = _fmnist_model(name, test[5000:5256])

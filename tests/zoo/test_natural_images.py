@@ -9,15 +9,14 @@ import torch
 
 from intq.errors import IntqError
 from intq.zoo.natural_images import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     PHOTOGRAPHS,
     crop_params_random_resized,
     load_natural_images,
 )
+from intq.zoo.normalization import IMAGENET, INCEPTION
 
-_MEAN = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
-_STD = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
+_MEAN = torch.tensor(IMAGENET.mean, dtype=torch.float64).view(1, 3, 1, 1)
+_STD = torch.tensor(IMAGENET.std, dtype=torch.float64).view(1, 3, 1, 1)
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +105,9 @@ def test_bad_split_and_count():
         load_natural_images("train")
     with pytest.raises(IntqError, match=">= 1"):
         load_natural_images("calibration", 0)
+
+
+def test_inception_normalization_puts_pixels_on_the_1_over_128_grid(splits):
+    inception = load_natural_images("calibration", 4, INCEPTION).x.double()
+    pixels = _pixels(splits[0], 4).round()
+    torch.testing.assert_close(inception * 128 + 127, pixels, rtol=0, atol=1e-4)

@@ -8,7 +8,7 @@ from PIL import Image
 
 from intq.errors import IntqError
 from intq.zoo.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD
-from intq.zoo.natural_images import IMAGENET_MEAN, IMAGENET_STD
+from intq.zoo.normalization import IMAGENET
 from intq.zoo.user_data import load_user_data
 
 
@@ -23,7 +23,7 @@ def _solid(height, width, rgb):
 
 def _imagenet(rgb):
     """float64 reference of one normalized RGB pixel."""
-    return [(v / 255 - m) / s for v, m, s in zip(rgb, IMAGENET_MEAN, IMAGENET_STD, strict=True)]
+    return [(v / 255 - m) / s for v, m, s in zip(rgb, IMAGENET.mean, IMAGENET.std, strict=True)]
 
 
 def test_class_subfolders_give_sorted_labels_interleaved(tmp_path):
@@ -61,8 +61,8 @@ def test_flat_folder_has_no_labels_and_mixes_sizes_and_modes(tmp_path):
     _save(tmp_path / "c_rgba.png", rng.integers(0, 256, (7, 7, 4)), "RGBA")
     data = load_user_data(tmp_path, input_shape=(3, 16, 16))
     assert data.y is None and data.x.shape == (3, 3, 16, 16)
-    gray = data.x[0].double() * torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    gray = gray + torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    gray = data.x[0].double() * torch.tensor(IMAGENET.std).view(3, 1, 1)
+    gray = gray + torch.tensor(IMAGENET.mean).view(3, 1, 1)
     torch.testing.assert_close(gray[0], gray[1], atol=1e-6, rtol=0)  # replicated channels
     torch.testing.assert_close(gray[1], gray[2], atol=1e-6, rtol=0)
 
@@ -87,8 +87,8 @@ def test_resize_shorter_side_then_center_crop_matches_two_step_reference(tmp_pat
     )
     left, top = (resized.width - 8) // 2, (resized.height - 8) // 2
     reference = np.asarray(resized.crop((left, top, left + 8, top + 8)), dtype=np.float64)
-    got = data.x[0].double() * torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    got = (got + torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) * 255
+    got = data.x[0].double() * torch.tensor(IMAGENET.std).view(3, 1, 1)
+    got = (got + torch.tensor(IMAGENET.mean).view(3, 1, 1)) * 255
     # Same geometry; PIL rounds its first resampling pass to 8 bits, so 1 level may differ.
     diff = np.abs(got.permute(1, 2, 0).numpy() - reference)
     assert diff.max() < 1 + 1e-3 and diff.mean() < 0.25

@@ -28,6 +28,7 @@ from intq.eval import (
 from intq.progress import progress_bar
 from intq.zoo.data import DATASET_SHAPES, DATASETS, load_data
 from intq.zoo.dataset import Dataset
+from intq.zoo.normalization import NORMALIZATIONS, Normalization
 
 __all__ = [
     "DATA_HELP",
@@ -161,10 +162,27 @@ def data_input_shape(spec: str | None) -> tuple[int, int, int] | None:
     return tuple(int(d) for d in shape[1:]) if len(shape) == 4 else None
 
 
+def add_normalize_argument(parser) -> None:
+    """``--normalize NAME``: the pixel normalization of images (see ``normalization``)."""
+    parser.add_argument(
+        "--normalize", choices=sorted(NORMALIZATIONS), metavar="NAME",
+        help="pixel normalization of images (natural-images, image folders): "
+        f"{', '.join(sorted(NORMALIZATIONS))} (inception: (pixel-127)/128); default: the zoo "
+        "model's own, else imagenet for RGB and fashion-mnist for grayscale")
+
+
+def normalization(args: argparse.Namespace, zoo_entry) -> Normalization | None:
+    """``--normalize`` if given, else the zoo entry's (``None``: the loaders' default)."""
+    if getattr(args, "normalize", None):
+        return NORMALIZATIONS[args.normalize]
+    return None if zoo_entry is None else zoo_entry.normalization
+
+
 def load_dataset(spec: str, input_shape: tuple[int, int, int], split: str, n: int | None,
-                 role: str) -> Dataset:
+                 role: str, normalization: Normalization | None = None) -> Dataset:
     """``load_data`` for ``role`` ('calibration', 'evaluation'); at least one sample."""
-    data = load_data(spec, input_shape=tuple(input_shape), split=split, n=n)
+    data = load_data(spec, input_shape=tuple(input_shape), split=split, n=n,
+                     normalization=normalization)
     if len(data) == 0:
         raise IntqError(f"the {role} data {data.name} is empty")
     return data

@@ -44,6 +44,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--n", type=common.positive_int, metavar="N", help="evaluate the first N samples"
     )
+    common.add_normalize_argument(parser)
     parser.add_argument(
         "--reference",
         metavar="REF",
@@ -71,9 +72,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--reference compares an ONNX model with a float model; give "
                          "MODEL.onnx")
     entry = get_zoo_model(args.model)
-    data = load_data(
-        args.data or entry.dataset, input_shape=entry.input_shape, split="evaluation", n=args.n
-    )
+    data = load_data(args.data or entry.dataset, input_shape=entry.input_shape,
+                     split="evaluation", n=args.n,
+                     normalization=common.normalization(args, entry))
     model = _float_model(entry, args.weights)
     try:
         logits = evaluate_model(model, data, args.batch_size)
@@ -164,7 +165,8 @@ def _run_onnx(args: argparse.Namespace) -> int:
         raise IntqError(f"reference {reference.name} takes {_dims(reference.input_shape)} "
                         f"inputs but the ONNX model takes {_dims(shape[1:])}")
     data = load_data(_onnx_data_spec(args, shape[1:]), input_shape=shape[1:],
-                     split="evaluation", n=args.n)
+                     split="evaluation", n=args.n,
+                     normalization=common.normalization(args, reference))
     logits = common.onnx_logits(_ort_run(path), data, args.batch_size, fixed_batch=shape[0],
                                 what=str(path))
     summary = {

@@ -61,6 +61,7 @@ def add_parser(subparsers) -> None:
                         f"{_MAX_HOLDOUT})")
     parser.add_argument("--n", type=common.positive(int), metavar="N",
                         help="use only the first N samples of DATA")
+    common.add_normalize_argument(parser)
     parser.add_argument("--seed", type=common.int_in_range(0, 2**64 - 1), default=0,
                         help="shuffling seed (default: 0)")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.onnx",
@@ -128,7 +129,8 @@ def _recipe(args: argparse.Namespace) -> Recipe:
 
 def _labelled_data(entry: ZooModel, args: argparse.Namespace) -> Dataset:
     data = load_data(args.data or entry.dataset, input_shape=entry.input_shape,
-                     split="calibration", n=args.n)
+                     split="calibration", n=args.n,
+                     normalization=common.normalization(args, entry))
     if data.y is None:
         raise IntqError(f"{data.name} has no labels; QAT needs labelled data (class "
                         "sub-folders or a .npz with x and y)")

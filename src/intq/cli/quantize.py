@@ -32,6 +32,7 @@ from intq.recipes import DEFAULT_OBSERVER, DEFAULT_RECIPE, Recipe, get_recipe, r
 from intq.runtime.onnxruntime import OrtSession, cpu_has_vnni
 from intq.zoo.data import DATASETS
 from intq.zoo.dataset import Dataset
+from intq.zoo.normalization import Normalization
 from intq.zoo.registry import DEFAULT_MODEL, MODEL_ZOO
 
 __all__ = ["add_parser", "run"]
@@ -90,6 +91,7 @@ def add_parser(subparsers) -> None:
     data.add_argument("--eval", metavar="DATA", help="held-out evaluation data (same forms)")
     data.add_argument("--eval-size", type=common.positive_int, metavar="N",
                       help="evaluation samples (default: see above)")
+    common.add_normalize_argument(data)
     q = p.add_argument_group("quantization")
     q.add_argument("--recipe", default=DEFAULT_RECIPE, metavar="NAME",
                    help=f"{', '.join(recipe_names())} (default: {DEFAULT_RECIPE})")
@@ -135,6 +137,7 @@ class _Plan:
     program: Path | None
     simulated_reason: str | None
     notes: tuple[str, ...]
+    normalization: Normalization | None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -194,7 +197,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
     if args.save_program is not None:
         program = common.check_output_path(args.save_program, suffix=".safetensors",
                                            inputs=[*inputs, *filter(None, [output])])
-    return _Plan(recipe, input_shape, calib, evaluation, output, program, reason, notes)
+    return _Plan(recipe, input_shape, calib, evaluation, output, program, reason, notes,
+                 common.normalization(args, zoo))
 
 
 def _recipe(args: argparse.Namespace) -> Recipe:
@@ -282,12 +286,12 @@ def _shape_text(shape: tuple[int, ...]) -> str:
 def _load_data(plan: _Plan, args: argparse.Namespace) -> tuple[Dataset, Dataset | None]:
     calib_n = args.calib_size or _DEFAULT_SIZES.get(plan.calib, _OTHER_SIZES)[0]
     calib = common.load_dataset(plan.calib, plan.input_shape, "calibration", calib_n,
-                                "calibration")
+                                "calibration", plan.normalization)
     if plan.evaluation is None:
         return calib, None
     eval_n = args.eval_size or _DEFAULT_SIZES.get(plan.evaluation, _OTHER_SIZES)[1]
     evaluation = common.load_dataset(plan.evaluation, plan.input_shape, "evaluation", eval_n,
-                                     "evaluation")
+                                     "evaluation", plan.normalization)
     return calib, evaluation
 
 

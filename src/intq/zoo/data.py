@@ -6,6 +6,7 @@ from intq.errors import IntqError
 from intq.zoo.dataset import Dataset
 from intq.zoo.fashion_mnist import load_fashion_mnist
 from intq.zoo.natural_images import NATURAL_IMAGES_SHAPE, load_natural_images
+from intq.zoo.normalization import IMAGENET, Normalization
 from intq.zoo.user_data import load_user_data
 
 __all__ = ["DATASETS", "DATASET_SHAPES", "SPLITS", "load_data"]
@@ -22,6 +23,7 @@ def load_data(
     input_shape: tuple[int, int, int],
     split: str = "evaluation",
     n: int | None = None,
+    normalization: Normalization | None = None,
 ) -> Dataset:
     """The data named by ``spec`` for a model taking ``input_shape`` (C, H, W) inputs.
 
@@ -29,6 +31,9 @@ def load_data(
     'evaluation' the test set; 'natural-images': disjoint crops per split), a folder of
     images, or a ``.npy``/``.npz`` file (``split`` does not apply to the user's own data).
     ``n``: at most that many samples (each loader's own default when ``None``).
+    ``normalization``: how the model wants pixels normalized (natural-images and image
+    folders; default ImageNet for 3 channels, Fashion-MNIST's for 1). Fashion-MNIST keeps its
+    own statistics and array files are taken as already preprocessed.
     """
     if split not in SPLITS:
         raise IntqError(f"unknown data split {split!r}; use one of {', '.join(SPLITS)}")
@@ -40,9 +45,9 @@ def load_data(
         if spec == "fashion-mnist":
             data = load_fashion_mnist(_FASHION_MNIST_SPLITS[split])
             return data if n is None else data.head(n)
-        return load_natural_images(split, n)
+        return load_natural_images(split, n, normalization or IMAGENET)
     if Path(spec).exists():
-        return load_user_data(spec, input_shape=input_shape, n=n)
+        return load_user_data(spec, input_shape=input_shape, n=n, normalization=normalization)
     raise IntqError(
         f"unknown data {spec!r}: not a dataset ({', '.join(DATASETS)}) "
         "and no such folder of images or .npy/.npz file"

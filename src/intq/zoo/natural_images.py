@@ -3,8 +3,9 @@
 No labels: the photographs feed calibration and let float and integer models be compared.
 Each sample is a random-resized crop (torchvision's ``RandomResizedCrop`` algorithm, area
 fraction in ``[0.25, 1]``, aspect ratio in ``[3/4, 4/3]``) of one photograph, resized to
-224x224 (bilinear, antialiased), flipped horizontally with probability 1/2 and normalized
-``(pixel/255 - mean) / std`` per channel with the ImageNet statistics. Every split draws from
+224x224 (bilinear, antialiased) as 8-bit pixels, flipped horizontally with probability 1/2
+and normalized as the model expects (``intq.zoo.normalization``; ImageNet statistics by
+default, ``(pixel - 127) / 128`` for EfficientNet-Lite0). Every split draws from
 its own seeded ``numpy.random.Generator``, so crop ``i`` of a split is the same on every
 run and machine, and ``n`` samples are a prefix of ``n + 1``.
 """
@@ -14,25 +15,20 @@ import math
 from importlib import resources
 
 import numpy as np
-import torch
 from PIL import Image
 
 from intq.errors import IntqError
 from intq.zoo.dataset import Dataset
+from intq.zoo.normalization import IMAGENET, Normalization
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "NATURAL_IMAGES_SHAPE",
     "NATURAL_IMAGE_SPLITS",
     "PHOTOGRAPHS",
     "crop_params_random_resized",
     "load_natural_images",
-    "normalize_pixels",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 NATURAL_IMAGES_SHAPE = (3, 224, 224)
 # Split name -> (seed, default number of crops). Distinct seeds give disjoint crop streams.
 NATURAL_IMAGE_SPLITS = {"calibration": (20180601, 256), "evaluation": (20180602, 512)}
@@ -63,9 +59,11 @@ _AREA_FRACTION = (0.25, 1.0)
 _ASPECT_RATIO = (3 / 4, 4 / 3)
 
 
-def load_natural_images(split: str = "evaluation", n: int | None = None) -> Dataset:
+def load_natural_images(
+    split: str = "evaluation", n: int | None = None, normalization: Normalization = IMAGENET
+) -> Dataset:
     """``n`` crops (default 256 for 'calibration', 512 for 'evaluation') as (n,3,224,224)
-    float32, ImageNet-normalized, without labels."""
+    float32 normalized with ``normalization``, without labels."""
     if split not in NATURAL_IMAGE_SPLITS:
         raise IntqError(
             f"unknown natural-images split {split!r}; use one of {', '.join(NATURAL_IMAGE_SPLITS)}"
@@ -77,7 +75,7 @@ def load_natural_images(split: str = "evaluation", n: int | None = None) -> Data
     rng = np.random.default_rng(seed)
     photos = _photographs()
     pixels = np.stack([_random_crop(photos[i % len(photos)], rng) for i in range(n)])
-    return Dataset(f"natural-images:{split}", normalize_pixels(pixels, IMAGENET_MEAN, IMAGENET_STD))
+    return Dataset(f"natural-images:{split}", normalization.apply(pixels))
 
 
 def crop_params_random_resized(
@@ -119,17 +117,6 @@ def _random_crop(photo: Image.Image, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.5:
         crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return np.asarray(crop)
-
-
-def normalize_pixels(
-    pixels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]
-) -> torch.Tensor:
-    """uint8 (N, H, W, C) -> float32 (N, C, H, W), ``(pixel/255 - mean[c]) / std[c]``."""
-    channels = pixels.shape[-1]
-    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().to(torch.float32)
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, channels, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(1, channels, 1, 1)
-    return x.div_(255.0).sub_(mean_t).div_(std_t)
 
 
 @functools.lru_cache(maxsize=1)

@@ -26,6 +26,7 @@ from intq.zoo.models import (
     mobilenet_v2_fmnist,
     resnet_fmnist,
 )
+from intq.zoo.normalization import INCEPTION, Normalization
 from intq.zoo.train import TrainRecipe, evaluate_accuracy, train_classifier
 
 __all__ = [
@@ -56,7 +57,9 @@ class ZooModel:
     """One zoo entry. ``build`` makes the architecture only (random init); ``weights`` is a
     file in ``WEIGHTS_DIR`` or ``None`` (weights come from elsewhere, see ``load_model``);
     ``float_accuracy`` is the recorded top-1 test accuracy as a fraction (``None`` if the
-    model was never trained); ``recipe`` is how the shipped weights were trained."""
+    model was never trained); ``recipe`` is how the shipped weights were trained;
+    ``normalization`` is the pixel normalization it was trained with (``None``: the
+    default for its channel count)."""
 
     name: str
     build: Callable[[], nn.Module]
@@ -66,6 +69,7 @@ class ZooModel:
     float_accuracy: float | None
     description: str
     recipe: TrainRecipe | None = None
+    normalization: Normalization | None = None
 
     def __post_init__(self) -> None:
         if self.dataset not in _DATASETS:
@@ -107,6 +111,7 @@ MODEL_ZOO: dict[str, ZooModel] = {
             float_accuracy=EFFICIENTNET_LITE0_TOP1,
             description="EfficientNet-Lite0, ImageNet 1000 classes, published weights "
             "(top-1 75.1% published, not measured here)",
+            normalization=INCEPTION,
         ),
         _fmnist(
             "mobilenet-v1-fmnist",

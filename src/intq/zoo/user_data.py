@@ -2,9 +2,9 @@
 
 Images are converted to the model's channels (``L`` for 1, ``RGB`` for 3), scaled (bilinear,
 antialiased) by the smallest factor that makes them cover ``H x W`` (for a square target: the
-shorter side becomes ``H``), center cropped to ``H x W`` and normalized
-``(pixel/255 - mean) / std`` with the ImageNet statistics (3 channels) or the Fashion-MNIST
-ones (1 channel). A folder whose sub-folders hold images is labelled: class ``k`` is the
+shorter side becomes ``H``), center cropped to ``H x W`` and normalized as the model
+expects (``intq.zoo.normalization``; by default the ImageNet statistics for 3 channels, the
+Fashion-MNIST ones for 1). A folder whose sub-folders hold images is labelled: class ``k`` is the
 ``k``-th sub-folder in sorted order (numerically when every name is an integer), files are
 read in name order and the classes take turns (file 0 of every class, then file 1, ...), so
 the first ``n`` samples spread evenly over the classes. A flat folder has no labels.
@@ -20,25 +20,29 @@ from PIL import Image
 
 from intq.errors import IntqError
 from intq.zoo.dataset import Dataset
-from intq.zoo.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD
-from intq.zoo.natural_images import IMAGENET_MEAN, IMAGENET_STD, normalize_pixels
+from intq.zoo.normalization import Normalization, default_normalization
 
-__all__ = ["IMAGE_SUFFIXES", "image_normalization", "load_user_data"]
+__all__ = ["IMAGE_SUFFIXES", "load_user_data"]
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 _MODES = {1: "L", 3: "RGB"}
 
 
 def load_user_data(
-    path: str | Path, *, input_shape: tuple[int, int, int], n: int | None = None
+    path: str | Path,
+    *,
+    input_shape: tuple[int, int, int],
+    n: int | None = None,
+    normalization: Normalization | None = None,
 ) -> Dataset:
     """A folder of images, a ``.npy`` or a ``.npz`` file, as a Dataset of ``input_shape``
-    samples; the first ``n >= 1`` samples when ``n`` is given."""
+    samples; the first ``n >= 1`` samples when ``n`` is given. ``normalization`` applies to
+    images (default: ``default_normalization`` of the channel count)."""
     path = Path(path)
     if n is not None and n < 1:
         raise IntqError(f"the number of samples must be >= 1, got {n}")
     if path.is_dir():
-        return _load_image_folder(path, input_shape, n)
+        return _load_image_folder(path, input_shape, n, normalization)
     if path.suffix in (".npy", ".npz") and path.is_file():
         return _load_array_file(path, input_shape, n)
     if path.is_file():
@@ -46,21 +50,10 @@ def load_user_data(
     raise IntqError(f"{path}: no such file or folder")
 
 
-def image_normalization(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """``(mean, std)`` per channel: ImageNet for 3 channels, Fashion-MNIST for 1."""
-    if channels == 3:
-        return IMAGENET_MEAN, IMAGENET_STD
-    if channels == 1:
-        return (FASHION_MNIST_MEAN,), (FASHION_MNIST_STD,)
-    raise IntqError(
-        f"images can only feed models with 1 or 3 input channels, not {channels}; "
-        "give preprocessed inputs as a .npy file instead"
-    )
-
-
-def _load_image_folder(folder: Path, input_shape: tuple[int, int, int], n: int | None) -> Dataset:
+def _load_image_folder(folder: Path, input_shape: tuple[int, int, int], n: int | None,
+                       normalization: Normalization | None) -> Dataset:
     """The images of ``folder`` (flat: no labels; class sub-folders: labels), preprocessed."""
-    mean, std = image_normalization(input_shape[0])
+    normalization = normalization or default_normalization(input_shape[0])
     try:
         files, labels = _list_images(folder)
     except OSError as exc:  # a folder without read/execute permission
@@ -68,7 +61,7 @@ def _load_image_folder(folder: Path, input_shape: tuple[int, int, int], n: int |
     files, labels = files[:n], None if labels is None else labels[:n]
     pixels = np.stack([_preprocess_image(path, input_shape) for path in files])
     y = None if labels is None else torch.tensor(labels, dtype=torch.int64)
-    return Dataset(f"folder:{folder}", normalize_pixels(pixels, mean, std), y)
+    return Dataset(f"folder:{folder}", normalization.apply(pixels), y)
 
 
 def _load_array_file(path: Path, input_shape: tuple[int, int, int], n: int | None) -> Dataset:

@@ -1,0 +1,105 @@
+"""QAT training-step time vs float training-step time on the Fashion-MNIST zoo models.
+
+For each model: one float training step (conv -> BN -> activation, SGD) and one QAT step
+(``prepare_qat``, W8A8 per-channel, activation quantizers observing, BN not yet frozen) for
+each way of folding BN: corrected with one conv (default), corrected with the paper's
+float conv for the batch statistics (``exact_batch_stats=True``) and naive. Steps of all
+variants take turns on the same batches (round robin), so machine noise hits them alike;
+the ratio is median QAT step / median float step. 1 torch thread, batch 64.
+
+    .venv/bin/python benchmarks/qat_step_time.py [--steps 30] [--models a,b]
+Writes benchmarks/results/qat_step_time.{json,md}.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from intq.qat import QATSchedule, apply_schedule, prepare_qat
+from intq.zoo import MODEL_ZOO, load_fashion_mnist, load_model
+
+RESULTS = Path(__file__).parent / "results"
+BATCH = 64
+VARIANTS = {  # label -> prepare_qat options (None: the float model)
+    "float": None,
+    "QAT, corrected fold, one conv (default)": {},
+    "QAT, corrected fold, paper's float-conv statistics": {"exact_batch_stats": True},
+    "QAT, naive fold": {"correction": False},
+}
+
+
+def _step(model, opt, x, y) -> float:
+    start = time.perf_counter()
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return time.perf_counter() - start
+
+
+def measure(name: str, steps: int, train) -> dict[str, float]:
+    """Median step seconds of every variant, steps taken in turns on the same batches."""
+    models = {}
+    for label, options in VARIANTS.items():
+        model = load_model(name).train()
+        if options is not None:
+            model = prepare_qat(model, train.x[:2], "sym-per-channel-8", **options)
+            apply_schedule(model, QATSchedule(), 0)
+        models[label] = (model, torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9))
+    times = {label: [] for label in models}
+    for i in range(steps + 3):
+        x, y = train.x[i * BATCH:(i + 1) * BATCH], train.y[i * BATCH:(i + 1) * BATCH]
+        for label, (model, opt) in models.items():
+            seconds = _step(model, opt, x, y)
+            if i >= 3:  # warm-up
+                times[label].append(seconds)
+    return {label: statistics.median(t) for label, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30)
+    fmnist = [n for n, m in MODEL_ZOO.items() if m.dataset == "fashion-mnist"]
+    parser.add_argument("--models", default=",".join(fmnist))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    train = load_fashion_mnist("train").head(BATCH * (args.steps + 3))
+    rows = {}
+    for name in args.models.split(","):
+        medians = measure(name, args.steps, train)
+        rows[name] = {"median_step_seconds": medians,
+                      "ratio_vs_float": {k: v / medians["float"] for k, v in medians.items()}}
+        print(name, {k: round(v, 2) for k, v in rows[name]["ratio_vs_float"].items()},
+              file=sys.stderr)
+    load = os.getloadavg()
+    result = {"batch": BATCH, "steps": args.steps, "threads": 1, "torch": torch.__version__,
+              "load_average": load, "models": rows}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "qat_step_time.json").write_text(json.dumps(result, indent=2))
+    labels = list(VARIANTS)
+    lines = [
+        "# QAT step time / float step time (Fashion-MNIST zoo)", "",
+        f"Batch {BATCH}, 1 torch thread, median of {args.steps} steps per variant taken in "
+        f"turns on the same batches (load average {load[0]:.1f} on 2 shared cores). W8A8 "
+        "per-channel, activation quantizers observing (EMA), BN not frozen: the most "
+        "expensive phase of QAT. Produced by `benchmarks/qat_step_time.py`.", "",
+        "| model | float step ms | " + " | ".join(labels[1:]) + " |",
+        "|---" * len(labels) + "|---|",
+    ]
+    for name, row in rows.items():
+        ratios = row["ratio_vs_float"]
+        lines.append(f"| {name} | {row['median_step_seconds']['float'] * 1e3:.1f} | "
+                     + " | ".join(f"{ratios[k]:.2f}x" for k in labels[1:]) + " |")
+    (RESULTS / "qat_step_time.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

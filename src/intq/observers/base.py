@@ -60,7 +60,8 @@ class Observer(nn.Module, abc.ABC):
     def update(self, x: Tensor) -> None:
         """Fold one tensor into the statistics (detached, no autograd graph)."""
         rows = self._rows(x)
-        batch_min, batch_max = torch.aminmax(rows, dim=1)
+        # amin/amax, not aminmax(dim=1): the latter is ~100x slower on CPU (torch 2.13)
+        batch_min, batch_max = rows.amin(dim=1), rows.amax(dim=1)
         if not (torch.isfinite(batch_min).all() and torch.isfinite(batch_max).all()):
             raise ValueError(f"{self.kind} observer: {_nonfinite_message(rows)}")
         if not self.has_data:

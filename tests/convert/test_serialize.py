@@ -49,12 +49,41 @@ def test_builder_requant_is_derived_not_stored(tmp_path):
     path = tmp_path / "p.intq"
     save_program(program, path)
     header = _header(path)
-    assert header["__metadata__"]["intq.version"] == "2"
+    assert header["__metadata__"]["intq.version"] == "3"
     assert not [k for k in header if "requant" in k]
     ops = json.loads(header["__metadata__"]["intq.program"])["ops"]
     kinds = {op["type"] for op in ops if op.get("requant") == "derived"}
     assert kinds == {"QConv2d", "QLinear", "QAdd", "QAvgPool2d", "QGlobalAvgPool"}
     assert all(op.get("requant", "derived") == "derived" for op in ops)
+
+
+@pytest.mark.parametrize("weight_bits", [4, 8])
+def test_float_output_linear_round_trips_with_a_null_requant(tmp_path, weight_bits):
+    """A float-output QLinear is saved as "requant": null with no requantization arrays and
+    comes back identical (requant None, same weights, scales and bias bytes), as does the
+    float Reshape after it."""
+    program = random_cnn(3, weight_bits=weight_bits, float_logits=True)
+    path = tmp_path / "p.intq"
+    save_program(program, path)
+    header = _header(path)
+    ops = json.loads(header["__metadata__"]["intq.program"])["ops"]
+    linear = next(op for op in ops if op["type"] == "QLinear")
+    assert linear["requant"] is None
+    assert not [k for k in header if "requant" in k]
+    loaded = load_program(path)
+    assert loaded == program
+    op = loaded.producer(loaded.producer("y").inputs[0])
+    assert op.requant is None and op.float_output and op.output not in loaded.tensors
+    assert op.bias.tobytes() == program.producer(op.output).bias.tobytes()
+
+
+def test_version_2_files_load_unchanged(tmp_path):
+    """Version 3 only added "requant": null; a version 2 file (none of those) still loads."""
+    program = random_cnn(0, weight_bits=4)
+    path = tmp_path / "p.intq"
+    save_program(program, path)
+    _rewrite(path, edit_header=lambda h: h.update({"intq.version": "2"}))
+    assert load_program(path) == program
 
 
 def _with_requant(op, requant):
@@ -169,13 +198,14 @@ def _op(doc, kind):
 
 MALFORMED = {
     "wrong format": dict(edit_header=lambda h: h.update({"intq.format": "other"})),
-    "future version": dict(edit_header=lambda h: h.update({"intq.version": "3"})),
+    "future version": dict(edit_header=lambda h: h.update({"intq.version": "4"})),
     "version 1": dict(edit_header=lambda h: h.update({"intq.version": "1"})),
     "no version": dict(edit_header=lambda h: h.pop("intq.version")),
     "requant missing": dict(edit_doc=lambda d: _op(d, "QConv2d").pop("requant")),
     "requant unknown": dict(edit_doc=lambda d: _op(d, "QAvgPool2d").update({"requant": "x"})),
     "requant stored without arrays": dict(
         edit_doc=lambda d: _op(d, "QLinear").update({"requant": "stored"})),
+    "null requant on a conv": dict(edit_doc=lambda d: _op(d, "QConv2d").update({"requant": None})),
     "add requant object incomplete": dict(
         edit_doc=lambda d: _op(d, "QAdd").update({"requant": {"m0_a": 1}})),
     "requant on a lossless op": dict(
@@ -232,13 +262,13 @@ def test_nonzero_padding_bits_raise_value_error(tmp_path):
         load_program(path)
 
 
-@pytest.mark.parametrize("version", ["1", "3"])
+@pytest.mark.parametrize("version", ["1", "4"])
 def test_other_format_versions_are_refused_with_a_clear_message(tmp_path, version):
     path = tmp_path / "p.intq"
     save_program(random_cnn(0), path)
     _rewrite(path, edit_header=lambda h: h.update({"intq.version": version}))
     with pytest.raises(ValueError, match=f"p.intq: intq program format version '{version}' is "
-                                         "not supported; this intq reads version '2'"):
+                                         "not supported; this intq reads versions 2, 3"):
         load_program(path)
 
 

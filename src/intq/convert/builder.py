@@ -8,11 +8,14 @@
     f = b.flatten(p)
     y = b.linear(f, fc_int8, fc_scale, QTensor(0.1, 128, "uint8"), bias=fc_bias)
     program = b.build([b.dequantize(y, name="logits")])
+    # or float logits straight from the accumulator: b.build([b.linear(f, ..., None)])
 
 Each method returns the name of the tensor it writes (auto-named "<kind><n>" unless `name`
 is given). Requantizing ops take the output QTensor (its qmin/qmax is the fused clamp);
-lossless ops (max pool, concat, reshape, flatten, pad) copy their input's QTensor. Shapes are
-inferred as ops are added, so a channel mismatch fails at the offending call.
+`linear` with out=None writes a float32 tensor (float-output QLinear). Lossless ops (max
+pool, concat, reshape, flatten, pad) copy their input's QTensor; reshape and flatten of a
+float tensor give a float tensor. Shapes are inferred as ops are added, so a channel
+mismatch fails at the offending call.
 """
 
 from collections.abc import Callable, Sequence
@@ -60,6 +63,12 @@ class ProgramBuilder:
         """The QTensor of integer tensor `name`."""
         return self._tensors[name]
 
+    def is_float(self, name: str) -> bool:
+        """True when the known tensor `name` is float32 (no QTensor)."""
+        if name not in self._shapes:
+            raise ValueError(f"ProgramBuilder: unknown tensor {name!r}")
+        return name not in self._tensors
+
     def shape(self, name: str) -> Shape:
         """The inferred shape of tensor `name` (None dims are dynamic)."""
         return self._shapes[name]
@@ -86,10 +95,12 @@ class ProgramBuilder:
                      stride=stride, padding=padding, dilation=dilation, groups=groups)
         return self._add(op, out)
 
-    def linear(self, x: str, weight, weight_scale, out: QTensor, *, bias=None,
+    def linear(self, x: str, weight, weight_scale, out: QTensor | None, *, bias=None,
                weight_zero_point: int = 0, weight_bits: int = 8,
                name: str | None = None) -> str:
-        requant = conv_requant(self._tensors[x].scale, weight_scale, out.scale)
+        """Integer output on `out`'s grid, or float32(acc)·float32(S_x·S_w[c]) if out is None."""
+        requant = None if out is None else conv_requant(self._tensors[x].scale, weight_scale,
+                                                        out.scale)
         op = QLinear(x, self._name(name, "linear"), weight, weight_scale, requant, bias=bias,
                      weight_zero_point=weight_zero_point, weight_bits=weight_bits)
         return self._add(op, out)
@@ -130,10 +141,10 @@ class ProgramBuilder:
         return self._add(QConcat(tuple(xs), self._name(name, "concat"), axis), out)
 
     def reshape(self, x: str, shape: Sequence[int], name: str | None = None) -> str:
-        return self._add(Reshape(x, self._name(name, "reshape"), shape), self._tensors[x])
+        return self._add(Reshape(x, self._name(name, "reshape"), shape), self._tensors.get(x))
 
     def flatten(self, x: str, name: str | None = None) -> str:
-        return self._add(Flatten(x, self._name(name, "flatten")), self._tensors[x])
+        return self._add(Flatten(x, self._name(name, "flatten")), self._tensors.get(x))
 
     def pad(self, x: str, padding, name: str | None = None) -> str:
         return self._add(Pad(x, self._name(name, "pad"), padding), self._tensors[x])
@@ -163,8 +174,11 @@ class ProgramBuilder:
         for name in op.inputs:
             if name not in self._shapes:
                 raise ValueError(f"{op.label}: unknown input tensor {name!r}")
-            if (name in self._tensors) == op.float_inputs:
+        float_inputs, float_output = op.float_io(self._tensors)
+        for name in op.inputs:
+            if (name in self._tensors) == float_inputs:
                 raise ValueError(f"{op.label}: input {name!r} has the wrong kind (int/float)")
+        assert (out is None) == float_output, f"{op.label}: output QTensor {out}"
         if out is not None:
             op.check({**self._tensors, op.output: out})
         shape = infer_op_shape(op, [self._shapes[n] for n in op.inputs])

@@ -3,10 +3,14 @@
 The converter walks the fx graph in order and emits one IntProgram op per node; it reads the
 frozen quantizers, never re-estimates anything, so the program computes what the simulation
 simulated (same weight integers, same int32 bias grid, same output grids and clamps):
-- placeholder + its quantizer -> Quantize; output -> Dequantize;
+- placeholder + its quantizer -> Quantize; output -> Dequantize of each integer output (a
+  float output is returned as is);
 - QuantConv2d / QuantLinear + the quantizer after it -> QConv2d / QLinear, weights quantized
   half-to-even with the weight quantizer's qparams, bias round_half_even(b / (S_in·S_w)),
   fused ReLU/ReLU6 as the output clamp;
+- a float-output linear (``intq.graph.place.is_float_output_linear``: no quantizer after
+  it) -> a float-output QLinear (requant None), float32(acc)·float32(S_in·S_w[c]); the
+  flatten/reshape between it and the graph output then run on float32;
 - FusedAdd, avg_pool2d, adaptive_avg_pool2d(1) + quantizer -> QAdd / QAvgPool2d /
   QGlobalAvgPool; max pool (ceil mode as extra bottom/right padding), cat, flatten, reshape,
   zero pad -> the lossless ops (a zero pad read only by a conv becomes part of that conv's
@@ -35,7 +39,7 @@ from intq.errors import IntqError
 from intq.fakequant import Quantizer
 from intq.graph.fused import FusedAdd, FusedConv2d, FusedLinear, activation_range
 from intq.graph.kinds import OpKind, op_kind
-from intq.graph.place import ACT_PREFIX
+from intq.graph.place import ACT_PREFIX, is_float_output_linear
 from intq.graph.qmodules import QuantConv2d, QuantLinear
 from intq.qmath import quantize_half_even, round_half_even
 
@@ -83,7 +87,6 @@ class _Converter:
         self.b = ProgramBuilder()
         self.names: dict[fx.Node, str] = {}
         self.folded_pads: dict[fx.Node, tuple[int, int, int, int]] = {}
-        self.floats: set[str] = set()  # float tensors: program inputs, float region outputs
         self.dequantized: dict[str, str] = {}
 
     def run(self, input_shape: tuple[int, ...]) -> IntProgram:
@@ -91,15 +94,18 @@ class _Converter:
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
                 self.names[node] = self.b.input(node.name, (None, *input_shape))
-                self.floats.add(node.name)
             elif node.op == "output":
-                outputs = [self._dequantize(arg) for arg in _flat(node.args[0])]
+                outputs = [self._output(arg) for arg in _flat(node.args[0])]
             elif node.op != "get_attr":
                 self.names[node] = self._emit(node)
         return self.b.build(outputs, {"producer": "intq"})
 
-    def _dequantize(self, node: fx.Node) -> str:
-        return self.b.dequantize(self.names[node], name=f"{node.name}_float")
+    def _output(self, node: fx.Node) -> str:
+        """The float tensor returned for graph output ``node``: Dequantize of an integer one."""
+        name = self.names[node]
+        if self.b.is_float(name):
+            return name
+        return self.b.dequantize(name, name=f"{node.name}_float")
 
     def _emit(self, node: fx.Node) -> str:
         if node.op == "call_module":
@@ -113,17 +119,23 @@ class _Converter:
             return self._emit_quantizer(node, module)
         if op_kind(self.gm, node) == OpKind.LEAF or isinstance(module, FusedConv2d | FusedLinear):
             return self._float_region(node, module)
-        out = self._output_qtensor(node, getattr(module, "activation", None))
         x = self.names[node.args[0]]
+        if is_float_output_linear(self.gm, node) and module.input_quantizer is not None:
+            return self._linear(node, module, x, None)  # (weight-only: error below)
+        out = self._output_qtensor(node, getattr(module, "activation", None))
         if isinstance(module, QuantConv2d):
             return self._conv(node, module, x, out)
         if isinstance(module, QuantLinear):
-            w, w_scale, w_zp, bias = self._layer_integers(module)
-            return self.b.linear(x, w, w_scale, out, bias=bias, weight_zero_point=w_zp,
-                                 weight_bits=module.weight_quantizer.spec.bits, name=node.name)
+            return self._linear(node, module, x, out)
         if isinstance(module, FusedAdd):
             return self.b.add(x, self.names[node.args[1]], out, name=node.name)
         raise self._unsupported(node)
+
+    def _linear(self, node: fx.Node, module: QuantLinear, x: str, out: QTensor | None) -> str:
+        """QLinear with an integer output on ``out``, or the float-output form if None."""
+        w, w_scale, w_zp, bias = self._layer_integers(module)
+        return self.b.linear(x, w, w_scale, out, bias=bias, weight_zero_point=w_zp,
+                             weight_bits=module.weight_quantizer.spec.bits, name=node.name)
 
     def _conv(self, node: fx.Node, module: QuantConv2d, x: str, out: QTensor) -> str:
         c = module.layer
@@ -141,12 +153,10 @@ class _Converter:
             raise IntqError(f"float region {node.name} ({node.target}): only tensor "
                             "arguments can be passed to a module kept in float")
         inputs = [self._float_of(self.names[arg]) for arg in node.args]
-        name = self.b.float_op(inputs, "callable", fn=_numpy_function(module), name=node.name)
-        self.floats.add(name)
-        return name
+        return self.b.float_op(inputs, "callable", fn=_numpy_function(module), name=node.name)
 
     def _float_of(self, name: str) -> str:
-        if name in self.floats:
+        if self.b.is_float(name):
             return name
         if name not in self.dequantized:
             self.dequantized[name] = self.b.dequantize(name, name=f"{name}_dequantized")
@@ -154,7 +164,7 @@ class _Converter:
 
     def _emit_quantizer(self, node: fx.Node, q: Quantizer) -> str:
         source = self.names[node.args[0]]
-        if source in self.floats:  # a program input or the output of a float region
+        if self.b.is_float(source):  # a program input or the output of a float region
             return self.b.quantize(source, qtensor_of(q), name=node.name)
         return source  # the requantizing op before it already wrote this grid
 

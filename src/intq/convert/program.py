@@ -6,7 +6,8 @@ plain frozen dataclasses + numpy arrays, validated at construction (ValueError n
 Tensors
     Ops read and write *named* tensors. A name listed in `IntProgram.tensors` is an integer
     activation tensor with a `QTensor` (real = scale·(q - zero_point)); every other name is a
-    float32 tensor (program inputs, Dequantize/FloatOp outputs). Shapes are NCHW (or NC after
+    float32 tensor (program inputs, Dequantize/FloatOp/float-output QLinear outputs, and
+    Reshape/Flatten of those). Shapes are NCHW (or NC after
     Flatten/QLinear) and are not stored except for the program inputs; the interpreter checks
     them when it runs. Scales are float32 values (what ONNX and TFLite store).
 
@@ -33,21 +34,28 @@ Requantization
     real ≈ m0·2^(shift - 31) for the gemmlowp/TFLite semantics. Build them with the functions
     in `intq.convert.requant` (or let `ProgramBuilder` do it): they reproduce how ONNX Runtime
     and TFLite derive multipliers from the float32 scales, so exporters stay exact.
+    A float-output QLinear (requant None) has no requantization: its float32 output scale
+    S_x·S_w[c] is derived from the stored scales, as ONNX Runtime does.
 
 Ops (`inputs -> output`; "int" = integer tensor with QTensor, "float" = float32 tensor)
     Quantize        float -> int   q = clamp(round(x / S) + Z, qmin, qmax)
     Dequantize      int -> float   x = (q - Z)·S
     QConv2d         int -> int     acc = Σ (x - Zx)(w - Zw) + bias, padding with Zx;
                                    y = clamp(Zy + requant(acc)[c], qmin, qmax)
-    QLinear         int (N, K) -> int (N, O), same arithmetic as a 1x1 conv
+    QLinear         int (N, K) -> int (N, O), same arithmetic as a 1x1 conv; or, with
+                    requant=None, int (N, K) -> float (N, O), the int32 accumulator (bias
+                    included) dequantized: y = float32(acc)·float32(S_x·S_w[c]), the scale
+                    being the float32 product of the two float32 scales, then one float32
+                    multiply (ONNX Runtime QGemm without y_scale). No output rounding, no clamp.
     QAdd            int, int -> int  each input rescaled to the output scale (see AddRequant)
     QConcat         int... -> int  along `axis`, shared qparams
     QAvgPool2d      int -> int     acc = Σ_window (x - Zx), padding with Zx, divisor kh·kw
                                    (PyTorch count_include_pad=True, floor mode), requantized
     QGlobalAvgPool  int -> int     acc = Σ_HW (x - Zx), requantized; H·W must equal `count`
     QMaxPool2d      int -> int     window max, padding never selected, shared qparams
-    Reshape         int -> int     `shape` may hold one -1; shared qparams
-    Flatten         int -> int     (N, C, H, W) -> (N, C·H·W); shared qparams
+    Reshape         int -> int     `shape` may hold one -1; shared qparams (float -> float
+                                   too: the output has its input's kind)
+    Flatten         int -> int     (N, C, H, W) -> (N, C·H·W); shared qparams (float -> float too)
     Pad             int -> int     constant padding of H/W with the zero point
     FloatOp         float... -> float  a float fallback, see FLOAT_OPS
 
@@ -285,7 +293,9 @@ class AddRequant:
 class Op:
     """Base of all ops: `inputs` and `output` are tensor names.
 
-    Class attributes say which side is float: `float_inputs`, `float_output`.
+    `float_inputs`, `float_output` say which side is float (class attributes; QLinear's
+    `float_output` depends on its requant); `float_io(tensors)` is what validation uses, and
+    lets Reshape/Flatten take the kind of their input.
     `check(tensors)` validates the op against the QTensors of its integer inputs/output.
     """
 
@@ -293,6 +303,11 @@ class Op:
     float_output = False
     inputs: tuple[str, ...]
     output: str
+
+    def float_io(self, tensors: Mapping[str, QTensor]) -> tuple[bool, bool]:
+        """(inputs are float, output is float) in a program whose integer tensors are
+        `tensors` (inputs must be known there already)."""
+        return self.float_inputs, self.float_output
 
     def check(self, tensors: Mapping[str, QTensor]) -> None:
         """Op-specific constraints on qparams; the default accepts anything."""
@@ -314,6 +329,8 @@ def _names(obj, single: str | None = None) -> None:
 
 
 def _require_shared(op: Op, tensors: Mapping[str, QTensor]) -> None:
+    if op.output not in tensors:  # a float Reshape/Flatten: no qparams to share
+        return
     out = tensors[op.output]
     for name in op.inputs:
         src = tensors[name]
@@ -349,8 +366,18 @@ class Dequantize(Op):
         _names(self, input)
 
 
-def _check_weights(op, kind: str) -> None:
-    """Shared validation of weight, weight_scale, weight_zero_point, bias and requant."""
+class _KindOfInput:
+    """Mixin of the shape-only ops (Reshape, Flatten): integer in, integer out with shared
+    qparams; float in, float out."""
+
+    def float_io(self, tensors: Mapping[str, QTensor]) -> tuple[bool, bool]:
+        floating = self.inputs[0] not in tensors
+        return floating, floating
+
+
+def _check_weights(op, kind: str, float_output_allowed: bool = False) -> None:
+    """Shared validation of weight, weight_scale, weight_zero_point, bias and requant
+    (None = float output, where `float_output_allowed`)."""
     bits = op.weight_bits
     if not _is_int(bits) or not 2 <= bits <= 16:
         raise ValueError(f"{kind}: weight_bits must be an int in 2..16, got {bits!r}")
@@ -375,13 +402,21 @@ def _check_weights(op, kind: str) -> None:
         if bias.shape != (out_channels,):
             raise ValueError(f"{kind}: bias must have shape ({out_channels},), got {bias.shape}")
         _set(op, "bias", bias)
-    if not isinstance(op.requant, Requant) or op.requant.channels not in (1, out_channels):
-        raise ValueError(f"{kind}: requant must be a Requant with 1 or {out_channels} channels")
-    if op.requant.channels != len(scale) and len(scale) != 1:
-        raise ValueError(f"{kind}: per-channel weight_scale needs per-channel requant")
+    if not (op.requant is None and float_output_allowed):
+        _check_requant(op.requant, out_channels, len(scale), kind, float_output_allowed)
     _set(op, "weight", weight)
     _set(op, "weight_scale", scale)
     _set(op, "weight_zero_point", int(op.weight_zero_point))
+
+
+def _check_requant(requant, out_channels: int, scales: int, kind: str,
+                   none_allowed: bool) -> None:
+    if not isinstance(requant, Requant) or requant.channels not in (1, out_channels):
+        none = " (or None for a float output)" if none_allowed else ""
+        raise ValueError(f"{kind}: requant must be a Requant with 1 or {out_channels} "
+                         f"channels{none}")
+    if requant.channels != scales and scales != 1:
+        raise ValueError(f"{kind}: per-channel weight_scale needs per-channel requant")
 
 
 @dataclass(frozen=True, eq=False, init=False)
@@ -425,19 +460,21 @@ class QConv2d(_ArrayEq, Op):
 
 @dataclass(frozen=True, eq=False, init=False)
 class QLinear(_ArrayEq, Op):
-    """Integer fully connected layer: input (N, K), weight (O, K), output (N, O)."""
+    """Integer fully connected layer: input (N, K), weight (O, K), output (N, O); an integer
+    output requantized by `requant`, or with requant=None a float32 output
+    float32(acc)·float32(S_x·S_w[c]) (see the module docstring)."""
 
     inputs: tuple[str, ...]
     output: str
     weight: np.ndarray
     weight_scale: np.ndarray
-    requant: Requant
+    requant: Requant | None
     bias: np.ndarray | None = None
     weight_zero_point: int = 0
     weight_bits: int = 8
 
-    def __init__(self, input: str, output: str, weight, weight_scale, requant: Requant, *,
-                 bias=None, weight_zero_point: int = 0, weight_bits: int = 8):
+    def __init__(self, input: str, output: str, weight, weight_scale, requant: Requant | None,
+                 *, bias=None, weight_zero_point: int = 0, weight_bits: int = 8):
         for name, value in (("output", output), ("weight", weight),
                             ("weight_scale", weight_scale), ("requant", requant), ("bias", bias),
                             ("weight_zero_point", weight_zero_point),
@@ -447,7 +484,12 @@ class QLinear(_ArrayEq, Op):
         if np.ndim(weight) != 2:
             raise ValueError(f"QLinear {output!r}: weight must be 2-D (O, K), "
                              f"got shape {np.shape(weight)}")
-        _check_weights(self, f"QLinear {output!r}")
+        _check_weights(self, f"QLinear {output!r}", float_output_allowed=True)
+
+    @property
+    def float_output(self) -> bool:
+        """True for the float-output form (requant None)."""
+        return self.requant is None
 
 
 @dataclass(frozen=True, init=False)
@@ -569,7 +611,7 @@ class QMaxPool2d(Op):
 
 
 @dataclass(frozen=True, init=False)
-class Reshape(Op):
+class Reshape(_KindOfInput, Op):
     """Reshape to `shape` (at most one -1, no 0); shared qparams."""
 
     inputs: tuple[str, ...]
@@ -590,7 +632,7 @@ class Reshape(Op):
 
 
 @dataclass(frozen=True, init=False)
-class Flatten(Op):
+class Flatten(_KindOfInput, Op):
     """(N, d1, d2, ...) -> (N, d1·d2·...) (torch.flatten(x, 1), ONNX Flatten axis=1)."""
 
     inputs: tuple[str, ...]
@@ -720,7 +762,7 @@ def _validate(program: IntProgram) -> None:
     for name in program.outputs:
         if name not in defined or name in program.tensors:
             raise ValueError(f"IntProgram: output {name!r} must be a float tensor produced by "
-                             f"an op (Dequantize or FloatOp)")
+                             f"an op (Dequantize, FloatOp, float-output QLinear)")
     if not program.outputs or len(set(program.outputs)) != len(program.outputs):
         raise ValueError("IntProgram: outputs must be a non-empty tuple of distinct names")
 
@@ -730,11 +772,13 @@ def _check_op_io(op: Op, tensors: Mapping[str, QTensor], defined: dict[str, bool
         if name not in defined:
             raise ValueError(f"{op.label}: input {name!r} is not defined by an earlier op or "
                              f"a program input (ops must be in topological order)")
-        if (name in tensors) == op.float_inputs:
-            kind = "a float" if op.float_inputs else "an integer (QTensor)"
+    float_inputs, float_output = op.float_io(tensors)
+    for name in op.inputs:
+        if (name in tensors) == float_inputs:
+            kind = "a float" if float_inputs else "an integer (QTensor)"
             raise ValueError(f"{op.label}: input {name!r} must be {kind} tensor")
     if op.output in defined:
         raise ValueError(f"{op.label}: tensor {op.output!r} is written twice")
-    if (op.output in tensors) == op.float_output:
-        kind = "a float tensor (not in tensors)" if op.float_output else "in tensors"
+    if (op.output in tensors) == float_output:
+        kind = "a float tensor (not in tensors)" if float_output else "in tensors"
         raise ValueError(f"{op.label}: output {op.output!r} must be {kind}")

@@ -1,11 +1,13 @@
 """Save and load an IntProgram as one safetensors file: no pickle, nothing is ever executed.
 
 Layout: a safetensors file whose metadata holds
-    "intq.format" = "intq-program", "intq.version" = "2",
+    "intq.format" = "intq-program", "intq.version" = "3",
     "intq.program" = JSON of inputs, outputs, tensors (QTensor fields), ops, metadata,
 and whose tensors hold every array, keyed "ops.<index>.<field>" (weight, weight_scale, bias and,
 for stored requantization, requant.multiplier_f32, requant.m0, requant.shift), little-endian
-as safetensors defines. Version 1 files (requantization always stored) are refused.
+as safetensors defines. Version 3 added the float-output QLinear ("requant": null); version 2
+files are the same format without it and load unchanged. Version 1 files (requantization
+always stored) are refused.
 
 Requantization (QConv2d, QLinear, QAvgPool2d, QGlobalAvgPool, QAdd): every runtime derives it
 from the float32 scales, so the file normally does not store it. Each such op's JSON entry has
@@ -15,7 +17,8 @@ avgpool_requant(S_in, kh·kw, S_out), global_avgpool_requant(S_in, count, S_out)
 add_requant(S_a, S_b, S_out, 16 if the output dtype is 16-bit else 8)); the loader recomputes
 it. Any other requant (e.g. hand-set multipliers) is stored explicitly and loaded as is:
 "requant": "stored" with the three arrays above, or for QAdd "requant": a JSON object of the
-AddRequant fields. Either way load_program(save_program(p)) == p, field for field.
+AddRequant fields. A float-output QLinear (requant None) has "requant": null and no
+requantization arrays. Either way load_program(save_program(p)) == p, field for field.
 
 Weights: 8-bit as I8, 9..16-bit as I16, and b < 8 bits packed into U8: the b-bit two's
 complement code of element i (row-major order) occupies bits i·b .. i·b + b - 1 of a
@@ -68,7 +71,8 @@ from intq.convert.requant import (
 __all__ = ["atomic_write_bytes", "load_program", "pack_bits", "save_program", "unpack_bits"]
 
 FORMAT = "intq-program"
-VERSION = "2"
+VERSION = "3"
+READABLE_VERSIONS = ("2", "3")
 
 # Scalar (JSON) parameters of each op type beyond its inputs/output, in constructor keywords.
 _PARAMS: dict[type, tuple[str, ...]] = {
@@ -162,10 +166,11 @@ def load_program(path: str | os.PathLike) -> IntProgram:
     if header.get("intq.format") != FORMAT:
         raise ValueError(f"{path}: not an intq program (intq.format is "
                          f"{header.get('intq.format')!r}, expected {FORMAT!r})")
-    if header.get("intq.version") != VERSION:
+    if header.get("intq.version") not in READABLE_VERSIONS:
         raise ValueError(f"{path}: intq program format version {header.get('intq.version')!r} "
-                         f"is not supported; this intq reads version {VERSION!r}: convert the "
-                         f"model again and save it with this intq")
+                         f"is not supported; this intq reads versions "
+                         f"{', '.join(READABLE_VERSIONS)}: convert the model again and save "
+                         f"it with this intq")
     try:
         return _decode_program(json.loads(header["intq.program"]), arrays)
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as err:
@@ -190,7 +195,8 @@ def _encode_op(op: Op, key: str, arrays: dict[str, np.ndarray],
         if op.bias is not None:
             arrays[f"{key}.bias"] = op.bias
     if isinstance(op, _REQUANT_OPS):
-        entry["requant"] = _encode_requant(op, key, arrays, tensors)
+        entry["requant"] = (None if op.requant is None
+                            else _encode_requant(op, key, arrays, tensors))
     return entry
 
 
@@ -322,7 +328,10 @@ def _decode_weighted(cls, input_name, output, entry, params, key, arrays, used,
 
 def _decode_requant(cls: type, spec, key: str, arrays, used: set[str],
                     tensors: dict[str, QTensor], inputs: list[str], output: str, detail):
-    """The op's requant: recomputed from the scales ("derived") or read as stored."""
+    """The op's requant: recomputed from the scales ("derived"), read as stored, or None
+    (null: a float-output QLinear)."""
+    if spec is None and cls is QLinear:
+        return None
     if spec == "derived":
         return _derive_requant(cls, [_tensor(tensors, n, key) for n in inputs],
                                _tensor(tensors, output, key), detail)
@@ -334,7 +343,8 @@ def _decode_requant(cls: type, spec, key: str, arrays, used: set[str],
                  for name, dtype in _REQUANT_ARRAYS.items()}
         return Requant(**parts)
     stored = "an object of AddRequant fields" if cls is QAdd else "'stored'"
-    raise ValueError(f"{key}: requant must be 'derived' or {stored}, got {spec!r}")
+    null = ", or null (float output)" if cls is QLinear else ""
+    raise ValueError(f"{key}: requant must be 'derived' or {stored}{null}, got {spec!r}")
 
 
 def _kernel_taps(kernel, key: str) -> int:

@@ -74,12 +74,14 @@ class RandomNet:
         self.sigma[y] = sigma
         return y
 
-    def linear(self, x: str, out_features: int, name: str | None = None) -> str:
+    def linear(self, x: str, out_features: int, name: str | None = None, *,
+               float_output: bool = False) -> str:
+        """An integer-output linear layer, or the float-output form (no output QTensor)."""
         in_features = self.b.shape(x)[1]
         w, scale = self._weights((out_features, in_features), in_features, 1.0)
         sigma = self.sigma[x]
-        y = self.b.linear(x, w, scale, self.qtensor(sigma, relu=False),
-                          bias=self._bias(x, scale, out_features, sigma),
+        out = None if float_output else self.qtensor(sigma, relu=False)
+        y = self.b.linear(x, w, scale, out, bias=self._bias(x, scale, out_features, sigma),
                           weight_bits=self.weight_bits, name=name)
         self.sigma[y] = sigma
         return y
@@ -102,14 +104,17 @@ class RandomNet:
         return y
 
     def build(self, y: str, name: str = "y") -> IntProgram:
-        return self.b.build([self.b.dequantize(y, name=name)])
+        """The program returning `y`: dequantized (named `name`) if it is an integer tensor."""
+        return self.b.build([y if self.b.is_float(y) else self.b.dequantize(y, name=name)])
 
 
 def random_cnn(seed: int, *, dtype: str = "uint8", weight_bits: int = 8,
-               per_channel: bool = True, batch: int | None = 2, size: int = 12) -> IntProgram:
+               per_channel: bool = True, batch: int | None = 2, size: int = 12,
+               float_logits: bool = False) -> IntProgram:
     """A small CNN using every integer op: conv (padded, strided, depthwise, ReLU6 clamp,
     nonzero weight zero point), add, concat, max/avg/global pools, pad, reshape, flatten,
-    linear."""
+    linear. `float_logits`: the classifier is a float-output QLinear followed by a float
+    Reshape (what the converter emits for a final linear layer), not a dequantized one."""
     net = RandomNet(seed, dtype, weight_bits, per_channel)
     b = net.b
     x = net.input((batch, 3, size, size))
@@ -125,6 +130,8 @@ def random_cnn(seed: int, *, dtype: str = "uint8", weight_bits: int = 8,
     d = net.conv(a, 16, 3, stride=2, padding=0)
     g = net.pooled(b.global_avg_pool, d)
     f = net.shared(b.reshape(net.shared(b.flatten(g), g), (-1, 16)), g)
+    if float_logits:
+        return net.build(b.reshape(net.linear(f, 10, float_output=True), (-1, 10), "y"))
     return net.build(net.linear(f, 10))
 
 

@@ -5,6 +5,7 @@ where a fused ReLU/ReLU6 narrows the output range):
 
     Quantize       QuantizeLinear             Dequantize     DequantizeLinear
     QConv2d        QLinearConv (+ int32 bias) QLinear        com.microsoft QGemm (transB=1)
+    float-output QLinear  com.microsoft QGemm without y_scale / y_zero_point: float output
     QAdd           com.microsoft QLinearAdd   QConcat        Concat
     QAvgPool2d     QLinearConv, depthwise, weights 1 of scale float32(1/(kh·kw))
     QGlobalAvgPool com.microsoft QLinearGlobalAveragePool
@@ -26,8 +27,9 @@ a CPU outside it. benchmarks/onnx_kernels.py measures the cost of each choice.
 Exactness. ONNX Runtime derives each requantization multiplier from the stored float32
 scales; the exporter checks that it equals the program's `multiplier_f32` (build requant
 parameters with intq.convert.requant) and raises ValueError otherwise. Under that contract,
-reference "float32_half_even" == ONNX Runtime for every integer tensor; FloatOps may differ
-by float32 ulps (intq.runtime.float_ops).
+reference "float32_half_even" == ONNX Runtime for every integer tensor and for the output of
+a float-output QLinear (float32(acc)·float32(S_x·S_w[c]), the same float32 operations);
+FloatOps may differ by float32 ulps (intq.runtime.float_ops).
 
 `intermediates=True` adds every integer tensor as a graph output for agreement tests.
 """
@@ -181,9 +183,11 @@ class _Writer:
         self.node("DequantizeLinear", [op.inputs[0], *self.qparams(op.inputs[0])], op.output)
 
     def conv_inputs(self, op: QConv2d | QLinear) -> list[str]:
+        """Input, weight and their qparams; checks the requant multiplier of an integer output."""
         x, y = op.inputs[0], op.output
-        sx, sy = (np.float32(self.tensors[n].scale) for n in (x, y))
-        self.check_multiplier(op, (sx * op.weight_scale) / sy, op.requant.multiplier_f32)
+        if op.requant is not None:
+            sx, sy = (np.float32(self.tensors[n].scale) for n in (x, y))
+            self.check_multiplier(op, (sx * op.weight_scale) / sy, op.requant.multiplier_f32)
         w, wz = self.weights(op)
         return [x, *self.qparams(x), self.const(f"{y}/weight", w),
                 self.const(f"{y}/weight_scale", self.scale_vector(op.weight_scale)),
@@ -199,6 +203,10 @@ class _Writer:
 
     def emit_QLinear(self, op: QLinear) -> None:
         bias = "" if op.bias is None else self.const(f"{op.output}/bias", op.bias)
+        if op.requant is None:  # no y_scale / y_zero_point: QGemm writes float32
+            inputs = self.conv_inputs(op) + ([] if op.bias is None else [bias])
+            self.node("QGemm", inputs, op.output, domain=MS_DOMAIN, transB=1)
+            return
         inputs = self.conv_inputs(op) + [bias] + self.qparams(op.output)
         self.clamped("QGemm", inputs, op.output, domain=MS_DOMAIN, transB=1)
 

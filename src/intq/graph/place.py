@@ -5,6 +5,12 @@
 - an activation quantizer follows every op that produces a new integer tensor ("owners"):
   the model inputs, fused conv/linear/add outputs, average pools, and the outputs of float
   fallback regions (leaf modules, layers kept in float);
+- except a float-output linear (``is_float_output_linear``): a QuantLinear without a fused
+  activation whose value reaches the graph output directly or only through flatten/reshape
+  (the classifier). It gets no output quantizer: deployment dequantizes its int32
+  accumulator (bias included) straight to float32, y = float32(acc)·float32(S_in·S_w[c]),
+  so the logits are not rounded to 8 bits (which ties close top-2 logits). The simulated
+  module already computes that float output: linear(x_q, Q(W), bias on the int32 grid);
 - lossless ops (max pool, flatten, reshape, pad, relu, relu6, concat) get none: they reuse
   the quantizer of their source;
 - concat inputs share one quantizer with the output: the owners feeding a concat are merged
@@ -30,6 +36,8 @@ __all__ = [
     "ACT_PREFIX",
     "LOSSLESS",
     "activation_quantizers",
+    "float_output_layers",
+    "is_float_output_linear",
     "place_quantizers",
     "quant_layers",
     "source_node",
@@ -41,6 +49,7 @@ LOSSLESS = frozenset(
      OpKind.CAT}
 )
 _NOT_TENSORS = frozenset({OpKind.OUTPUT, OpKind.SHAPE, OpKind.CONSTANT})
+_RESHAPES = frozenset({OpKind.FLATTEN, OpKind.RESHAPE})
 
 
 def place_quantizers(gm: fx.GraphModule, recipe: Recipe) -> fx.GraphModule:
@@ -64,6 +73,34 @@ def activation_quantizers(gm: fx.GraphModule) -> Iterator[tuple[str, Quantizer]]
     """``(owner node name, quantizer)`` of every activation quantizer."""
     if hasattr(gm, ACT_PREFIX):
         yield from getattr(gm, ACT_PREFIX).named_children()
+
+
+def is_float_output_linear(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """True when ``node`` calls a QuantLinear without a fused activation whose value reaches
+    the graph output directly or only through flatten/reshape (see the module docstring);
+    such a layer has no output quantizer and deploys as a float-output QLinear."""
+    if node.op != "call_module":
+        return False
+    module = gm.get_submodule(node.target)
+    return (isinstance(module, QuantLinear) and module.activation is None
+            and _reaches_output_only_through_reshapes(gm, node))
+
+
+def _reaches_output_only_through_reshapes(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Every reader of ``node``'s value is the output, or a flatten/reshape of it with the same
+    property; shape queries (``x.size(0)``) read no values and are ignored."""
+    readers = [u for u in node.users if op_kind(gm, u) != OpKind.SHAPE]
+    return bool(readers) and all(
+        u.op == "output" or (op_kind(gm, u) in _RESHAPES and u.args[0] is node
+                             and _reaches_output_only_through_reshapes(gm, u))
+        for u in readers)
+
+
+def float_output_layers(gm: fx.GraphModule) -> Iterator[tuple[str, QuantLinear]]:
+    """``(qualified name, module)`` of every float-output linear (``is_float_output_linear``)."""
+    for node in gm.graph.nodes:
+        if is_float_output_linear(gm, node):
+            yield str(node.target), gm.get_submodule(node.target)
 
 
 def source_node(gm: fx.GraphModule, node: fx.Node) -> fx.Node:
@@ -121,7 +158,7 @@ def _owner_groups(gm: fx.GraphModule) -> dict[fx.Node, fx.Node]:
 
     for node in gm.graph.nodes:
         kind = op_kind(gm, node)
-        if kind in _NOT_TENSORS:
+        if kind in _NOT_TENSORS or is_float_output_linear(gm, node):
             continue
         if node.op == "placeholder" or kind not in LOSSLESS:
             parent[node] = node

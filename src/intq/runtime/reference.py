@@ -4,10 +4,11 @@
     every = run_reference(program, x, mode="fixed_point", return_all=True)  # every tensor
 
 Two semantics (`mode`, see intq.runtime.requantize): "float32_half_even" reproduces ONNX
-Runtime on the exported model, "fixed_point" is gemmlowp/TFLite. Accumulators are exact
-(float64 BLAS on integer values, intq.runtime.integer_kernels); an accumulator outside int32
-raises ValueError naming the op, as does any shape or dtype mismatch. Integer tensors come
-back in their QTensor dtype, float tensors as float32.
+Runtime on the exported model, "fixed_point" is gemmlowp/TFLite. A float-output QLinear
+computes float32(acc)·float32(S_x·S_w[c]) in both, with ONNX Runtime's float32 operations.
+Accumulators are exact (float64 BLAS on integer values, intq.runtime.integer_kernels); an
+accumulator outside int32 raises ValueError naming the op, as does any shape or dtype
+mismatch. Integer tensors come back in their QTensor dtype, float tensors as float32.
 
 Feeding: `inputs` is an array (single-input programs) or a mapping from tensor names to
 arrays. Any tensor may be fed, e.g. the integer output of the first Quantize; ops whose
@@ -81,7 +82,7 @@ def _feed(program: IntProgram, inputs) -> dict[str, np.ndarray]:
                              f"pass a mapping from input names to arrays")
         inputs = {program.inputs[0].name: inputs}
     floats = {i.name: i.shape for i in program.inputs}
-    floats.update({op.output: None for op in program.ops if op.float_output})
+    floats.update({op.output: None for op in program.ops if op.output not in program.tensors})
     env = {}
     for name, value in inputs.items():
         value = np.asarray(value)
@@ -152,7 +153,10 @@ def _conv(op: QConv2d, args, tensors, mode):
 
 def _linear(op: QLinear, args, tensors, mode):
     _rank(op, args[0], 2, op.weight.shape[1])
-    acc = _weighted_acc(op, args[0], tensors[op.inputs[0]])
+    qx = tensors[op.inputs[0]]
+    acc = _weighted_acc(op, args[0], qx)
+    if op.requant is None:
+        return rq.dequantize_accumulator(acc, qx.scale, op.weight_scale)
     return rq.requantize(acc, op.requant, tensors[op.output], mode)
 
 

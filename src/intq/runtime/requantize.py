@@ -14,6 +14,8 @@ intq.export.onnx writes, integer for integer:
     QAdd        TFLite ADD: ((a - Z_a)·2^left_shift scaled by (m0_a, shift_a)) + (same for b),
                 scaled by (m0_out, shift_out), + Z_y, clamped
 Dequantize is float32((q - Z)·S) in both. The clamp is the output QTensor's [qmin, qmax].
+A float-output QLinear is float32(acc)·float32(S_x·S_w[c]) in both (`dequantize_accumulator`:
+no integer rounding happens, so there is nothing for the two semantics to differ on).
 The two modes agree except for rounding ties and near-ties: at most 1 LSB apart.
 """
 
@@ -31,7 +33,15 @@ from intq.qmath.quantize_np import (
     quantize_half_even_np,
 )
 
-__all__ = ["MODES", "add", "dequantize", "fma_float32", "quantize", "requantize"]
+__all__ = [
+    "MODES",
+    "add",
+    "dequantize",
+    "dequantize_accumulator",
+    "fma_float32",
+    "quantize",
+    "requantize",
+]
 
 MODES = ("fixed_point", "float32_half_even")
 
@@ -47,6 +57,21 @@ def quantize(x: np.ndarray, qt: QTensor, mode: str) -> np.ndarray:
 def dequantize(q: np.ndarray, qt: QTensor) -> np.ndarray:
     """float32((q - Z)·S): the float64 product is exact, so this is one float32 rounding."""
     return dequantize_np(q, np.float32(qt.scale), qt.zero_point).astype(np.float32)
+
+
+def dequantize_accumulator(acc: np.ndarray, input_scale: float,
+                           weight_scale: np.ndarray) -> np.ndarray:
+    """int32 accumulators (channel axis 1, bias included) -> float32
+    float32(acc)·float32(S_x·S_w[c]), as ONNX Runtime's QGemm without y_scale computes it.
+
+    ORT (contrib_ops/cpu/quantization/quant_gemm.cc, ComputeOutputScale) multiplies the
+    float32 scales in float32 (alpha = 1 is exact), adds the int32 bias into the int32 GEMM
+    output, then MLAS_QGEMM_SCALE_BIAS_OUTPUT_PROCESSOR (ZeroMode) converts each int32 to
+    float32 (round half even, inexact only above 2^24) and multiplies once in float32.
+    """
+    scale = np.float32(input_scale) * np.asarray(weight_scale, np.float32)
+    per_channel = (-1,) + (1,) * (acc.ndim - 2)
+    return acc.astype(np.int32).astype(np.float32) * scale.reshape(per_channel)
 
 
 def requantize(acc: np.ndarray, requant: Requant, qt: QTensor, mode: str) -> np.ndarray:

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 import torch
 from agreement.simulated import locally_recomputed, simulated_integers
-from graph.nets import SAME_PADDING_WARNING, FunctionalNet, InplaceNet, build
+from graph.nets import (
+    SAME_PADDING_WARNING,
+    FunctionalNet,
+    InplaceNet,
+    ReshapedHead,
+    SharedLogits,
+    build,
+)
 from ptq.nets import CeilPoolNet, SigmoidGateNet, SigmoidGatePoolNet, images, seeded
 from torch import fx, nn
 
@@ -265,3 +272,59 @@ def test_unknown_module_names_the_node():
         with pytest.raises(IntqError, match=r"node features_0 \(features\.0\) has no integer "
                                             r"form"):
             convert_to_program(qgm, (1, 28, 28))
+
+
+def float_output_bound(op: QLinear, x: np.ndarray, qx: QTensor) -> np.ndarray:
+    """(N, O) bound on |simulation - reference| of a float-output QLinear on integer input x.
+
+    The simulation sums K float32 products of dequantized values plus the float32 bias (a
+    float32 dot product of K + 1 terms in any order, FMA or not, is within γ_{K+1}·Σ|terms|
+    of the exact sum, γ_n ≈ n·2^-24), each term carrying float32 roundings of x̂, ŵ and the
+    bias; the reference rounds float32(acc) and one product. So |Δ| <= (K + 8)·2^-24·S_x·S_w[c]
+    ·(Σ_k |x_k - Z|·|w_ck| + |b_c|)."""
+    k = op.weight.shape[1]
+    terms = np.abs(x.astype(np.float64) - qx.zero_point) @ np.abs(op.weight.astype(np.float64)).T
+    terms += np.abs(op.bias.astype(np.float64))
+    return (k + 8) * 2.0**-24 * terms * qx.scale * op.weight_scale.astype(np.float64)
+
+
+@pytest.mark.filterwarnings(SAME_PADDING_WARNING)
+@pytest.mark.parametrize("name", ["reshaped", "shared", "linear_bn", "mobilenet_v2"])
+def test_the_classifier_is_a_float_output_qlinear(name):
+    """The classifier becomes a QLinear with requant None writing float32 (flatten/reshape after
+    it run on float32, no Dequantize). ONNX Runtime's output is identical to the reference's
+    (the same float32 operations: float32(acc)·float32(S_x·S_w[c])), and the simulation's
+    float output is within the float32 summation bound of float_output_bound, given the same
+    integer input (measured: at most 0.12 of the bound, 2e-7 of the largest logit)."""
+    model = {"reshaped": ReshapedHead, "shared": SharedLogits}.get(name)
+    model = seeded(model) if model else build(name)
+    x = images(8)
+    qgm = quantize(model, x, progress=False)
+    program = convert_to_program(qgm, (1, 28, 28))
+    floats = [op for op in ops_of(program, QLinear) if op.requant is None]
+    assert len(floats) == 1 and floats[0].output not in program.tensors
+    fc = floats[0]
+    last = program.outputs[-1]
+    assert not ops_of(program, Dequantize) or name == "shared"  # shared: fc's value is int
+    ref = run_reference(program, x.numpy(), return_all=True)
+    ort = OrtSession(export_onnx(program).SerializeToString()).run_all(x.numpy())
+    for out in program.outputs:
+        assert ort[out].dtype == ref[out].dtype == np.float32
+        np.testing.assert_array_equal(ort[out], ref[out], err_msg=out)
+    sim_in = simulated_integers(qgm, program, x)[fc.inputs[0]]
+    local = run_reference(program, {fc.inputs[0]: sim_in}, return_all=True)
+    with torch.no_grad():
+        sim = qgm(x)
+    sim = (sim[-1] if isinstance(sim, tuple) else sim).numpy()
+    assert local[last].shape == sim.shape
+    bound = float_output_bound(fc, sim_in, program.tensors[fc.inputs[0]])
+    assert (np.abs(local[fc.output] - sim.reshape(local[fc.output].shape)) <= bound).all()
+
+
+def test_a_reshape_after_the_classifier_stays_float():
+    qgm = quantize(seeded(ReshapedHead), images(8), progress=False)
+    program = convert_to_program(qgm, (1, 28, 28))
+    kinds = [type(op).__name__ for op in program.ops[-3:]]
+    assert kinds == ["QLinear", "Reshape", "Flatten"]
+    assert not set(op.output for op in program.ops[-3:]) & set(program.tensors)
+    assert program.outputs == (program.ops[-1].output,)

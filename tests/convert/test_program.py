@@ -5,15 +5,18 @@ import pytest
 
 from intq.convert import (
     Dequantize,
+    Flatten,
     FloatOp,
     Input,
     IntProgram,
     ProgramBuilder,
     QConcat,
     QConv2d,
+    QLinear,
     QTensor,
     Quantize,
     Requant,
+    Reshape,
     conv_requant,
 )
 from intq.convert.synthetic import random_cnn
@@ -153,3 +156,43 @@ def test_builder_derives_requant_from_scales():
 def test_programs_compare_by_value():
     assert random_cnn(1) == random_cnn(1)
     assert random_cnn(1) != random_cnn(2)
+
+
+def _linear(requant=None, channels: int = 4) -> QLinear:
+    return QLinear("q", "y", np.ones((channels, 3), np.int8), np.full(channels, 0.1), requant,
+                   bias=np.arange(channels, dtype=np.int32))
+
+
+def test_float_output_qlinear_writes_a_float_tensor():
+    """requant=None: the output is float32 (never in tensors), flatten/reshape after it are
+    float too, and the program may return it directly; a QConv2d has no such form."""
+    assert _linear().float_output and not _linear(_requant(4)).float_output
+    t = {"q": QTensor(0.1, 0)}
+    ops = [Quantize("x", "q"), _linear(), Reshape("y", "r", (-1, 2, 2)), Flatten("r", "f")]
+    program = IntProgram((Input("x", (None, 3)),), ("f",), t, ops)
+    assert program.outputs == ("f",) and set(program.tensors) == {"q"}
+    with pytest.raises(ValueError, match="output 'y' must be a float tensor"):
+        IntProgram((Input("x", (None, 3)),), ("y",), {**t, "y": QTensor(0.1, 0)}, ops[:2])
+    with pytest.raises(ValueError, match="output 'y' must be in tensors"):
+        IntProgram((Input("x", (None, 3)),), ("z",), t,
+                   [*ops[:1], _linear(_requant(4)), Dequantize("y", "z")])
+    with pytest.raises(ValueError, match="input 'y' must be an integer"):
+        IntProgram((Input("x", (None, 3)),), ("z",), t, [*ops[:2], Dequantize("y", "z")])
+    with pytest.raises(ValueError, match="requant must be a Requant"):
+        _conv(requant=None)
+    with pytest.raises(ValueError, match=r"requant must be a Requant with 1 or 4 channels \(or "
+                                         r"None for a float output\)"):
+        _linear(_requant(3))
+
+
+def test_builder_linear_without_output_qtensor_is_the_float_form():
+    b = ProgramBuilder()
+    q = b.quantize(b.input("x", (None, 3)), QTensor(0.02, 0))
+    y = b.linear(q, np.ones((2, 3), np.int8), np.float32(0.5), None, bias=np.array([1, 2]))
+    f = b.flatten(b.reshape(y, (-1, 2, 1)))
+    assert b.is_float(y) and b.is_float(f) and not b.is_float(q)
+    assert b.shape(f) == (None, 2)
+    program = b.build([f])
+    assert program.producer(y).requant is None
+    with pytest.raises(ValueError, match="wrong kind"):
+        b.dequantize(y)

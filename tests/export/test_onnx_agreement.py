@@ -100,3 +100,45 @@ def test_linear_with_weight_zero_point_and_per_tensor_scale(weight_type):
     program = b.build([b.dequantize(y, name="y")])
     x = rng.normal(0, 3, (3, 40)).astype(np.float32)
     _assert_identical(program, *_run_both(program, x, weight_type=weight_type))
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+@pytest.mark.parametrize("bits, per_channel", [(8, True), (8, False), (4, True)])
+def test_float_logits_identical(dtype, bits, per_channel):
+    """A float-output QLinear is a QGemm without y_scale / y_zero_point (float32 output) and a
+    float Reshape after it: identical float32 logits, identical integers before them."""
+    program = random_cnn(bits + 20, dtype=dtype, weight_bits=bits, per_channel=per_channel,
+                         float_logits=True)
+    model = export_onnx(program)
+    gemm = next(n for n in model.graph.node if n.op_type == "QGemm")
+    assert (gemm.domain, len(gemm.input)) == ("com.microsoft", 7)
+    assert not [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    x = np.random.default_rng(bits).standard_normal((2, 3, 12, 12)).astype(np.float32) * 1.5
+    ref, got = _run_both(program, x)
+    assert got["y"].dtype == np.float32 and got["y"].shape == (2, 10)
+    _assert_identical(program, ref, got)
+
+
+@pytest.mark.parametrize("weight_type", ["auto", "u8"])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_float_output_linear_rounds_like_onnx_runtime(weight_type, with_bias):
+    """Accumulators past 2^24 (large int32 biases): ONNX Runtime converts the int32 sum, bias
+    included, to float32 and multiplies once by float32(S_x·S_w[c]); the reference does the
+    same, bit for bit. Rounding the exact product once instead differs on many outputs, so
+    the comparison can tell the orders apart."""
+    rng = np.random.default_rng(5)
+    b = ProgramBuilder()
+    q = b.quantize(b.input("x", (8, 40)), QTensor(0.05, 100))
+    bias = rng.integers(2**25, 2**29, 32) * rng.choice([-1, 1], 32) if with_bias else None
+    w_scale = rng.uniform(1e-4, 1e-2, 32).astype(np.float32)
+    y = b.linear(q, rng.integers(-60, 60, (32, 40)), w_scale, None, bias=bias,
+                 weight_zero_point=-3, name="y")
+    program = b.build([y])
+    x = rng.normal(0, 3, (8, 40)).astype(np.float32)
+    ref, got = _run_both(program, x, weight_type=weight_type)
+    _assert_identical(program, ref, got)
+    if with_bias:
+        qx = ref[q].astype(np.int64) - 100
+        acc = qx @ (program.producer(y).weight.astype(np.int64) + 3).T + bias
+        once = (acc * np.float64(np.float32(0.05)) * w_scale.astype(np.float64)).astype(np.float32)
+        assert (once != got["y"]).mean() > 0.05

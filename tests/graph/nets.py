@@ -315,6 +315,67 @@ class LinearBNNet(nn.Module):
         return self.fc2(F.relu(self.bn(self.fc1(x))))
 
 
+class _Backbone(nn.Module):
+    """conv -> ReLU -> global pool -> flatten: the features of the head nets below."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, stride=2)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(F.adaptive_avg_pool2d(F.relu(self.conv(x)), 1), 1)
+
+
+class ReshapedHead(_Backbone):
+    """fc -> reshape (N, 10, 1, 1) -> flatten -> output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        y = self.fc(self.features(x))
+        return torch.flatten(y.reshape(y.size(0), 10, 1, 1), 1)
+
+
+class ReluHead(ReshapedHead):
+    """fc + ReLU (fused): the clamp needs the integer output grid."""
+
+    def forward(self, x):
+        return F.relu(self.fc(self.features(x)))
+
+
+class SharedLogits(_Backbone):
+    """fc's value is an output and the input of fc2: fc keeps its quantizer, fc2 has none."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 10)
+        self.fc2 = nn.Linear(10, 4)
+
+    def forward(self, x):
+        y = self.fc(self.features(x))
+        return y, self.fc2(y)
+
+
+class AddedHeads(_Backbone):
+    """Two linears summed: both feed an add (integer), the add's output is quantized."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 10)
+        self.fc2 = nn.Linear(8, 10)
+
+    def forward(self, x):
+        f = self.features(x)
+        return self.fc(f) + self.fc2(f)
+
+
+class ConvOutput(_Backbone):
+    def forward(self, x):
+        return self.conv(x)
+
+
 # FunctionalNet's even-kernel padding="same" conv makes torch warn; the form is on purpose.
 SAME_PADDING_WARNING = "ignore:Using padding='same' with even kernel:UserWarning"
 

@@ -23,6 +23,7 @@ from intq.graph.place import (
     ACT_PREFIX,
     LOSSLESS,
     activation_quantizers,
+    is_float_output_linear,
     quant_layers,
     source_node,
 )
@@ -59,7 +60,8 @@ def test_every_fused_op_has_exactly_its_quantizer_as_reader(name):
     nothing can sit between the conv and its BN/ReLU, or between the add and its ReLU."""
     gm = prepared(name)
     fused = [n for n in gm.graph.nodes
-             if isinstance(module_of(gm, n), QuantConv2d | QuantLinear | FusedAdd)]
+             if isinstance(module_of(gm, n), QuantConv2d | QuantLinear | FusedAdd)
+             and not is_float_output_linear(gm, n)]  # the classifier: float output
     assert fused
     for node in fused:
         assert [is_quantizer(u) for u in node.users] == [True], node.name
@@ -207,7 +209,7 @@ def test_functional_convs_are_captured_and_quantized():
 def test_overrides_reach_the_quantizers():
     w4, a16 = weight_spec("sym-per-channel", 4), activation_spec(16, observer="minmax")
     recipe = (get_recipe().with_override("layer1.*", weight=w4)
-              .with_override("fc", activation=a16)
+              .with_override("layer2.conv1", activation=a16)
               .with_override("layer2.conv2", keep_float=True))
     gm = prepare_ptq(build("resnet"), fashion_mnist_batch(2), recipe)
     layers = dict(quant_layers(gm))
@@ -217,5 +219,6 @@ def test_overrides_reach_the_quantizers():
     kept = gm.get_submodule("layer2.conv2")
     assert isinstance(kept, FusedConv2d) and kept.bn is None  # folded, not quantized
     quantizers = dict(activation_quantizers(gm))
-    assert quantizers["fc"].spec == a16 and quantizers["conv1"].spec == recipe.activation
+    assert quantizers["layer2_conv1"].spec == a16
+    assert quantizers["conv1"].spec == recipe.activation
     assert "layer2_conv2" in quantizers  # a float layer's output is still quantized

@@ -1,7 +1,8 @@
 """Per-layer SQNR report: weight rows are the SQNR of each folded weight vs its fake-quantized
 value (also recomputed here in float64 from the quantizer's scale and zero point), one
-activation row with own and end-to-end SQNR per activation quantizer, the model's fake-quant
-switches left as they were, and a markdown table with one row per tensor."""
+activation row with own and end-to-end SQNR per activation quantizer, one float output row for
+the classifier (no output quantizer, so no own error; end to end = the logits' SQNR), the
+model's fake-quant switches left as they were, and a markdown table with one row per tensor."""
 
 import statistics
 
@@ -12,7 +13,7 @@ from graph.helpers import fashion_mnist_batch
 from graph.nets import build
 
 from intq.fakequant import Quantizer
-from intq.graph.place import activation_quantizers, quant_layers
+from intq.graph.place import activation_quantizers, float_output_layers, quant_layers
 from intq.ptq import calibrate, prepare_ptq, quantize
 from intq.qmath import sqnr_db
 from intq.recipes import get_recipe
@@ -74,8 +75,12 @@ def test_one_activation_row_per_activation_quantizer_after_the_weights(name):
     qgm = quantized(name)
     rows = layer_report(qgm, EVAL)
     layers, acts = dict(quant_layers(qgm)), dict(activation_quantizers(qgm))
-    assert [r.kind for r in rows] == ["weight"] * len(layers) + ["activation"] * len(acts)
-    act_rows = rows[len(layers):]
+    outputs = dict(float_output_layers(qgm))
+    assert len(outputs) == 1  # the classifier
+    assert [r.kind for r in rows] == (["weight"] * len(layers) + ["activation"] * len(acts)
+                                      + ["float output"])
+    assert rows[-1].name == next(iter(outputs)) and rows[-1].sqnr_db == float("inf")
+    act_rows = rows[len(layers):-1]
     assert [r.name for r in act_rows] == list(acts)
     for row in act_rows:
         assert row.spec == acts[row.name].spec.describe()
@@ -100,9 +105,9 @@ def calibrated_without_bias_correction(name: str = "mobilenet_v2"):
 
 
 def output_row(qgm, rows: list[LayerRow]) -> LayerRow:
-    """The row of the quantizer on the model's output (the last activation quantizer)."""
-    last = list(activation_quantizers(qgm))[-1][0]
-    return next(r for r in rows if r.name == last)
+    """The row of the model's output: the classifier's float output."""
+    (classifier, _), = float_output_layers(qgm)
+    return next(r for r in rows if (r.name, r.kind) == (classifier, "float output"))
 
 
 def test_end_to_end_sqnr_of_the_output_is_float_model_vs_quantized_model():

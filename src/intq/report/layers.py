@@ -6,18 +6,22 @@ For every quantized tensor, SQNR = 10·log10(Σ ref² / Σ (ref - q)²) in dB (P
   per-layer weight quantization fails on depthwise convs);
 - activations, two numbers: ``own`` = the float activation vs that quantizer's fake-quant of
   it (the error this quantizer adds alone), ``end_to_end`` = the float network's activation vs
-  the fully quantized network's (errors accumulated up to this point).
+  the fully quantized network's (errors accumulated up to this point);
+- float outputs (a final linear layer without output quantizer, ``intq.graph.place``): own is
+  inf (nothing rounds that output), end to end as for activations: for a classifier, the
+  SQNR of the logits.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
-from torch import fx
+from torch import fx, nn
 
 from intq.fakequant import Quantizer
-from intq.graph.place import activation_quantizers, quant_layers
+from intq.graph.place import activation_quantizers, float_output_layers, quant_layers
 from intq.qmath import sqnr_db
 
 __all__ = ["LayerRow", "format_layer_report", "layer_report"]
@@ -25,7 +29,7 @@ __all__ = ["LayerRow", "format_layer_report", "layer_report"]
 
 @dataclass(frozen=True)
 class LayerRow:
-    """One quantized tensor: ``kind`` is "weight" or "activation"."""
+    """One quantized tensor: ``kind`` is "weight", "activation" or "float output"."""
 
     name: str
     kind: str
@@ -36,7 +40,8 @@ class LayerRow:
 
 
 def layer_report(qgm: fx.GraphModule, x: torch.Tensor) -> list[LayerRow]:
-    """Weight rows, then activation rows in graph order, for a calibrated ``qgm`` on ``x``."""
+    """Weight rows, then activation rows in graph order, then float output rows, for a
+    calibrated ``qgm`` on ``x``."""
     return _weight_rows(qgm) + _activation_rows(qgm, x)
 
 
@@ -54,16 +59,22 @@ def _weight_rows(qgm: fx.GraphModule) -> list[LayerRow]:
 
 
 def _activation_rows(qgm: fx.GraphModule, x: torch.Tensor) -> list[LayerRow]:
-    quantizers = dict(activation_quantizers(qgm))
-    float_in, float_out = _record(qgm, quantizers, x, fake_quant=False)
-    _, quant_out = _record(qgm, quantizers, x, fake_quant=True)
+    watched: dict[tuple[str, str], nn.Module] = {
+        **{("activation", name): q for name, q in activation_quantizers(qgm)},
+        **{("float output", name): layer for name, layer in float_output_layers(qgm)},
+    }
+    float_in, float_out = _record(qgm, watched, x, fake_quant=False)
+    _, quant_out = _record(qgm, watched, x, fake_quant=True)
     rows = []
-    for name, q in quantizers.items():
-        ref = _flat_cat(float_in[name])  # a concat group's quantizer sees several shapes
+    for (kind, name), module in watched.items():
+        e2e = sqnr_db(_flat_cat(float_out[kind, name]), _flat_cat(quant_out[kind, name]))
+        if kind == "float output":
+            rows.append(LayerRow(name, kind, "float32, no output quantizer", math.inf, e2e))
+            continue
+        ref = _flat_cat(float_in[kind, name])  # a concat group's quantizer sees several shapes
         with torch.no_grad():
-            own = sqnr_db(ref, q(ref))
-        e2e = sqnr_db(_flat_cat(float_out[name]), _flat_cat(quant_out[name]))
-        rows.append(LayerRow(name, "activation", q.spec.describe(), own, e2e))
+            own = sqnr_db(ref, module(ref))
+        rows.append(LayerRow(name, kind, module.spec.describe(), own, e2e))
     return rows
 
 
@@ -71,20 +82,21 @@ def _flat_cat(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([t.flatten() for t in tensors])
 
 
-def _record(qgm, quantizers: dict[str, Quantizer], x: torch.Tensor, fake_quant: bool):
-    """Inputs and outputs of every activation quantizer with fake quant on or off."""
-    inputs: dict[str, list] = {name: [] for name in quantizers}
-    outputs: dict[str, list] = {name: [] for name in quantizers}
+def _record(qgm, modules: dict[tuple[str, str], nn.Module], x: torch.Tensor, fake_quant: bool):
+    """Inputs and outputs of each of ``modules`` (activation quantizers, float-output layers)
+    with every quantizer's fake quant on or off."""
+    inputs: dict[tuple[str, str], list] = {key: [] for key in modules}
+    outputs: dict[tuple[str, str], list] = {key: [] for key in modules}
     saved = {m: m.fake_quant for m in qgm.modules() if isinstance(m, Quantizer)}
 
-    def keep(name: str):
+    def keep(key: tuple[str, str]):
         def hook(_module, args, out) -> None:
-            inputs[name].append(args[0])
-            outputs[name].append(out)
+            inputs[key].append(args[0])
+            outputs[key].append(out)
 
         return hook
 
-    hooks = [q.register_forward_hook(keep(name)) for name, q in quantizers.items()]
+    hooks = [m.register_forward_hook(keep(key)) for key, m in modules.items()]
     try:
         for m in saved:
             m.fake_quant = fake_quant

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import fx
 
-from intq.convert.program import IntProgram
+from intq.convert.program import IntProgram, QLinear, QTensor
 from intq.graph.place import ACT_PREFIX
 from intq.runtime.reference import run_reference
 
@@ -83,3 +83,28 @@ def locally_recomputed(program: IntProgram, given: dict[str, np.ndarray], x: np.
         others = {k: v for k, v in given.items() if k != name}
         out[name] = run_reference(program, others, mode=mode, return_all=True)[name]
     return out
+
+
+def float_output_bound(op: QLinear, x: np.ndarray, qx: QTensor) -> np.ndarray:
+    """(N, O) bound on |simulation - reference| of a float-output QLinear on integer input x.
+
+    The simulation sums K float32 products of dequantized values plus the float32 bias (a
+    float32 dot product of K + 1 terms in any order, FMA or not, is within γ_{K+1}·Σ|terms|
+    of the exact sum, γ_n ≈ n·2^-24), each term carrying float32 roundings of x̂, ŵ and the
+    bias; the reference rounds float32(acc) and one product. So |Δ| <= (K + 8)·2^-24·S_x·S_w[c]
+    ·(Σ_k |x_k - Z_x|·|w_ck - Z_w| + |b_c|)."""
+    k = op.weight.shape[1]
+    w = np.abs(op.weight.astype(np.float64) - op.weight_zero_point)
+    terms = np.abs(x.astype(np.float64) - qx.zero_point) @ w.T
+    if op.bias is not None:
+        terms += np.abs(op.bias.astype(np.float64))
+    return (k + 8) * 2.0**-24 * terms * qx.scale * op.weight_scale.astype(np.float64)
+
+
+def simulated_outputs(qgm: fx.GraphModule, program: IntProgram, x: torch.Tensor
+                      ) -> dict[str, np.ndarray]:
+    """The simulation's graph outputs (float32) by the names of the program's outputs."""
+    with torch.no_grad():
+        out = qgm(x)
+    values = list(out) if isinstance(out, tuple | list) else [out]
+    return {name: v.numpy() for name, v in zip(program.outputs, values, strict=True)}

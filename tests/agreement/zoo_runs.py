@@ -1,5 +1,6 @@
 """One zoo model quantized, converted and run three ways on real images: the simulation, the
-reference interpreter (both modes) and ONNX Runtime, every integer tensor kept.
+reference interpreter (both modes) and ONNX Runtime, every integer tensor and the float
+logits kept.
 
 Fashion-MNIST models use their shipped weights when the file exists; otherwise a seeded
 random initialization whose BatchNorm statistics are re-estimated on 256 real images (one
@@ -25,7 +26,7 @@ from intq.zoo import MODEL_ZOO, load_fashion_mnist, load_model
 from intq.zoo.natural_images import load_natural_images
 from intq.zoo.registry import WEIGHTS_DIR
 
-from .simulated import locally_recomputed, simulated_integers
+from .simulated import locally_recomputed, simulated_integers, simulated_outputs
 
 LITE0_NORMALIZATION = MODEL_ZOO["efficientnet-lite0"].normalization
 
@@ -36,7 +37,8 @@ F32, FIXED = "float32_half_even", "fixed_point"
 
 @dataclass(frozen=True)
 class ZooRun:
-    """Everything one model computes on ``x``: integer tensors by program name."""
+    """Everything one model computes on ``x``: integer tensors and float outputs by program
+    name (``sim`` holds the simulation's integers, ``sim_outputs`` its float outputs)."""
 
     name: str
     weights: str
@@ -47,6 +49,7 @@ class ZooRun:
     ref: dict[str, np.ndarray]
     fixed: dict[str, np.ndarray]
     ort: dict[str, np.ndarray]
+    sim_outputs: dict[str, np.ndarray]
 
     def integers(self, run: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {n: run[n] for n in self.program.tensors}
@@ -95,7 +98,8 @@ def zoo_run(name: str) -> ZooRun:
     return ZooRun(
         name, weights, qgm, program, xn, simulated_integers(qgm, program, x),
         run_reference(program, xn, mode=F32, return_all=True),
-        run_reference(program, xn, mode=FIXED, return_all=True), session.run_all(xn))
+        run_reference(program, xn, mode=FIXED, return_all=True), session.run_all(xn),
+        simulated_outputs(qgm, program, x))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
-from agreement.simulated import locally_recomputed, simulated_integers
+from agreement.simulated import float_output_bound, locally_recomputed, simulated_integers
 from graph.nets import (
     SAME_PADDING_WARNING,
     FunctionalNet,
@@ -272,20 +272,6 @@ def test_unknown_module_names_the_node():
         with pytest.raises(IntqError, match=r"node features_0 \(features\.0\) has no integer "
                                             r"form"):
             convert_to_program(qgm, (1, 28, 28))
-
-
-def float_output_bound(op: QLinear, x: np.ndarray, qx: QTensor) -> np.ndarray:
-    """(N, O) bound on |simulation - reference| of a float-output QLinear on integer input x.
-
-    The simulation sums K float32 products of dequantized values plus the float32 bias (a
-    float32 dot product of K + 1 terms in any order, FMA or not, is within γ_{K+1}·Σ|terms|
-    of the exact sum, γ_n ≈ n·2^-24), each term carrying float32 roundings of x̂, ŵ and the
-    bias; the reference rounds float32(acc) and one product. So |Δ| <= (K + 8)·2^-24·S_x·S_w[c]
-    ·(Σ_k |x_k - Z|·|w_ck| + |b_c|)."""
-    k = op.weight.shape[1]
-    terms = np.abs(x.astype(np.float64) - qx.zero_point) @ np.abs(op.weight.astype(np.float64)).T
-    terms += np.abs(op.bias.astype(np.float64))
-    return (k + 8) * 2.0**-24 * terms * qx.scale * op.weight_scale.astype(np.float64)
 
 
 @pytest.mark.filterwarnings(SAME_PADDING_WARNING)

@@ -7,9 +7,9 @@ Tensors
     Ops read and write *named* tensors. A name listed in `IntProgram.tensors` is an integer
     activation tensor with a `QTensor` (real = scale·(q - zero_point)); every other name is a
     float32 tensor (program inputs, Dequantize/FloatOp/float-output QLinear outputs, and
-    Reshape/Flatten of those). Shapes are NCHW (or NC after
-    Flatten/QLinear) and are not stored except for the program inputs; the interpreter checks
-    them when it runs. Scales are float32 values (what ONNX and TFLite store).
+    Reshape/Flatten of those). Shapes are NCHW (or NC after Flatten/QLinear) and are not
+    stored except for the program inputs; the interpreter checks them when it runs. Scales
+    are float32 values (what ONNX and TFLite store).
 
     `QTensor.qmin/qmax` is the clamp applied by the op that writes the tensor (Quantize and the
     requantizing ops): a fused ReLU is qmin = zero_point, a fused ReLU6 is additionally

@@ -13,15 +13,16 @@ corrected BN folding during QAT (the paper's Figures 14-15).
    - every integer model: ``convert_qat`` (QAT) -> ``convert_to_program`` -> ``export_onnx``,
      top-1 measured in ONNX Runtime (1 thread) on the 10k test images.
    Targets (issue #6): QAT W8A8 within 0.3 points of float, QAT W4A8 within 1.5 points.
-2. BN folding. MobileNet-v1 and -v2 at W4A8 per-channel, ``--bn-steps`` steps at
-   ``--bn-lr`` with three folds: naive (``correction=False``: weights folded with the batch
-   sigma, never frozen, as in the paper's figure), corrected (default: batch statistics of
-   the quantized conv) and corrected paper-exact (``exact_batch_stats=True``: statistics of
-   a second float conv); the corrected folds freeze BN at 50% of the steps. Every
+2. BN folding. MobileNet-v1 and -v2 at W4A8 per-channel, ``--bn-steps`` steps of
+   ``--bn-batch`` at ``--bn-lr`` with four folds: naive (``correction=False``: weights
+   folded with the batch sigma) never frozen, as in the paper's figure; naive frozen at 50%
+   of the steps (separates the fold from the freeze); corrected (default: batch statistics
+   of the quantized conv) and corrected paper-exact (``exact_batch_stats=True``: statistics
+   of a second float conv), both frozen at 50%. Every
    ``--bn-every`` steps the deployable model (``convert_qat``, eval mode) is scored in
    simulation on the first ``BN_EVAL`` test images.
 
-    .venv/bin/python benchmarks/qat_zoo.py [--steps 400] [--lr 0.002] [--models a,b] [--quick]
+    .venv/bin/python benchmarks/qat_zoo.py [--steps 500] [--lr 0.005] [--models a,b] [--quick]
 
 Writes benchmarks/results/qat_zoo.{json,md} and benchmarks/results/qat_bn_folding.png;
 progress goes to stderr. torch runs on 1 thread.
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
 import sys
 import time
 import warnings
@@ -60,6 +62,7 @@ SETTINGS = {  # label -> (recipe name, QAT target: max points below float)
 BN_RECIPE = "sym-per-channel-4"
 BN_FOLDS = {  # label -> (prepare_qat options, BN freeze at 50%)
     "naive fold (no freeze)": ({"correction": False}, False),
+    "naive fold + freeze": ({"correction": False}, True),
     "corrected + freeze": ({}, True),
     "corrected paper-exact + freeze": ({"exact_batch_stats": True}, True),
 }
@@ -79,7 +82,7 @@ def ort_accuracy(qgm: torch.fx.GraphModule, test: Dataset) -> float:
 
 
 def qat_finetune(model, train: Dataset, recipe: str, args, *, steps: int, lr: float,
-                 prepare_options: dict | None = None, bn_freeze: bool = True,
+                 batch: int, prepare_options: dict | None = None, bn_freeze: bool = True,
                  every: int = 0, held_out: Dataset | None = None):
     """The trained QAT graph and its curve ``[(step, simulated top-1 of the deployable
     model on held_out)]`` every ``every`` steps (none when 0)."""
@@ -97,15 +100,15 @@ def qat_finetune(model, train: Dataset, recipe: str, args, *, steps: int, lr: fl
             log(f"    step {p.step}/{p.total_steps} loss {p.loss:.4f} train acc "
                 f"{p.accuracy:.2%}{tail} ({time.perf_counter() - start:.0f} s)")
 
-    epochs = -(-steps * args.batch // len(train))
-    train_qat(qgm, train.x, train.y, epochs=epochs, lr=lr, batch_size=args.batch,
+    epochs = -(-steps * batch // len(train))
+    train_qat(qgm, train.x, train.y, epochs=epochs, lr=lr, batch_size=batch,
               max_steps=steps, schedule=schedule, seed=SEED, on_step=on_step)
     return qgm, curve
 
 
 def accuracy_table(name: str, train: Dataset, augmented: Dataset, test: Dataset, args) -> dict:
     model = load_model(name)
-    row = {"float": evaluate_accuracy(model, test), "ptq": {}, "qat": {}, "qat_seconds": {}}
+    row = {"float": evaluate_accuracy(model, test), "ptq": {}, "qat": {}}
     log(f"{name}: float {row['float']:.2%}")
     for label, (recipe, _target) in SETTINGS.items():
         qgm = quantize(model, train.x[:CALIB], get_recipe(recipe), progress=False)
@@ -113,9 +116,8 @@ def accuracy_table(name: str, train: Dataset, augmented: Dataset, test: Dataset,
         log(f"{name}: PTQ {label} {row['ptq'][label]:.2%} (ONNX Runtime)")
     for label, (recipe, _target) in SETTINGS.items():
         log(f"{name}: QAT {label}, {args.steps} steps")
-        start = time.perf_counter()
-        qgm, _ = qat_finetune(model, augmented, recipe, args, steps=args.steps, lr=args.lr)
-        row["qat_seconds"][label] = round(time.perf_counter() - start, 1)
+        qgm, _ = qat_finetune(model, augmented, recipe, args, steps=args.steps, lr=args.lr,
+                              batch=args.batch)
         row["qat"][label] = ort_accuracy(convert_qat(qgm), test)
         log(f"{name}: QAT {label} {row['qat'][label]:.2%} (ONNX Runtime)")
     return row
@@ -127,7 +129,8 @@ def bn_experiment(name: str, augmented: Dataset, held_out: Dataset, args) -> dic
     for label, (options, freeze) in BN_FOLDS.items():
         log(f"{name}: BN experiment, {label}, {args.bn_steps} steps at lr {args.bn_lr}")
         _, curves[label] = qat_finetune(model, augmented, BN_RECIPE, args, steps=args.bn_steps,
-                                        lr=args.bn_lr, prepare_options=options,
+                                        lr=args.bn_lr, batch=args.bn_batch,
+                                        prepare_options=options,
                                         bn_freeze=freeze, every=args.bn_every,
                                         held_out=held_out)
     return {"float": evaluate_accuracy(model, held_out), "curves": curves}
@@ -155,8 +158,8 @@ def markdown(result: dict) -> str:
         f"{s['steps']} steps of {s['batch']} augmented training images, SGD momentum 0.9, "
         f"lr {s['lr']} with cosine decay, corrected BN fold, BN frozen at step "
         f"{s['bn_freeze_step']}, activation ranges at step {s['range_freeze_step']}; torch "
-        f"{s['torch']}, {s['threads']} thread. Gap = points below float (negative: above); "
-        "target: QAT W8A8 <= 0.3, QAT W4A8 <= 1.5.", "",
+        f"{s['torch']}, {s['threads']} thread, commit {s['commit']}. Gap = points below "
+        "float (negative: above); target: QAT W8A8 <= 0.3, QAT W4A8 <= 1.5.", "",
         "| model | float | " + " | ".join(
             f"PTQ {k} | QAT {k} | QAT gap (target)" for k in SETTINGS) + " |",
         "|---" * (2 + 3 * len(SETTINGS)) + "|",
@@ -175,9 +178,9 @@ def markdown(result: dict) -> str:
     if bn:
         b = bn["settings"]
         lines += ["", "## BN folding during QAT (paper Figures 14-15)", "",
-                  f"W4A8 per-channel, {b['steps']} steps of {s['batch']} at lr {b['lr']} "
-                  f"(cosine), BN frozen at step {b['bn_freeze_step']} for the corrected folds "
-                  f"(the naive fold never freezes), ranges at step {b['range_freeze_step']}. "
+                  f"W4A8 per-channel, {b['steps']} steps of {b['batch']} at lr {b['lr']} "
+                  f"(cosine), BN frozen at step {b['bn_freeze_step']} (except the naive fold "
+                  f"without freeze), ranges at step {b['range_freeze_step']}. "
                   f"Simulated top-1 of the deployable model (inference fold, eval mode) on the "
                   f"first {b['eval_images']} test images. Plot: "
                   "`benchmarks/results/qat_bn_folding.png`.", ""]
@@ -217,7 +220,7 @@ def plot(bn: dict, path: Path) -> None:
         ax.axhline(entry["float"], color="grey", linestyle=":", label="float")
         ax.axvline(bn["settings"]["bn_freeze_step"], color="grey", linewidth=0.8)
         ax.set_title(f"{name}, QAT W4A8 per-channel")
-        ax.set_xlabel("QAT step (vertical line: BN freeze of the corrected folds)")
+        ax.set_xlabel("QAT step (vertical line: BN freeze)")
         ax.set_ylabel(f"top-1, first {bn['settings']['eval_images']} test images")
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -225,15 +228,23 @@ def plot(bn: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def git_commit() -> str:
+    """The checked-out commit of this repository ('unknown' outside git)."""
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                         capture_output=True, text=True, check=False)
+    return out.stdout.strip() or "unknown"
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated zoo models")
-    p.add_argument("--steps", type=int, default=400, help="QAT steps per setting")
-    p.add_argument("--lr", type=float, default=0.002, help="QAT peak learning rate")
+    p.add_argument("--steps", type=int, default=500, help="QAT steps per setting")
+    p.add_argument("--lr", type=float, default=0.005, help="QAT peak learning rate")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--bn-models", default=",".join(BN_MODELS), help="'' skips the BN part")
     p.add_argument("--bn-steps", type=int, default=300)
-    p.add_argument("--bn-lr", type=float, default=0.01)
+    p.add_argument("--bn-lr", type=float, default=0.002)
+    p.add_argument("--bn-batch", type=int, default=32)
     p.add_argument("--bn-every", type=int, default=20)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--test", type=int, default=10000, help="test images for the table")
@@ -267,7 +278,7 @@ def main() -> None:
         "bn_freeze_step": schedule.bn_freeze_step,
         "range_freeze_step": schedule.act_range_freeze_step, "threads": 1,
         "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-        "cpu": platform.machine(),
+        "cpu": platform.machine(), "commit": git_commit(),
     }
     result = {"settings": settings, "models": {}}
     for name in filter(None, args.models.split(",")):
@@ -279,7 +290,8 @@ def main() -> None:
         bn_schedule = QATSchedule.for_total_steps(args.bn_steps)
         held_out = load_fashion_mnist("test").head(BN_EVAL)
         result["bn_folding"] = {
-            "settings": {"steps": args.bn_steps, "lr": args.bn_lr, "every": args.bn_every,
+            "settings": {"steps": args.bn_steps, "lr": args.bn_lr, "batch": args.bn_batch,
+                         "every": args.bn_every,
                          "eval_images": BN_EVAL, "recipe": BN_RECIPE,
                          "bn_freeze_step": bn_schedule.bn_freeze_step,
                          "range_freeze_step": bn_schedule.act_range_freeze_step},

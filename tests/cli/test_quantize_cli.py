@@ -85,7 +85,7 @@ def test_zoo_model_onnx_is_the_program_and_report_has_the_keys(files, tmp_path, 
     report = json.loads(capsys.readouterr().out)
     assert REPORT_KEYS <= report.keys()
     assert report["output"] == str(out) and report["model"] == ZOO_MODEL
-    assert report["recipe"] == "sym-per-channel-8-a8-percentile"
+    assert report["recipe"] == "sym-per-channel-8-a8-mse"
     assert report["int8_size_bytes"] == out.stat().st_size
     assert report["size_ratio"] == report["float_size_bytes"] / out.stat().st_size > 2
     assert report["calibration"] == {"data": "fashion-mnist:train", "samples": 64}

@@ -25,9 +25,9 @@ class InputMeans:
         self._hook = layer.register_forward_pre_hook(self._update)
 
     def _update(self, _module: nn.Module, args: tuple) -> None:
-        x = args[0].detach().double()
+        x = args[0].detach()
         dims = [d for d in range(x.dim()) if d != 1]
-        total = x.sum(dim=dims)
+        total = x.sum(dim=dims, dtype=torch.float64)  # float64 sums, no float64 copy of x
         self.total = total if self.total is None else self.total + total
         self.count += x.numel() // x.shape[1]
 

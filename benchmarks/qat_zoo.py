@@ -154,7 +154,8 @@ def markdown(result: dict) -> str:
         f"Command: `{s['command']}`", "",
         f"Float and integer accuracy on the {s['test_images']} Fashion-MNIST test images; "
         f"integer models run in ONNX Runtime {s['onnxruntime']} (1 thread). PTQ calibrated "
-        f"on {s['calib_images']} training images. QAT from the shipped float weights: "
+        f"on {s['calib_images']} training images ({', '.join(s['ptq_recipes'].values())}, "
+        "bias correction). QAT (EMA activation ranges) from the shipped float weights: "
         f"{s['steps']} steps of {s['batch']} augmented training images, SGD momentum 0.9, "
         f"lr {s['lr']} with cosine decay, corrected BN fold, BN frozen at step "
         f"{s['bn_freeze_step']}, activation ranges at step {s['range_freeze_step']}; torch "
@@ -279,6 +280,7 @@ def main() -> None:
         "range_freeze_step": schedule.act_range_freeze_step, "threads": 1,
         "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
         "cpu": platform.machine(), "commit": git_commit(),
+        "ptq_recipes": {label: get_recipe(r).name for label, (r, _) in SETTINGS.items()},
     }
     result = {"settings": settings, "models": {}}
     for name in filter(None, args.models.split(",")):

@@ -85,7 +85,9 @@ def qat_finetune(model, train: Dataset, recipe: str, args, *, steps: int, lr: fl
                  batch: int, prepare_options: dict | None = None, bn_freeze: bool = True,
                  every: int = 0, held_out: Dataset | None = None):
     """The trained QAT graph and its curve ``[(step, simulated top-1 of the deployable
-    model on held_out)]`` every ``every`` steps (none when 0)."""
+    model on held_out)]`` every ``every`` steps (none when 0). The curve scores a
+    ``convert_qat`` copy: quantizers observe in eval mode too, so running ``qgm`` itself on
+    held_out would feed those images into its activation ranges."""
     qgm = prepare_qat(model, train.x[:2], get_recipe(recipe), **(prepare_options or {}))
     schedule = QATSchedule.for_total_steps(steps)
     if not bn_freeze:

@@ -115,3 +115,25 @@ def test_convert_before_training_is_refused():
     qgm = prepare_qat(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()), torch.rand(2, 1, 5, 5))
     with pytest.raises(IntqError, match="saw no data; train at least one step"):
         convert_qat(qgm)
+
+
+
+def test_evaluating_mid_training_does_not_move_the_activation_ranges():
+    torch.manual_seed(0)
+    x, y = batch()
+    qgm = prepare_qat(load_model("mobilenet-v1-fmnist", pretrained=False), x[:2],
+                      "sym-per-channel-8")
+    train(qgm, x, y, 2, QATSchedule())
+
+    def activation_state():
+        return {k: v.clone() for k, v in qgm.state_dict().items() if k.startswith("act_q.")}
+
+    state = activation_state()
+    assert state
+    qgm.eval()
+    with torch.no_grad():
+        qgm(batch(seed=1)[0] * 5)  # other, larger inputs: would widen the activation ranges
+    assert all(torch.equal(v, state[k]) for k, v in activation_state().items())
+    qgm.train()
+    train(qgm, x * 5, y, 1, QATSchedule())
+    assert not all(torch.equal(v, state[k]) for k, v in activation_state().items())

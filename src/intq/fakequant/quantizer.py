@@ -39,18 +39,21 @@ class Quantizer(nn.Module):
     `observer` defaults to make_observer(spec); any module with update(x), ranges(), reset(),
     merge(other) and buffers works. With `current_ranges=True` the observer is reset before
     each update, so the ranges are those of the latest tensor (the paper's QAT weight ranges:
-    the current min/max of the weights). `generator` seeds stochastic rounding.
+    the current min/max of the weights). With `observe_in_eval=False` the observer only sees
+    tensors in training mode (QAT: evaluating mid-training must not move the ranges).
+    `generator` seeds stochastic rounding.
     """
 
     def __init__(self, spec: QuantSpec, observer: nn.Module | None = None, *,
                  observe: bool = True, fake_quant: bool = True, current_ranges: bool = False,
-                 generator: torch.Generator | None = None) -> None:
+                 observe_in_eval: bool = True, generator: torch.Generator | None = None) -> None:
         super().__init__()
         if not isinstance(spec, QuantSpec):
             raise ValueError(f"Quantizer: spec must be a QuantSpec, got {type(spec).__name__}")
         self.spec = spec
         self.observer = make_observer(spec) if observer is None else observer
         self.current_ranges = current_ranges
+        self.observe_in_eval = observe_in_eval
         self.generator = generator
         self.register_buffer("scale", torch.ones(0))
         self.register_buffer("zero_point", torch.zeros(0, dtype=torch.int32))
@@ -101,7 +104,7 @@ class Quantizer(nn.Module):
 
     # ------------------------------------------------------------------------------ compute
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.observe and not self.frozen:
+        if self.observe and not self.frozen and (self.training or self.observe_in_eval):
             self._observe(x)
         if not self.fake_quant:
             return x

@@ -69,6 +69,8 @@ def prepare_qat(
             module.bn = bn
     for _name, layer in qat_layers(qgm):
         layer.weight_quantizer.current_ranges = True
+    for _name, quantizer in activation_quantizers(qgm):
+        quantizer.observe_in_eval = False  # evaluating mid-training leaves the ranges alone
     return qgm.train()
 
 

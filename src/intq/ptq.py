@@ -183,8 +183,9 @@ def _freeze(q: Quantizer, where: str) -> None:
 def _warn_if_constant(q: Quantizer, owner: str) -> None:
     """A range of width 0 (all-black calibration images, a ReLU that never fires): the grid
     then only covers [min(0, c), max(0, c)] (scale 1.0 if c = 0), which real inputs exceed."""
-    if bool((q.min_val == q.max_val).all()):
-        value = float(q.min_val.reshape(-1)[0])
+    lo, hi = q.observer.min_val, q.observer.max_val  # what was seen, before any clipping
+    if bool((lo == hi).all()):
+        value = float(lo.reshape(-1)[0])
         warnings.warn(f"the activation after {owner} is the constant {value:g} on every "
                       "calibration input, so its range is degenerate; check the calibration "
                       "data", stacklevel=3)

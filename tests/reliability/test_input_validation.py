@@ -157,7 +157,7 @@ CASES = [
     _case(f"{_QD} {{b}}/nan.npy", 1, "1 samples hold NaN or Inf values (first: sample 0)",
           "data-nan"),
     _case(f"{_QD} {{b}}/inf.npy", 1, "4 samples hold NaN or Inf values", "data-inf"),
-    _case(f"{_QD} {{b}}/huge.npy", 1, "calibration failed: percentile observer: calibration "
+    _case(f"{_QD} {{b}}/huge.npy", 1, "calibration failed: mse observer: calibration "
           "tensor contains", "data-finite-but-overflowing"),
     _case(f"{_QD} {{b}}/float64.npy", 1, "expected inputs float32 of shape (N, 1, 12, 12), got "
           "float64", "data-float64"),

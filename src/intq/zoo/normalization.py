@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from intq.errors import IntqError
+from intq.zoo.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 
 __all__ = [
     "FASHION_MNIST",
@@ -52,7 +53,7 @@ class Normalization:
 
 IMAGENET = Normalization("imagenet", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 INCEPTION = Normalization("inception", (127 / 255,) * 3, (128 / 255,) * 3)
-FASHION_MNIST = Normalization("fashion-mnist", (0.2860,), (0.3530,))
+FASHION_MNIST = Normalization("fashion-mnist", (FASHION_MNIST_MEAN,), (FASHION_MNIST_STD,))
 NORMALIZATIONS = {n.name: n for n in (IMAGENET, INCEPTION, FASHION_MNIST)}
 
 

@@ -140,7 +140,8 @@ class QATConvBn2d(nn.Module):
         weight = self.conv.weight * scale.reshape(-1, 1, 1, 1)
         inverse = torch.where(scale == 0, torch.zeros_like(scale), 1.0 / scale)
         z = self._conv(x, self.weight_quantizer(weight), None) * inverse.reshape(1, -1, 1, 1)
-        z = z + self._conv_bias().reshape(1, -1, 1, 1)
+        if self.conv.bias is not None:
+            z = z + self.conv.bias.reshape(1, -1, 1, 1)
         if not self.sync_batch_stats:
             bn.num_batches_tracked += 1
             return F.batch_norm(z, bn.running_mean, bn.running_var, gamma, beta, True,

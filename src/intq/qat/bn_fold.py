@@ -78,6 +78,11 @@ class QATConvBn2d(nn.Module):
     def bn_frozen(self, value: bool) -> None:
         self.bn_frozen_enabled.fill_(bool(value))
 
+    @property
+    def float_conv_stats(self) -> bool:
+        """Batch statistics from a second, float conv (paper-exact or naive fold)."""
+        return self.exact_batch_stats or not self.correction
+
     def bind_input_quantizer(self, quantizer: Quantizer | None) -> None:
         """Use ``quantizer``'s scale as S_in for the int32 bias grid (not a submodule)."""
         object.__setattr__(self, "_input_quantizer", quantizer)
@@ -89,8 +94,8 @@ class QATConvBn2d(nn.Module):
     # -------------------------------------------------------------------------- compute
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and not self.bn_frozen:
-            exact = self.exact_batch_stats or not self.correction
-            y = self._float_stats_forward(x) if exact else self._quantized_stats_forward(x)
+            y = (self._float_stats_forward(x) if self.float_conv_stats
+                 else self._quantized_stats_forward(x))
         else:
             weight, bias = self.folded_parameters()
             weight = self.weight_quantizer(weight)
@@ -102,8 +107,7 @@ class QATConvBn2d(nn.Module):
     def folded_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Inference fold with the moving statistics: ``(γW/σ, β + γ(b - μ)/σ)``."""
         gamma, beta = self._affine()
-        sigma = torch.sqrt(self.bn.running_var + self.bn.eps)
-        scale = gamma / sigma
+        scale = gamma / self._moving_sigma()
         weight = self.conv.weight * scale.reshape(-1, 1, 1, 1)
         return weight, beta + (self._conv_bias() - self.bn.running_mean) * scale
 
@@ -127,7 +131,7 @@ class QATConvBn2d(nn.Module):
 
     def extra_repr(self) -> str:
         fold = "corrected" if self.correction else "naive"
-        stats = "float conv" if self.exact_batch_stats or not self.correction else "quantized"
+        stats = "float conv" if self.float_conv_stats else "quantized"
         return (f"activation={self.activation!r}, fold={fold}, batch_stats={stats}, "
                 f"bn_frozen={self.bn_frozen}")
 
@@ -136,7 +140,7 @@ class QATConvBn2d(nn.Module):
         """Corrected fold with the statistics of ``z = conv(Q(γW/σ), x)·σ/γ + b``."""
         gamma, beta = self._affine()
         bn = self.bn
-        scale = gamma / torch.sqrt(bn.running_var + bn.eps)
+        scale = gamma / self._moving_sigma()
         weight = self.conv.weight * scale.reshape(-1, 1, 1, 1)
         inverse = torch.where(scale == 0, torch.zeros_like(scale), 1.0 / scale)
         z = self._conv(x, self.weight_quantizer(weight), None) * inverse.reshape(1, -1, 1, 1)
@@ -157,7 +161,7 @@ class QATConvBn2d(nn.Module):
         gamma, beta = self._affine()
         mean_b, var_b, count = self._batch_moments(self._conv(x, self.conv.weight, None))
         sigma_b = torch.sqrt(var_b + self.bn.eps)
-        sigma = torch.sqrt(self.bn.running_var + self.bn.eps)
+        sigma = self._moving_sigma()
         bias = beta - gamma * mean_b / sigma_b
         self._update_moving_stats(mean_b.detach(), var_b.detach(), count)
         if not self.correction:
@@ -194,6 +198,10 @@ class QATConvBn2d(nn.Module):
         offset = self._conv_bias().detach() if conv_bias else 0.0
         bn.running_mean.lerp_(mean_b + offset, momentum)
         bn.running_var.lerp_(unbiased, momentum)
+
+    def _moving_sigma(self) -> torch.Tensor:
+        """σ = sqrt(running_var + eps)."""
+        return torch.sqrt(self.bn.running_var + self.bn.eps)
 
     def _momentum(self) -> float:
         """``nn.BatchNorm2d``'s EMA factor; cumulative average when ``momentum`` is None

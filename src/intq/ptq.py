@@ -22,6 +22,7 @@ from intq.errors import IntqError
 from intq.fakequant import Quantizer
 from intq.graph import prepare_float_graph
 from intq.graph.bias_correction import InputMeans, correct_bias
+from intq.graph.equalize import cross_layer_equalize
 from intq.graph.place import activation_quantizers, place_quantizers, quant_layers
 from intq.progress import progress_bar
 from intq.recipes import DEFAULT_RECIPE, Recipe, get_recipe
@@ -71,8 +72,11 @@ def prepare_ptq(
     *,
     leaf_modules: Iterable[str | type[nn.Module]] = (),
 ) -> fx.GraphModule:
-    """The fused graph of ``model`` with the quantizers of ``recipe`` placed, not calibrated."""
+    """The fused graph of ``model`` (cross-layer equalized if ``recipe.equalize``) with the
+    quantizers of ``recipe`` placed, not calibrated."""
     float_graph = prepare_float_graph(model, example_input, leaf_modules=leaf_modules)
+    if recipe.equalize:
+        float_graph, _ = cross_layer_equalize(float_graph)
     return place_quantizers(float_graph, recipe)
 
 

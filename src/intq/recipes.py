@@ -1,7 +1,9 @@
 """Recipes: which QuantSpec every weight and activation gets, as data (PAPER.md 1, 6).
 
 A recipe names a weight scheme and bit width, an activation spec (None = weight-only) and
-per-layer overrides by module-name pattern (``fnmatch``, e.g. ``"_blocks.0.*"``):
+per-layer overrides by module-name pattern (``fnmatch``, e.g. ``"_blocks.0.*"``), and
+whether cross-layer equalization runs before the quantizers are placed
+(``intq.graph.equalize``; by default on for per-tensor weights, off for per-channel):
 
     get_recipe("sym-per-channel-8")                # paper default: W8 sym/ch, A8 asym/layer
     get_recipe("asym-per-layer-4", weight_only=True)
@@ -27,6 +29,7 @@ __all__ = [
     "DEFAULT_RECIPE",
     "LayerOverride",
     "Recipe",
+    "default_equalize",
     "get_recipe",
     "recipe_names",
 ]
@@ -59,12 +62,14 @@ class LayerOverride:
 
 @dataclass(frozen=True)
 class Recipe:
-    """Weight spec, activation spec (``None``: weight-only PTQ) and per-layer overrides."""
+    """Weight spec, activation spec (``None``: weight-only PTQ), per-layer overrides, and
+    ``equalize``: cross-layer equalization of the float graph before placing quantizers."""
 
     name: str
     weight: QuantSpec
     activation: QuantSpec | None
     overrides: tuple[LayerOverride, ...] = ()
+    equalize: bool = False
 
     def __post_init__(self) -> None:
         for spec, role in ((self.weight, "weight"), (self.activation, "activation")):
@@ -121,11 +126,13 @@ def get_recipe(
     per_channel: bool | None = None,
     weight_only: bool = False,
     observer: str = DEFAULT_OBSERVER,
+    equalize: bool | None = None,
 ) -> Recipe:
     """The preset ``name`` (``<scheme>-<bits>``), adjusted by the CLI-style options.
 
     ``per_channel`` switches the scheme's granularity (sym-per-channel <-> sym-per-layer is
     not a preset: True/False picks the per-channel/per-layer form of the same symmetry).
+    ``equalize`` None: ``default_equalize(weight spec)``.
     """
     match = _NAME.match(name)
     if match is None or match["scheme"] not in SCHEMES:
@@ -136,7 +143,14 @@ def get_recipe(
     options = ACTIVATION_OBSERVER_OPTIONS.get(observer, {})
     activation = None if weight_only else activation_spec(a_bits, observer=observer, **options)
     label = f"{scheme}-{bits}" + ("-weight-only" if weight_only else f"-a{a_bits}-{observer}")
-    return Recipe(label, weight, activation)
+    equalize = default_equalize(weight) if equalize is None else equalize
+    return Recipe(label, weight, activation, equalize=equalize)
+
+
+def default_equalize(weight: QuantSpec) -> bool:
+    """Cross-layer equalization by default for per-tensor weights only: one grid per tensor
+    needs equal channel ranges; per-channel grids do not (BENCHMARKS.md 8)."""
+    return not weight.per_channel
 
 
 def _with_granularity(scheme: str, per_channel: bool | None) -> str:

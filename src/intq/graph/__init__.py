@@ -1,6 +1,7 @@
 """Graph passes: capture a user's CNN with torch.fx, normalize it, fold BN, fuse (DESIGN.md 4).
 
     gm = prepare_float_graph(model, example_input)       # capture -> normalize -> fold -> fuse
+    gm, report = cross_layer_equalize(gm)                # optional: equal channel ranges
 
 Each pass takes and returns a GraphModule (never editing its input), is idempotent, and
 keeps the float function of the model. After `fuse`, conv/linear/add nodes call
@@ -8,6 +9,7 @@ keeps the float function of the model. After `fuse`, conv/linear/add nodes call
 """
 
 from intq.graph.capture import capture
+from intq.graph.equalize import Equalization, EqualizedPair, cross_layer_equalize
 from intq.graph.fold import fold_batchnorm, folded_parameters
 from intq.graph.fuse import fuse
 from intq.graph.fused import (
@@ -30,6 +32,9 @@ __all__ = [
     "fold_batchnorm",
     "fuse",
     "prepare_float_graph",
+    "cross_layer_equalize",
+    "Equalization",
+    "EqualizedPair",
     # fused ops
     "ACTIVATIONS",
     "FusedAdd",

@@ -27,13 +27,16 @@ def ref_exponent(lo: float, hi: float, bins: int) -> int:
     return e
 
 
-def ref_counts(values: np.ndarray, exponent: int, bins: int) -> tuple[int, np.ndarray]:
-    """(offset, counts) of ``values`` at bin width 2^exponent: bin k is [k·2^e, (k+1)·2^e).
+def ref_counts(
+    values: np.ndarray, exponent: int, bins: int, lo: float = 0.0
+) -> tuple[int, np.ndarray]:
+    """(offset, counts) of ``values`` at bin width 2^exponent: bin k is [k·2^e, (k+1)·2^e); the
+    window starts at the bin of ``min(values, lo, 0)``.
 
     float64 ``ldexp`` is exact for float32 inputs, so ``floor`` gives the exact bin index.
     """
     index = np.floor(np.ldexp(values.astype(np.float64), -exponent)).astype(np.int64)
-    offset = min(int(index.min()), 0)
+    offset = min(int(index.min()), int(np.floor(np.ldexp(np.float64(lo), -exponent))), 0)
     counts = np.bincount(index - offset, minlength=bins)
     assert counts.size == bins, "values span more than `bins` bins"
     return offset, counts

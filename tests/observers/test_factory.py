@@ -59,7 +59,7 @@ def test_unknown_kind_lists_the_allowed_kinds():
         ("ema", {"momentum": 0.9}, "decay"),
         ("percentile", {"bins": 512, "pct": 99}, "percentile, bins"),
         ("kl", {"percentile": 99}, "bins"),
-        ("mse", {"decay": 0.9}, "source, bins"),
+        ("mse", {"decay": 0.9}, "source, bins, sample_size"),
         ("mse", {"source": "tensor", "bins": 512}, "source"),
     ],
 )

@@ -132,3 +132,24 @@ def test_all_zero_data_uses_the_narrowest_bins():
     obs.update(torch.zeros(10))
     assert int(obs.exponent) == -100 and obs.counts[0, 0] == 10
     assert obs.ranges() == (torch.tensor(0.0), torch.tensor(0.0))
+
+
+@pytest.mark.parametrize(("n", "size", "stride"), [(1000, 100, 11), (1000, 99, 11), (1000, 500, 3)])
+def test_a_large_update_histograms_the_odd_strided_sample_within_the_full_range(n, size, stride):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(n, generator=g) * 2
+    x[stride * 3 + 1] = 50.0  # off the sample: the range must still come from every value
+    obs = MSEObserver(bins=256, sample_size=size)
+    obs.update(x)
+    exponent = ref_exponent(float(x.min()), 50.0, 256)
+    offset, counts = ref_counts(x[::stride].numpy(), exponent, 256, lo=float(x.min()))
+    assert float(obs.max_val) == 50.0 and float(obs.min_val) == float(x.min())
+    assert int(obs.exponent) == exponent and int(obs.offset) == offset
+    assert obs.counts[0].tolist() == counts.tolist()
+    assert int(obs.counts.sum()) == len(range(0, n, stride)) <= size
+
+
+@pytest.mark.parametrize("size", [0, -5, 2.5, True])
+def test_sample_size_must_be_a_positive_int(size):
+    with pytest.raises(ValueError, match="mse observer: sample_size must be a positive int"):
+        MSEObserver(sample_size=size)

@@ -26,8 +26,9 @@ class InputMeans:
 
     def _update(self, _module: nn.Module, args: tuple) -> None:
         x = args[0].detach()
-        dims = [d for d in range(x.dim()) if d != 1]
-        total = x.sum(dim=dims, dtype=torch.float64)  # float64 sums, no float64 copy of x
+        # float32 sums over each sample's positions (fast, contiguous), float64 across samples
+        per_sample = x.flatten(2).sum(dim=2) if x.dim() > 2 else x
+        total = per_sample.sum(dim=0, dtype=torch.float64)
         self.total = total if self.total is None else self.total + total
         self.count += x.numel() // x.shape[1]
 

@@ -6,12 +6,14 @@ signed grid ``[-(2^(b-1) - 1), 2^(b-1) - 1]`` (scale ``max(-lo, hi)/(2^(b-1) - 1
 ``affine_qparams`` on ``[0, 2^b - 1]`` (range relaxed to contain 0, nudged zero point).
 
 Candidates are ``ratio·[lo, hi]`` of the observed range, ratio in [0.02, 1]: a grid with step 0.02,
-then golden-section refinement around the best grid point (per channel, vectorized).
+then two finer grids of ``_REFINE_POINTS`` across the two steps around the best point so far (the
+final step is about 8e-5). Every level scores all its candidates of all channels in one vectorized
+call (chunked to bound memory): a few large tensor ops instead of many small ones, which on a busy
+machine each pay a thread wake-up.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -22,8 +24,9 @@ from intq.qmath import affine_qparams, fake_quantize, qrange, symmetric_qparams
 __all__ = ["quantization_grid", "mse_on_rows", "mse_on_histogram", "search_clip_ratio"]
 
 _RATIO_GRID = torch.linspace(0.02, 1.0, 50, dtype=torch.float64)
-_REFINE_STEPS = 20
-_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+_REFINE_POINTS = 33
+_REFINE_LEVELS = 2
+_CHUNK_ELEMENTS = 2**21  # (channels x candidates x values) scored at once: 16 MiB per float64
 
 
 def quantization_grid(
@@ -38,10 +41,15 @@ def quantization_grid(
 
 
 def mse_on_rows(rows: Tensor, lo: Tensor, hi: Tensor, bits: int, symmetric: bool) -> Tensor:
-    """Mean of ``(x - fake_quantize(x))²`` per row of ``rows`` (C, N), clip ranges (C,), float64."""
-    scale, zero_point, qmin, qmax = quantization_grid(lo, hi, bits, symmetric)
-    error = fake_quantize(rows, scale, zero_point, qmin, qmax, axis=0) - rows
-    return error.square().mean(dim=1).double()
+    """Mean of ``(x - fake_quantize(x))²`` per row of ``rows`` (C, N) and clip range ``[lo, hi]``
+    ((C,) or (C, K) candidates per row), float64 of the shape of ``lo``."""
+    lo2, hi2 = lo.reshape(len(rows), -1), hi.reshape(len(rows), -1)
+    scale, zero_point, qmin, qmax = quantization_grid(lo2.reshape(-1), hi2.reshape(-1), bits,
+                                                      symmetric)
+    candidates = lo2.shape[1]
+    x = rows[:, None, :].expand(-1, candidates, -1).reshape(-1, rows.shape[1])
+    error = fake_quantize(x, scale, zero_point, qmin, qmax, axis=0) - x
+    return error.square().mean(dim=1).double().reshape(lo.shape)
 
 
 def mse_on_histogram(
@@ -49,15 +57,21 @@ def mse_on_histogram(
 ) -> Tensor:
     """Expected quantization MSE of values spread uniformly inside each histogram bin.
 
-    ``counts`` (C, B), ``edges`` (C, B + 1) float64. Exact for that model: the squared error is
-    integrated in closed form over each bin (see ``_squared_error_integral``).
+    ``counts`` (C, B), ``edges`` (C, B + 1) float64, clip range ``[lo, hi]`` ((C,) or (C, K)
+    candidates per channel); float64 of the shape of ``lo``. Exact for that model: the squared
+    error is integrated in closed form over each bin (see ``_squared_error_integral``).
     """
-    scale, zero_point, qmin, qmax = quantization_grid(lo, hi, bits, symmetric)
-    scale, zero_point = scale.double()[:, None], zero_point.double()[:, None]
-    integral = _squared_error_integral(edges, scale, zero_point, qmin, qmax)
-    per_bin = (integral[:, 1:] - integral[:, :-1]) / (edges[:, 1:] - edges[:, :-1])
+    lo2, hi2 = lo.reshape(len(counts), -1), hi.reshape(len(counts), -1)
+    scale, zero_point, qmin, qmax = quantization_grid(lo2.reshape(-1), hi2.reshape(-1), bits,
+                                                      symmetric)
+    scale = scale.double().reshape(lo2.shape)[:, :, None]
+    zero_point = zero_point.double().reshape(lo2.shape)[:, :, None]
+    integral = _squared_error_integral(edges[:, None, :], scale, zero_point, qmin, qmax)
+    widths = (edges[:, 1:] - edges[:, :-1])[:, None, :]
+    per_bin = (integral[:, :, 1:] - integral[:, :, :-1]) / widths
     counts = counts.to(torch.float64)
-    return (counts * per_bin).sum(dim=1) / counts.sum(dim=1)
+    mse = (counts[:, None, :] * per_bin).sum(dim=2) / counts.sum(dim=1, keepdim=True)
+    return mse.reshape(lo.shape)
 
 
 def _squared_error_integral(
@@ -79,30 +93,35 @@ def _squared_error_integral(
 
 
 def search_clip_ratio(
-    loss: Callable[[Tensor], Tensor], num_channels: int, device: torch.device
+    loss: Callable[[Tensor], Tensor], num_channels: int, values_per_channel: int,
+    device: torch.device,
 ) -> Tensor:
-    """Per-channel ratio in [0.02, 1] minimizing ``loss(ratio (C,)) -> (C,)``, float64 (C,).
+    """Per-channel ratio in [0.02, 1] minimizing ``loss(ratio (C, K)) -> (C, K)``, float64 (C,).
 
-    Grid search, then golden-section refinement on the two grid steps around the best point;
-    the best of the grid point and the refined point is returned.
+    The 0.02-step grid, then ``_REFINE_LEVELS`` grids of ``_REFINE_POINTS`` spanning one step
+    either side of the best ratio so far; the best ratio scored at any level is returned.
+    ``values_per_channel`` (bins or row length) sizes the chunks of candidates scored at once.
     """
-    grid = _RATIO_GRID.to(device)
-    losses = torch.stack([loss(grid[i].expand(num_channels)) for i in range(len(grid))], dim=1)
-    best = losses.argmin(dim=1)
-    best_ratio, best_loss = grid[best], losses.gather(1, best[:, None]).squeeze(1)
-    a, b = grid[(best - 1).clamp(min=0)], grid[(best + 1).clamp(max=len(grid) - 1)]
-    c, d = b - _GOLDEN * (b - a), a + _GOLDEN * (b - a)
-    loss_c, loss_d = loss(c), loss(d)
-    for _ in range(_REFINE_STEPS):
-        keep_left = loss_c <= loss_d
-        a, b = torch.where(keep_left, a, c), torch.where(keep_left, d, b)
-        probe = torch.where(keep_left, b - _GOLDEN * (b - a), a + _GOLDEN * (b - a))
-        loss_probe = loss(probe)
-        c, d, loss_c, loss_d = (
-            torch.where(keep_left, probe, d),
-            torch.where(keep_left, c, probe),
-            torch.where(keep_left, loss_probe, loss_d),
-            torch.where(keep_left, loss_c, loss_probe),
-        )
-    refined, refined_loss = torch.where(loss_c <= loss_d, c, d), torch.minimum(loss_c, loss_d)
-    return torch.where(refined_loss < best_loss, refined, best_ratio)
+    chunk = max(1, _CHUNK_ELEMENTS // (num_channels * max(values_per_channel, 1)))
+
+    def scored(ratios: Tensor) -> Tensor:
+        return torch.cat([loss(part) for part in ratios.split(chunk, dim=1)], dim=1)
+
+    ratios = _RATIO_GRID.to(device).expand(num_channels, -1)
+    best_ratio, best_loss = _lowest(ratios, scored(ratios))
+    step = float(_RATIO_GRID[1] - _RATIO_GRID[0])
+    offsets = torch.linspace(-1.0, 1.0, _REFINE_POINTS, dtype=torch.float64, device=device)
+    for _ in range(_REFINE_LEVELS):
+        ratios = (best_ratio[:, None] + step * offsets).clamp(float(_RATIO_GRID[0]), 1.0)
+        ratio, value = _lowest(ratios, scored(ratios))
+        better = value < best_loss
+        best_ratio = torch.where(better, ratio, best_ratio)
+        best_loss = torch.where(better, value, best_loss)
+        step = 2 * step / (_REFINE_POINTS - 1)
+    return best_ratio
+
+
+def _lowest(ratios: Tensor, losses: Tensor) -> tuple[Tensor, Tensor]:
+    """Per row, the ratio with the lowest loss (the first on ties) and that loss."""
+    index = losses.argmin(dim=1, keepdim=True)
+    return ratios.gather(1, index).squeeze(1), losses.gather(1, index).squeeze(1)

@@ -16,8 +16,13 @@ merged from partial histograms, gives identical buffers. A window holds between 
 ``bins`` occupied bins (the width is within a factor 2 of the finest that fits).
 
 Values are histogrammed signed, or as ``|x|`` with ``magnitude=True`` (then ``lo = 0``); the exact
-signed ``min_val``/``max_val`` are kept either way. Distributed use: gather the observers and
-``merge`` them (counts at different exponents cannot be summed elementwise).
+signed ``min_val``/``max_val`` are kept either way. With ``sample_size`` set, an update of more than
+``sample_size`` values per channel histograms an evenly strided sample of them (odd stride
+``ceil(N/sample_size)``, rounded up to odd so it does not alias with even image widths); the
+extremes still come from every value, and the counts are then a function of the samples.
+
+Distributed use: gather the observers and ``merge`` them (counts at different exponents cannot be
+summed elementwise).
 """
 
 from __future__ import annotations
@@ -27,7 +32,14 @@ from torch import Tensor
 
 from intq.observers.base import Observer
 
-__all__ = ["MIN_EXPONENT", "HistogramObserver", "fit_exponent", "rebin", "bin_counts"]
+__all__ = [
+    "MIN_EXPONENT",
+    "HistogramObserver",
+    "bin_counts",
+    "evenly_strided_sample",
+    "fit_exponent",
+    "rebin",
+]
 
 MIN_EXPONENT = -100
 """Narrowest bin width, 2^-100: also the width used when every observed value is 0."""
@@ -80,6 +92,17 @@ def bin_counts(rows: Tensor, exponent: Tensor, offset: Tensor, bins: int) -> Ten
     return flat.reshape(channels, bins)
 
 
+def evenly_strided_sample(rows: Tensor, sample_size: int | None) -> Tensor:
+    """``rows`` (C, N) itself if ``N <= sample_size`` (or no size), else every s-th column from
+    column 0, ``s = ceil(N/sample_size)`` rounded up to odd: at most ``sample_size`` per row."""
+    n = rows.shape[1]
+    if sample_size is None or n <= sample_size:
+        return rows
+    stride = -(-n // sample_size)
+    stride += 1 - stride % 2
+    return rows[:, ::stride]
+
+
 class HistogramObserver(Observer):
     """Observer whose state is a canonical power-of-two histogram per channel (exact ``merge``).
 
@@ -95,14 +118,23 @@ class HistogramObserver(Observer):
         symmetric: bool,
         bins: int,
         magnitude: bool,
+        sample_size: int | None = None,
     ) -> None:
         super().__init__(per_channel=per_channel, axis=axis, bits=bits, symmetric=symmetric)
+        if sample_size is not None and (
+            isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 1
+        ):
+            raise ValueError(
+                f"{self.kind} observer: sample_size must be a positive int or None, "
+                f"got {sample_size!r}"
+            )
         if isinstance(bins, bool) or not isinstance(bins, int) or not 256 <= bins <= 65536:
             raise ValueError(
                 f"{self.kind} observer: bins must be an int in [256, 65536], got {bins!r}"
             )
         self.bins = bins
         self.magnitude = magnitude
+        self.sample_size = sample_size
 
     def _allocate(self, num_channels: int) -> None:
         super()._allocate(num_channels)
@@ -118,7 +150,8 @@ class HistogramObserver(Observer):
 
     def _update(self, rows: Tensor, batch_min: Tensor, batch_max: Tensor) -> None:
         exponent, offset = self._widen_to(batch_min, batch_max)
-        values = rows.abs() if self.magnitude else rows
+        values = evenly_strided_sample(rows, self.sample_size)
+        values = values.abs() if self.magnitude else values
         self.counts += bin_counts(values, exponent, offset, self.bins)
 
     def _merge(self, other: Observer) -> None:
@@ -176,4 +209,4 @@ class HistogramObserver(Observer):
         return torch.minimum(torch.maximum(value, lo), hi)
 
     def _config(self) -> dict[str, object]:
-        return {**super()._config(), "bins": self.bins}
+        return {**super()._config(), "bins": self.bins, "sample_size": self.sample_size}

@@ -15,7 +15,11 @@ from intq.observers._clip_search import mse_on_histogram, mse_on_rows, search_cl
 from intq.observers.base import Observer
 from intq.observers.histogram import HistogramObserver
 
-__all__ = ["MSEObserver", "TensorMSEObserver"]
+__all__ = ["DEFAULT_SAMPLE_SIZE", "MSEObserver", "TensorMSEObserver"]
+
+DEFAULT_SAMPLE_SIZE = 2**17
+"""Values per channel histogrammed per update: 131,072 (about 4 of EfficientNet-Lite0's stem
+outputs at batch 32 in 100); the chosen clip ranges stay within the search's precision."""
 
 
 class MSEObserver(HistogramObserver):
@@ -24,7 +28,9 @@ class MSEObserver(HistogramObserver):
     Symmetric: a histogram of ``|x|``, search ``t = ratio·max|x|``, ``ranges() = (-t, t)``.
     Affine: a histogram of signed x, search ``ratio·[min(x, 0), max(x, 0)]``. The MSE of a
     candidate is integrated in closed form assuming values spread uniformly within each bin.
-    ``merge`` is exact (the histogram is canonical, see ``histogram``).
+    ``merge`` is exact (the histogram is canonical, see ``histogram``). Each update histograms
+    at most ``sample_size`` evenly strided values per channel (``None``: all of them): the
+    search needs the shape of the distribution, and the exact extremes are kept anyway.
     """
 
     kind = "mse"
@@ -37,6 +43,7 @@ class MSEObserver(HistogramObserver):
         bits: int = 8,
         symmetric: bool = False,
         bins: int = 2048,
+        sample_size: int | None = DEFAULT_SAMPLE_SIZE,
     ) -> None:
         super().__init__(
             per_channel=per_channel,
@@ -45,6 +52,7 @@ class MSEObserver(HistogramObserver):
             symmetric=symmetric,
             bins=bins,
             magnitude=symmetric,
+            sample_size=sample_size,
         )
         self.reset()
 
@@ -54,10 +62,11 @@ class MSEObserver(HistogramObserver):
 
         def loss(ratio: Tensor) -> Tensor:
             return mse_on_histogram(
-                self.counts, edges, ratio * lo, ratio * hi, self.bits, self.symmetric
+                self.counts, edges, ratio * lo[:, None], ratio * hi[:, None], self.bits,
+                self.symmetric,
             )
 
-        ratio = search_clip_ratio(loss, self.num_channels, self.counts.device)
+        ratio = search_clip_ratio(loss, self.num_channels, self.bins, self.counts.device)
         if self.symmetric:
             return -ratio * hi, ratio * hi
         return ratio * lo, ratio * hi
@@ -88,9 +97,10 @@ class TensorMSEObserver(Observer):
             lo = -hi
 
         def loss(ratio: Tensor) -> Tensor:
-            return mse_on_rows(rows, ratio * lo, ratio * hi, self.bits, self.symmetric)
+            return mse_on_rows(rows, ratio * lo[:, None], ratio * hi[:, None], self.bits,
+                               self.symmetric)
 
-        ratio = search_clip_ratio(loss, rows.shape[0], rows.device)
+        ratio = search_clip_ratio(loss, rows.shape[0], rows.shape[1], rows.device)
         self.min_val = (ratio * lo).float()
         self.max_val = (ratio * hi).float()
 

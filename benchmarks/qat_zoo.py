@@ -5,7 +5,10 @@ corrected BN folding during QAT (the paper's Figures 14-15).
    - float: the float model on the 10k test images;
    - PTQ at W8A8 per-layer (asym-per-layer-8), W8A8 per-channel (sym-per-channel-8) and
      W4A8 per-channel (sym-per-channel-4), activations 8-bit per tensor, calibrated on the
-     first ``CALIB`` training images (``intq.ptq.quantize``, the recipe's default observer);
+     first ``CALIB`` training images (``intq.ptq.quantize``, the recipe's default observer),
+     each with the recipe's default cross-layer equalization (on for per-layer weights);
+     ``--ptq`` / ``--qat`` pick other settings of ``SETTINGS``, e.g. the same recipes with
+     cross-layer equalization switched the other way;
    - QAT at the same settings: ``prepare_qat`` (corrected BN fold) from the trained float
      weights, ``train_qat`` for ``--steps`` steps of ``--batch`` (SGD momentum 0.9, cosine
      decay from ``--lr``; BN frozen at 50% of the steps, activation ranges at 75%) on the
@@ -23,6 +26,7 @@ corrected BN folding during QAT (the paper's Figures 14-15).
    simulation on the first ``BN_EVAL`` test images.
 
     .venv/bin/python benchmarks/qat_zoo.py [--steps 500] [--lr 0.005] [--models a,b] [--quick]
+        [--ptq LABEL,...] [--qat LABEL,...]      # labels of SETTINGS ('' runs none)
 
 Writes benchmarks/results/qat_zoo.{json,md} and benchmarks/results/qat_bn_folding.png;
 progress goes to stderr. torch runs on 1 thread.
@@ -46,7 +50,7 @@ from intq.convert.from_graph import convert_to_program
 from intq.export.onnx import export_onnx
 from intq.ptq import quantize
 from intq.qat import QATSchedule, convert_qat, prepare_qat, train_qat
-from intq.recipes import get_recipe
+from intq.recipes import Recipe, get_recipe
 from intq.runtime.onnxruntime import OrtSession
 from intq.zoo import Dataset, evaluate_accuracy, load_fashion_mnist, load_model
 from intq.zoo.train import augment_batch
@@ -54,11 +58,15 @@ from intq.zoo.train import augment_batch
 RESULTS = Path(__file__).parent / "results"
 MODELS = ("mobilenet-v1-fmnist", "mobilenet-v2-fmnist", "resnet-fmnist", "inception-fmnist")
 BN_MODELS = ("mobilenet-v1-fmnist", "mobilenet-v2-fmnist")
-SETTINGS = {  # label -> (recipe name, QAT target: max points below float)
-    "W8A8 per-layer": ("asym-per-layer-8", 0.3),
-    "W8A8 per-channel": ("sym-per-channel-8", 0.3),
-    "W4A8 per-channel": ("sym-per-channel-4", 1.5),
+SETTINGS = {  # label -> (recipe name, equalize (None: the recipe's default), QAT target)
+    "W8A8 per-layer": ("asym-per-layer-8", None, 0.3),
+    "W8A8 per-layer no CLE": ("asym-per-layer-8", False, 0.3),
+    "W8A8 per-channel": ("sym-per-channel-8", None, 0.3),
+    "W8A8 per-channel + CLE": ("sym-per-channel-8", True, 0.3),
+    "W4A8 per-channel": ("sym-per-channel-4", None, 1.5),
+    "W4A8 per-channel + CLE": ("sym-per-channel-4", True, 1.5),
 }
+DEFAULT_SETTINGS = ("W8A8 per-layer", "W8A8 per-channel", "W4A8 per-channel")
 BN_RECIPE = "sym-per-channel-4"
 BN_FOLDS = {  # label -> (prepare_qat options, BN freeze at 50%)
     "naive fold (no freeze)": ({"correction": False}, False),
@@ -81,14 +89,24 @@ def ort_accuracy(qgm: torch.fx.GraphModule, test: Dataset) -> float:
     return correct / len(test)
 
 
-def qat_finetune(model, train: Dataset, recipe: str, args, *, steps: int, lr: float,
+def recipe_for(label: str) -> Recipe:
+    """The recipe of a ``SETTINGS`` label."""
+    name, equalize, _target = SETTINGS[label]
+    return get_recipe(name, equalize=equalize)
+
+
+def describe(recipe: Recipe) -> str:
+    return recipe.name + (" + CLE" if recipe.equalize else "")
+
+
+def qat_finetune(model, train: Dataset, recipe: Recipe, args, *, steps: int, lr: float,
                  batch: int, prepare_options: dict | None = None, bn_freeze: bool = True,
                  every: int = 0, held_out: Dataset | None = None):
     """The trained QAT graph and its curve ``[(step, simulated top-1 of the deployable
     model on held_out)]`` every ``every`` steps (none when 0). The curve scores a
     ``convert_qat`` copy: quantizers observe in eval mode too, so running ``qgm`` itself on
     held_out would feed those images into its activation ranges."""
-    qgm = prepare_qat(model, train.x[:2], get_recipe(recipe), **(prepare_options or {}))
+    qgm = prepare_qat(model, train.x[:2], recipe, **(prepare_options or {}))
     schedule = QATSchedule.for_total_steps(steps)
     if not bn_freeze:
         schedule = QATSchedule(act_range_freeze_step=schedule.act_range_freeze_step)
@@ -112,14 +130,14 @@ def accuracy_table(name: str, train: Dataset, augmented: Dataset, test: Dataset,
     model = load_model(name)
     row = {"float": evaluate_accuracy(model, test), "ptq": {}, "qat": {}}
     log(f"{name}: float {row['float']:.2%}")
-    for label, (recipe, _target) in SETTINGS.items():
-        qgm = quantize(model, train.x[:CALIB], get_recipe(recipe), progress=False)
+    for label in args.ptq:
+        qgm = quantize(model, train.x[:CALIB], recipe_for(label), progress=False)
         row["ptq"][label] = ort_accuracy(qgm, test)
         log(f"{name}: PTQ {label} {row['ptq'][label]:.2%} (ONNX Runtime)")
-    for label, (recipe, _target) in SETTINGS.items():
+    for label in args.qat:
         log(f"{name}: QAT {label}, {args.steps} steps")
-        qgm, _ = qat_finetune(model, augmented, recipe, args, steps=args.steps, lr=args.lr,
-                              batch=args.batch)
+        qgm, _ = qat_finetune(model, augmented, recipe_for(label), args, steps=args.steps,
+                              lr=args.lr, batch=args.batch)
         row["qat"][label] = ort_accuracy(convert_qat(qgm), test)
         log(f"{name}: QAT {label} {row['qat'][label]:.2%} (ONNX Runtime)")
     return row
@@ -130,7 +148,8 @@ def bn_experiment(name: str, augmented: Dataset, held_out: Dataset, args) -> dic
     curves = {}
     for label, (options, freeze) in BN_FOLDS.items():
         log(f"{name}: BN experiment, {label}, {args.bn_steps} steps at lr {args.bn_lr}")
-        _, curves[label] = qat_finetune(model, augmented, BN_RECIPE, args, steps=args.bn_steps,
+        _, curves[label] = qat_finetune(model, augmented, get_recipe(BN_RECIPE), args,
+                                        steps=args.bn_steps,
                                         lr=args.bn_lr, batch=args.bn_batch,
                                         prepare_options=options,
                                         bn_freeze=freeze, every=args.bn_every,
@@ -139,13 +158,18 @@ def bn_experiment(name: str, augmented: Dataset, held_out: Dataset, args) -> dic
 
 
 def gaps(row: dict) -> dict:
-    """Points below float of every PTQ and QAT cell, and whether each QAT target is met."""
+    """Points below float of every PTQ and QAT cell run, and whether each QAT target is met."""
     out = {}
-    for label, (_recipe, target) in SETTINGS.items():
-        ptq_gap = 100 * (row["float"] - row["ptq"][label])
-        qat_gap = 100 * (row["float"] - row["qat"][label])
-        out[label] = {"ptq_gap": round(ptq_gap, 2), "qat_gap": round(qat_gap, 2),
-                      "target": target, "met": qat_gap <= target}
+    for label in SETTINGS:
+        entry = {}
+        if label in row["ptq"]:
+            entry["ptq_gap"] = round(100 * (row["float"] - row["ptq"][label]), 2)
+        if label in row["qat"]:
+            qat_gap = 100 * (row["float"] - row["qat"][label])
+            target = SETTINGS[label][2]
+            entry.update(qat_gap=round(qat_gap, 2), target=target, met=qat_gap <= target)
+        if entry:
+            out[label] = entry
     return out
 
 
@@ -156,7 +180,7 @@ def markdown(result: dict) -> str:
         f"Command: `{s['command']}`", "",
         f"Float and integer accuracy on the {s['test_images']} Fashion-MNIST test images; "
         f"integer models run in ONNX Runtime {s['onnxruntime']} (1 thread). PTQ calibrated "
-        f"on {s['calib_images']} training images ({', '.join(s['ptq_recipes'].values())}, "
+        f"on {s['calib_images']} training images ({', '.join(s['recipes'].values())}, "
         "bias correction). QAT (EMA activation ranges) from the shipped float weights: "
         f"{s['steps']} steps of {s['batch']} augmented training images, SGD momentum 0.9, "
         f"lr {s['lr']} with cosine decay, corrected BN fold, BN frozen at step "
@@ -164,17 +188,21 @@ def markdown(result: dict) -> str:
         f"{s['torch']}, {s['threads']} thread, commit {s['commit']}. Gap = points below "
         "float (negative: above); target: QAT W8A8 <= 0.3, QAT W4A8 <= 1.5.", "",
         "| model | float | " + " | ".join(
-            f"PTQ {k} | QAT {k} | QAT gap (target)" for k in SETTINGS) + " |",
-        "|---" * (2 + 3 * len(SETTINGS)) + "|",
+            f"PTQ {k} | QAT {k} | QAT gap (target)" for k in s["recipes"]) + " |",
+        "|---" * (2 + 3 * len(s["recipes"])) + "|",
     ]
     for name, row in result["models"].items():
         cells = [name, f"{row['float']:.2%}"]
-        for label in SETTINGS:
-            g = row["gaps"][label]
-            cells += [f"{row['ptq'][label]:.2%} ({g['ptq_gap']:+.2f})",
-                      f"{row['qat'][label]:.2%}",
-                      f"{g['qat_gap']:+.2f} ({'met' if g['met'] else 'missed'} "
-                      f"<= {g['target']})"]
+        for label in s["recipes"]:
+            g = row["gaps"].get(label, {})
+            ptq = row["ptq"].get(label)
+            cells.append("-" if ptq is None else f"{ptq:.2%} ({g['ptq_gap']:+.2f})")
+            if label in row["qat"]:
+                cells += [f"{row['qat'][label]:.2%}",
+                          f"{g['qat_gap']:+.2f} ({'met' if g['met'] else 'missed'} "
+                          f"<= {g['target']})"]
+            else:
+                cells += ["-", "-"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "PTQ cells show their gap to float in parentheses."]
     bn = result.get("bn_folding")
@@ -238,6 +266,15 @@ def git_commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
+def settings_list(text: str) -> tuple[str, ...]:
+    """argparse type: comma-separated labels of ``SETTINGS``."""
+    labels = tuple(filter(None, (t.strip() for t in text.split(","))))
+    unknown = [label for label in labels if label not in SETTINGS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown {unknown}; choose from {list(SETTINGS)}")
+    return labels
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated zoo models")
@@ -250,6 +287,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--bn-batch", type=int, default=32)
     p.add_argument("--bn-every", type=int, default=20)
     p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--ptq", type=settings_list, default=DEFAULT_SETTINGS,
+                   help="comma-separated SETTINGS labels to run PTQ for")
+    p.add_argument("--qat", type=settings_list, default=DEFAULT_SETTINGS,
+                   help="comma-separated SETTINGS labels to run QAT for")
     p.add_argument("--test", type=int, default=10000, help="test images for the table")
     p.add_argument("--out", type=Path, default=RESULTS, help="directory for the result files")
     p.add_argument("--quick", action="store_true",
@@ -282,7 +323,8 @@ def main() -> None:
         "range_freeze_step": schedule.act_range_freeze_step, "threads": 1,
         "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
         "cpu": platform.machine(), "commit": git_commit(),
-        "ptq_recipes": {label: get_recipe(r).name for label, (r, _) in SETTINGS.items()},
+        "recipes": {label: describe(recipe_for(label)) for label in SETTINGS
+                    if label in args.ptq or label in args.qat},
     }
     result = {"settings": settings, "models": {}}
     for name in filter(None, args.models.split(",")):

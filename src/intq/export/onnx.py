@@ -1,7 +1,7 @@
 """Write an IntProgram as an ONNX model (QOperator format) that ONNX Runtime runs exactly.
 
 Float input, float output, integer computation inside, one ONNX node per op (plus a Clip
-where a fused ReLU/ReLU6 narrows the output range):
+where a fused ReLU/ReLU6 narrows the output range, and a channel Pad before a stem conv, below):
 
     Quantize       QuantizeLinear             Dequantize     DequantizeLinear
     QConv2d        QLinearConv (+ int32 bias) QLinear        com.microsoft QGemm (transB=1)
@@ -23,6 +23,17 @@ which changes no result); 16-bit activations and weights above 8 bits are refuse
     "u8": always uint8 (exact everywhere, slower).
 The model's metadata "intq.exact_on" says which CPUs give exact results; OrtSession warns on
 a CPU outside it. benchmarks/onnx_kernels.py measures the cost of each choice.
+
+Speed. ONNX Runtime runs QLinearConv on MLAS's fused symmetric kernel (ConvSym: int8 weights
+with zero point 0, requantization inside the kernel) only when the input channels are a
+multiple of 4 and the output channels at least 16 and, on AVX2, a multiple of 8; otherwise it
+takes im2col + GEMM + a separate requantization pass. A stem conv (groups 1, its input the
+Quantize of a graph input, e.g. 3 RGB channels) that misses only the input-channel condition
+gets zero weights for the missing channels and a Pad of its input with the zero point: the
+same integers (the added channels are multiplied by 0), 0.66x the conv's time on
+EfficientNet-Lite0's 3->32 stem (benchmarks/onnx_kernels.py). Only there: a graph input is
+NCHW in ONNX Runtime, where a channel Pad is a cheap copy; mid-network tensors are channels-
+last after ORT's NHWC transform, where the same Pad costs more than the conv saves.
 
 Exactness. ONNX Runtime derives each requantization multiplier from the stored float32
 scales; the exporter checks that it equals the program's `multiplier_f32` (build requant
@@ -69,6 +80,8 @@ EXACT_ANY_X86 = "x86-64"
 EXACT_VNNI = "x86-64 with VNNI"
 OPSET = 21
 MS_DOMAIN = "com.microsoft"
+# MLAS ConvSym (symmetric u8 x s8 conv) needs these channel counts on every x86 dispatch
+_CONVSYM_IN_CHANNEL_ALIGN, _CONVSYM_OUT_CHANNEL_ALIGN, _CONVSYM_MIN_OUT_CHANNELS = 4, 8, 16
 
 _FLOAT_OPS = {"sigmoid": ("Sigmoid", {}), "tanh": ("Tanh", {}), "relu": ("Relu", {}),
               "hardsigmoid": ("HardSigmoid", {"alpha": 1.0 / 6.0, "beta": 0.5}),
@@ -110,6 +123,10 @@ class _Writer:
         self.initializers: list = []
         self.constants: set[str] = set()
         self.needs_vnni = False
+        graph_inputs = {i.name for i in program.inputs}
+        self.stem_inputs = {op.output for op in program.ops
+                            if isinstance(op, Quantize) and op.inputs[0] in graph_inputs}
+        self.channel_padded: dict[str, str] = {}
         for name, qt in self.tensors.items():
             if qt.dtype not in ("uint8", "int8"):
                 raise ValueError(f"export_onnx: tensor {name!r} is {qt.dtype}; ONNX QOperator "
@@ -169,6 +186,27 @@ class _Writer:
             return w.astype(np.int8), zp.astype(np.int8)
         return (w + 128).astype(np.uint8), (zp + 128).astype(np.uint8)
 
+    def convsym_missing_channels(self, op: QConv2d, w: np.ndarray) -> int:
+        """Zero input channels to add so that a stem conv runs on MLAS ConvSym (see Speed in
+        the module docstring); 0 when it already does, cannot, or is not a stem conv."""
+        out_channels, in_channels = w.shape[:2]
+        eligible = (op.groups == 1 and op.inputs[0] in self.stem_inputs
+                    and w.dtype == np.int8 and op.weight_zero_point == 0
+                    and out_channels >= _CONVSYM_MIN_OUT_CHANNELS
+                    and out_channels % _CONVSYM_OUT_CHANNEL_ALIGN == 0)
+        return -in_channels % _CONVSYM_IN_CHANNEL_ALIGN if eligible else 0
+
+    def pad_channels(self, x: str, missing: int) -> str:
+        """Name of `x` with `missing` more channels holding its zero point (one Pad node per
+        tensor, shared by its consumers)."""
+        if x not in self.channel_padded:
+            padded = f"{x}/channels_padded"
+            pads = self.const(f"{padded}/pads", np.array([0, 0, 0, 0, 0, missing, 0, 0],
+                                                          np.int64))
+            self.node("Pad", [x, pads, self.qparams(x)[1]], padded, mode="constant")
+            self.channel_padded[x] = padded
+        return self.channel_padded[x]
+
     def scale_vector(self, scale: np.ndarray) -> np.ndarray:
         return scale.reshape(()) if scale.size == 1 else scale
 
@@ -189,7 +227,11 @@ class _Writer:
             sx, sy = (np.float32(self.tensors[n].scale) for n in (x, y))
             self.check_multiplier(op, (sx * op.weight_scale) / sy, op.requant.multiplier_f32)
         w, wz = self.weights(op)
-        return [x, *self.qparams(x), self.const(f"{y}/weight", w),
+        x_name = x
+        if isinstance(op, QConv2d) and (missing := self.convsym_missing_channels(op, w)):
+            x_name = self.pad_channels(x, missing)
+            w = np.pad(w, ((0, 0), (0, missing), (0, 0), (0, 0)))
+        return [x_name, *self.qparams(x), self.const(f"{y}/weight", w),
                 self.const(f"{y}/weight_scale", self.scale_vector(op.weight_scale)),
                 self.const(f"{y}/weight_zero_point", self.scale_vector(wz))]
 

@@ -15,6 +15,12 @@ What it measures, with onnxruntime on this CPU, 1 intra-op thread, batch 1, medi
    DequantizeLinear around float ops, which ONNX Runtime fuses) and a float32 model of the same
    net, timed in turns. Each integer model's output is compared with the reference
    interpreter (fraction of identical outputs).
+3. Channel padding of a conv with input channels not a multiple of 4 (what export_onnx does
+   for a stem conv so that MLAS runs it on its symmetric ConvSym kernel): float input ->
+   QuantizeLinear -> QLinearConv (int8 per-channel weights, zero point 0), against the same
+   with a Pad of the quantized input (zero point) and zero weights for the added channels;
+   and the same pair behind a 1x1 conv (mid-network: ORT keeps that tensor channels-last, so
+   the Pad runs on the last axis). Timed in turns; outputs must be identical.
 
 Writes benchmarks/results/onnx_kernels.{json,md}.
 
@@ -273,6 +279,66 @@ def encoding_table(repeats: int) -> list[dict]:
     return rows
 
 
+STEM_SHAPES = {  # name: (cin, cout, kernel, stride, hw, mid-network)
+    "stem 3->32 3x3 s2 @224 (EfficientNet-Lite0)": (3, 32, 3, 2, 224, False),
+    "stem 3->64 7x7 s2 @224 (ResNet)": (3, 64, 7, 2, 224, False),
+    "stem 1->32 3x3 s1 @28 (Fashion-MNIST)": (1, 32, 3, 1, 28, False),
+    "conv 6->32 1x1 @56": (6, 32, 1, 1, 56, False),
+    "stem 1->8 3x3 s1 @28 (< 16 outputs: no ConvSym)": (1, 8, 3, 1, 28, False),
+    "mid-network 3->32 3x3 s2 @112 after a 1x1 conv": (3, 32, 3, 2, 112, True),
+}
+
+
+def _stem_model(shape, padded: bool) -> onnx.ModelProto:
+    """float x -> QuantizeLinear [-> 1x1 QLinearConv] [-> Pad to a multiple of 4 channels]
+    -> QLinearConv; `padded` adds the Pad and zero weights for the added channels."""
+    cin, cout, kernel, stride, _, mid = shape
+    rng = np.random.default_rng(cin * 1000 + cout)
+    added = -cin % 4 if padded else 0
+    w = rng.integers(-127, 128, (cout, cin, kernel, kernel)).astype(np.int8)
+    consts = {"xs": np.float32(0.02), "xz": np.uint8(120), "ys": np.float32(0.05),
+              "yz": np.uint8(3), "ws": rng.uniform(1e-3, 2e-3, cout).astype(np.float32),
+              "wz": np.zeros(cout, np.int8), "b": rng.integers(-999, 999, cout).astype(np.int32),
+              "w": np.pad(w, ((0, 0), (0, added), (0, 0), (0, 0))),
+              "mw": rng.integers(-127, 128, (cin, cin, 1, 1)).astype(np.int8),
+              "mws": np.full(cin, 2e-3, np.float32), "mwz": np.zeros(cin, np.int8),
+              "pads": np.array([0, 0, 0, 0, 0, added, 0, 0], np.int64)}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["q"])]
+    if mid:
+        nodes.append(helper.make_node("QLinearConv", ["q", "xs", "xz", "mw", "mws", "mwz", "xs",
+                                                      "xz"], ["m"]))
+    src = "m" if mid else "q"
+    if added:
+        nodes.append(helper.make_node("Pad", [src, "pads", "xz"], ["p"], mode="constant"))
+        src = "p"
+    nodes.append(helper.make_node(
+        "QLinearConv", [src, "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["y"],
+        kernel_shape=[kernel, kernel], strides=[stride, stride], pads=[kernel // 2] * 4))
+    graph = helper.make_graph(
+        nodes, "stem", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                      (1, cin, shape[4], shape[4]))],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, None)],
+        [numpy_helper.from_array(v, k) for k, v in consts.items()
+         if (added or k != "pads") and (mid or not k.startswith("mw"))])
+    return helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 21)])
+
+
+def stem_pad_table(repeats: int) -> list[dict]:
+    rows = []
+    for name, shape in STEM_SHAPES.items():
+        x = {"x": np.random.default_rng(1).random((1, shape[0], shape[4], shape[4]),
+                                                  np.float32)}
+        sessions = [_session(_stem_model(shape, padded)) for padded in (False, True)]
+        plain, padded = _round_robin_ms(sessions, x, repeats * 5)
+        equal = bool(np.array_equal(*(s.run(None, x)[0] for s in sessions)))
+        rows.append({"layer": name, "input_channels": shape[0],
+                     "padded_channels": shape[0] - shape[0] % -4, "ms": plain,
+                     "padded_ms": padded, "ratio": padded / plain, "identical": equal})
+        print(f"{name:48s} {plain:.3f} ms -> {padded:.3f} ms ({padded / plain:.2f}x) "
+              f"identical {equal}", flush=True)
+    return rows
+
+
 def _markdown(result: dict) -> str:
     m = result["machine"]
     lines = [
@@ -297,6 +363,17 @@ def _markdown(result: dict) -> str:
             f"{r['outputs_equal_reference']:.2%}")
         lines.append(f"| {r['encoding']} | {r['weight_bits']} | {r['ms']:.2f} | "
                      f"{r['speedup_vs_float']:.2f}x | {equal} |")
+    lines += ["", "## Channel padding to a multiple of 4 (MLAS ConvSym needs it)", "",
+              "QuantizeLinear -> QLinearConv with int8 per-channel weights (zero point 0), "
+              "against the same with a Pad of the quantized input (zero point) and zero "
+              "weights for the added channels; timed in turns. `export_onnx` pads a stem "
+              "conv (input = Quantize of a graph input, >= 16 output channels, a multiple of "
+              "8), not a mid-network one.", "",
+              "| layer | input channels | padded to | time (ms) | padded (ms) | ratio | "
+              "identical outputs |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['layer']} | {r['input_channels']} | {r['padded_channels']} | "
+              f"{r['ms']:.3f} | {r['padded_ms']:.3f} | {r['ratio']:.2f}x | {r['identical']} |"
+              for r in result["stem_pad"]]
     return "\n".join(lines) + "\n"
 
 
@@ -312,6 +389,7 @@ def main() -> None:
         "repeats": args.repeats,
         "saturation": saturation_table(args.repeats),
         "encodings": encoding_table(args.repeats),
+        "stem_pad": stem_pad_table(args.repeats),
     }
     RESULTS.mkdir(exist_ok=True)
     atomic_write_bytes(RESULTS / "onnx_kernels.json", json.dumps(result, indent=2).encode())

@@ -32,6 +32,7 @@ from intq.zoo.normalization import NORMALIZATIONS, Normalization
 
 __all__ = [
     "DATA_HELP",
+    "add_equalize_argument",
     "agreement",
     "check_onnx_file",
     "check_output_path",
@@ -160,6 +161,15 @@ def data_input_shape(spec: str | None) -> tuple[int, int, int] | None:
     except Exception:  # unreadable or malformed: loading the data reports why
         return None
     return tuple(int(d) for d in shape[1:]) if len(shape) == 4 else None
+
+
+def add_equalize_argument(parser) -> None:
+    """``--equalize / --no-equalize``: cross-layer equalization (None: the recipe's default)."""
+    parser.add_argument(
+        "--equalize", action=argparse.BooleanOptionalAction, default=None,
+        help="cross-layer equalization: rescale consecutive layers to equal per-channel weight "
+        "ranges before quantizing (relu6 between them becomes relu); default: on for "
+        "per-tensor weights, off for per-channel")
 
 
 def add_normalize_argument(parser) -> None:

@@ -50,6 +50,7 @@ def add_parser(subparsers) -> None:
                              default=None, help="one weight scale per output channel")
     granularity.add_argument("--per-tensor", dest="per_channel", action="store_false",
                              help="one weight scale per tensor")
+    common.add_equalize_argument(parser)
     parser.add_argument("--weights", type=Path, metavar="FILE",
                         help="float .safetensors to start from (default: the shipped weights)")
     parser.add_argument("--lr", type=common.positive(float), default=0.005,
@@ -103,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     summary = {
         "model": entry.name,
         "recipe": recipe.name,
+        "equalize": recipe.equalize,
         "onnx": str(args.output),
         "checkpoint": str(checkpoint),
         "train_samples": len(train),
@@ -118,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
 def _recipe(args: argparse.Namespace) -> Recipe:
     try:
         recipe = get_recipe(args.recipe, w_bits=args.w_bits, a_bits=args.a_bits,
-                            per_channel=args.per_channel, observer="ema")
+                            per_channel=args.per_channel, observer="ema",
+                            equalize=args.equalize)
     except ValueError as exc:
         raise UsageError(f"recipe options: {exc}") from None
     if max(recipe.weight.bits, recipe.activation.bits) > 8:
@@ -208,7 +211,8 @@ def _progress(enabled: bool):
 
 def _format(s: dict) -> str:
     return "\n".join([
-        f"model            {s['model']} ({s['recipe']})",
+        f"model            {s['model']} ({s['recipe']}"
+        + (" + cross-layer equalization)" if s["equalize"] else ")"),
         f"data             {s['train_samples']} training, {s['holdout_samples']} hold-out",
         f"hold-out top-1   float {s['float_accuracy']:.2%}, QAT simulated "
         f"{s['qat_simulated_accuracy']:.2%}, ONNX Runtime {s['onnx_accuracy']:.2%}",

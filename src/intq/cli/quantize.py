@@ -28,7 +28,14 @@ from intq.export.onnx import EXACT_ANY_X86, EXACT_VNNI, export_onnx
 from intq.modelspec import LoadedModel, load_model_spec, spec_label
 from intq.observers.factory import OBSERVER_KINDS
 from intq.ptq import quantize
-from intq.recipes import DEFAULT_OBSERVER, DEFAULT_RECIPE, Recipe, get_recipe, recipe_names
+from intq.recipes import (
+    DEFAULT_OBSERVER,
+    DEFAULT_RECIPE,
+    Recipe,
+    default_equalize,
+    get_recipe,
+    recipe_names,
+)
 from intq.runtime.onnxruntime import OrtSession, cpu_has_vnni
 from intq.zoo.data import DATASETS
 from intq.zoo.dataset import Dataset
@@ -104,6 +111,7 @@ def add_parser(subparsers) -> None:
                              default=None, help="one weight scale per layer")
     granularity.add_argument("--per-channel", dest="per_channel", action="store_true",
                              help="one weight scale per output channel")
+    common.add_equalize_argument(q)
     q.add_argument("--weight-only", action="store_true",
                    help="quantize weights only (simulated: no ONNX file)")
     q.add_argument("--observer", choices=OBSERVER_KINDS, default=DEFAULT_OBSERVER,
@@ -158,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
             "model_spec": loaded.spec,
             "weights": loaded.weights,
             "recipe": recipe.name,
+            "equalize": recipe.equalize,
             "weight_spec": recipe.weight.describe(),
             "activation_spec": None if recipe.weight_only else recipe.activation.describe(),
             "keep_float": list(args.keep_float),
@@ -210,13 +219,14 @@ def _recipe(args: argparse.Namespace) -> Recipe:
     if args.w_bits is None and not _EXPORTABLE_BITS[0] <= recipe.weight.bits <= 8:
         raise UsageError(f"--recipe {args.recipe}: weights of {recipe.weight.bits} bits have "
                          "no ONNX form; use 2..8 bits")
-    if args.per_channel is None or args.per_channel == recipe.weight.per_channel:
-        return recipe
-    weight = dataclasses.replace(recipe.weight, per_channel=args.per_channel)
-    old, new = "-per-layer-", "-per-channel-"
-    if not args.per_channel:
-        old, new = new, old
-    return Recipe(recipe.name.replace(old, new, 1), weight, recipe.activation)
+    if args.per_channel is not None and args.per_channel != recipe.weight.per_channel:
+        weight = dataclasses.replace(recipe.weight, per_channel=args.per_channel)
+        old, new = "-per-layer-", "-per-channel-"
+        if not args.per_channel:
+            old, new = new, old
+        recipe = Recipe(recipe.name.replace(old, new, 1), weight, recipe.activation)
+    equalize = default_equalize(recipe.weight) if args.equalize is None else args.equalize
+    return dataclasses.replace(recipe, equalize=equalize)
 
 
 def _no_integer_form(recipe: Recipe, keep_float: list[str]) -> str | None:
@@ -500,7 +510,8 @@ def _header_lines(r: dict) -> list[str]:
     calib = r["calibration"]
     lines = [
         f"{r['model']} ({r['weights']} weights) -> {target}",
-        f"recipe       {r['recipe']}",
+        f"recipe       {r['recipe']}"
+        + (" + cross-layer equalization" if r["equalize"] else ""),
         f"calibration  {calib['samples']} samples of {calib['data']} in "
         f"{r['calibration_seconds']:.1f} s",
     ]

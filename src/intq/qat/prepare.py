@@ -4,7 +4,8 @@
     ... train qgm with apply_schedule(qgm, schedule, step) before each step ...
     deployable = convert_qat(qgm)              # -> intq.convert.from_graph.convert_to_program
 
-``prepare_qat`` = capture -> normalize -> fuse without folding BN -> place the recipe's
+``prepare_qat`` = capture -> normalize -> fuse without folding BN -> cross-layer
+equalization if ``recipe.equalize`` (through the BNs' γ and β) -> place the recipe's
 quantizers (``intq.graph.place``) -> every conv followed by a BN becomes a ``QATConvBn2d``
 (BN folded for training, PAPER.md 3). Weight quantizers use the current min/max of the
 (folded) weights at every step; activation quantizers use the EMA of batch min/max with
@@ -25,7 +26,7 @@ from torch import fx, nn
 
 from intq.errors import IntqError
 from intq.fakequant import Quantizer, QuantSpec
-from intq.graph import capture, fold_batchnorm, fuse, normalize
+from intq.graph import capture, cross_layer_equalize, fold_batchnorm, fuse, normalize
 from intq.graph.fused import FusedConv2d
 from intq.graph.place import activation_quantizers, place_quantizers, quant_layers
 from intq.graph.qmodules import QuantConv2d
@@ -56,6 +57,8 @@ def prepare_qat(
     """
     recipe = qat_recipe(get_recipe(recipe) if isinstance(recipe, str) else recipe)
     gm = fuse(normalize(capture(model, example_input, leaf_modules=leaf_modules)))
+    if recipe.equalize:  # BNs still inside: output channels scale through γ and β
+        gm, _ = cross_layer_equalize(gm)
     batchnorms = _take_conv_batchnorms(gm)
     qgm = place_quantizers(fold_batchnorm(gm), recipe)
     for name, bn in batchnorms.items():

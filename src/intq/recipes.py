@@ -3,7 +3,7 @@
 A recipe names a weight scheme and bit width, an activation spec (None = weight-only) and
 per-layer overrides by module-name pattern (``fnmatch``, e.g. ``"_blocks.0.*"``), and
 whether cross-layer equalization runs before the quantizers are placed
-(``intq.graph.equalize``; by default on for per-tensor weights, off for per-channel):
+(``intq.graph.equalize``; by default on for per-tensor weights with quantized activations):
 
     get_recipe("sym-per-channel-8")                # paper default: W8 sym/ch, A8 asym/layer
     get_recipe("asym-per-layer-4", weight_only=True)
@@ -132,7 +132,7 @@ def get_recipe(
 
     ``per_channel`` switches the scheme's granularity (sym-per-channel <-> sym-per-layer is
     not a preset: True/False picks the per-channel/per-layer form of the same symmetry).
-    ``equalize`` None: ``default_equalize(weight spec)``.
+    ``equalize`` None: ``default_equalize(recipe)``.
     """
     match = _NAME.match(name)
     if match is None or match["scheme"] not in SCHEMES:
@@ -143,14 +143,17 @@ def get_recipe(
     options = ACTIVATION_OBSERVER_OPTIONS.get(observer, {})
     activation = None if weight_only else activation_spec(a_bits, observer=observer, **options)
     label = f"{scheme}-{bits}" + ("-weight-only" if weight_only else f"-a{a_bits}-{observer}")
-    equalize = default_equalize(weight) if equalize is None else equalize
-    return Recipe(label, weight, activation, equalize=equalize)
+    recipe = Recipe(label, weight, activation)
+    equalize = default_equalize(recipe) if equalize is None else equalize
+    return dataclasses.replace(recipe, equalize=equalize)
 
 
-def default_equalize(weight: QuantSpec) -> bool:
-    """Cross-layer equalization by default for per-tensor weights only: one grid per tensor
-    needs equal channel ranges; per-channel grids do not (BENCHMARKS.md 8)."""
-    return not weight.per_channel
+def default_equalize(recipe: Recipe) -> bool:
+    """Cross-layer equalization by default for per-tensor weights with quantized activations:
+    one grid per tensor needs equal channel ranges; per-channel grids do not, and W4 per
+    channel loses with it (BENCHMARKS.md 8). Weight-only recipes stay the paper's Table 2
+    setting (no calibration, no correction, no equalization)."""
+    return not recipe.weight.per_channel and not recipe.weight_only
 
 
 def _with_granularity(scheme: str, per_channel: bool | None) -> str:

@@ -18,13 +18,13 @@ from .nets import images
 
 @pytest.mark.parametrize(("name", "options", "want"), [
     ("asym-per-layer-8", {}, True),
-    ("asym-per-layer-4", {"weight_only": True}, True),
+    ("asym-per-layer-4", {"weight_only": True}, False),  # the paper's Table 2 setting
     ("sym-per-channel-8", {}, False),
     ("asym-per-channel-8", {"per_channel": False}, True),
     ("asym-per-layer-8", {"equalize": False}, False),
     ("sym-per-channel-4", {"equalize": True}, True),
 ])
-def test_default_is_on_for_per_tensor_weights_only(name, options, want):
+def test_default_is_on_for_per_tensor_weights_with_quantized_activations(name, options, want):
     assert get_recipe(name, **options).equalize is want
 
 

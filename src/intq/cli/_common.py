@@ -169,7 +169,7 @@ def add_equalize_argument(parser) -> None:
         "--equalize", action=argparse.BooleanOptionalAction, default=None,
         help="cross-layer equalization: rescale consecutive layers to equal per-channel weight "
         "ranges before quantizing (relu6 between them becomes relu); default: on for "
-        "per-tensor weights, off for per-channel")
+        "per-tensor weights with quantized activations")
 
 
 def add_normalize_argument(parser) -> None:

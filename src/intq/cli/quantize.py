@@ -225,7 +225,7 @@ def _recipe(args: argparse.Namespace) -> Recipe:
         if not args.per_channel:
             old, new = new, old
         recipe = Recipe(recipe.name.replace(old, new, 1), weight, recipe.activation)
-    equalize = default_equalize(recipe.weight) if args.equalize is None else args.equalize
+    equalize = default_equalize(recipe) if args.equalize is None else args.equalize
     return dataclasses.replace(recipe, equalize=equalize)
 
 

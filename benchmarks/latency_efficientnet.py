@@ -17,7 +17,9 @@ Latency: ``intq.eval.latency.ort_latency``: one CPU session per model, 1 intra-o
 batch 1, ``--warmup`` untimed rounds, then ``--repeats`` rounds that run every model once in
 rotating order (so machine load hits all alike); median and 10th/90th percentiles. Ratios
 are of medians from this one run. The ONNX Runtime profile (``enable_profiling``) of the int8
-models sums each node's kernel time by op type over ``--profile-runs`` runs.
+models sums each node's kernel time by op type over ``--profile-runs`` runs, and pairs the
+nodes of intq and ORT (k-th node of an op type with the k-th) to list, by median kernel time
+per run, every node that differs by more than ``NODE_DIFF_US`` or exists in one model only.
 Sanity: logits of every model on the first ``--check`` evaluation crops vs float (top-1
 agreement, SQNR), and intq s8 == intq auto element for element.
 
@@ -29,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -67,6 +70,7 @@ TIMED = {  # latency row -> model file
 }
 PROFILED = {"intq int8 (weight_type=s8)": "intq_w8_s8.onnx",
             "ORT quantize_static int8 (MinMax, QDQ)": "ort_minmax_qdq.onnx"}
+NODE_DIFF_US = 5.0
 
 
 def build_models(out: Path, n_calib: int) -> dict:
@@ -207,12 +211,17 @@ def _op_times(trace: list[dict], runs: int, warmup: int) -> dict:
     assert len(starts) == warmup + runs, f"{len(starts)} model_run events"
     total_us: dict[str, float] = defaultdict(float)
     count: dict[str, int] = defaultdict(int)
+    node_us: dict[str, list[float]] = defaultdict(list)  # in execution order
+    node_op: dict[str, str] = {}
     for event in trace:
         if (event.get("cat") == "Node" and event["name"].endswith("_kernel_time")
                 and event["ts"] >= starts[warmup]):
             op = event["args"]["op_name"]
             total_us[op] += event["dur"]
             count[op] += 1
+            node = event["name"].removesuffix("_kernel_time")
+            node_us[node].append(event["dur"])
+            node_op[node] = op
     node_total = sum(total_us.values())
     return {
         "runs": runs,
@@ -220,7 +229,34 @@ def _op_times(trace: list[dict], runs: int, warmup: int) -> dict:
         "ops": [{"op_type": op, "nodes": count[op] // runs,
                  "ms_per_run": total_us[op] / runs / 1e3, "share": total_us[op] / node_total}
                 for op in sorted(total_us, key=total_us.get, reverse=True)],
+        "nodes": [{"node": node, "op_type": node_op[node],
+                   "median_us": float(statistics.median(times))}
+                  for node, times in node_us.items()],
     }
+
+
+def node_differences(intq: dict, ort_q: dict) -> list[dict]:
+    """Nodes of the two profiles paired by op type and rank among that type's nodes (the
+    k-th QLinearConv of intq with the k-th of ORT); the pairs whose median kernel times
+    differ by more than NODE_DIFF_US, and the nodes one model has and the other lacks."""
+    def keyed(profile: dict) -> dict[tuple[str, int], dict]:
+        seen: dict[str, int] = defaultdict(int)
+        out = {}
+        for n in profile["nodes"]:
+            out[(n["op_type"], seen[n["op_type"]])] = n
+            seen[n["op_type"]] += 1
+        return out
+
+    a, b = keyed(intq), keyed(ort_q)
+    rows = []
+    for key in list(a) + [k for k in b if k not in a]:
+        x, y = a.get(key), b.get(key)
+        if x and y and abs(x["median_us"] - y["median_us"]) <= NODE_DIFF_US:
+            continue
+        rows.append({"op_type": key[0], "rank": key[1],
+                     "intq_node": x and x["node"], "intq_us": x and x["median_us"],
+                     "ort_node": y and y["node"], "ort_us": y and y["median_us"]})
+    return rows
 
 
 def markdown(result: dict) -> str:
@@ -304,7 +340,28 @@ def markdown(result: dict) -> str:
         for o in p["ops"][:10]:
             lines.append(f"| {o['op_type']} | {o['nodes']} | {o['ms_per_run']:.3f} | "
                          f"{100 * o['share']:.1f}% |")
+    intq_p, ort_p = (result["profiles"][label] for label in PROFILED)
+    sums = [sum(n["median_us"] for n in p["nodes"]) for p in (intq_p, ort_p)]
+    lines += [
+        "",
+        "## Per node: intq int8 vs ORT int8",
+        "",
+        f"Median kernel time per run of each node (same profile runs). Sum of the node "
+        f"medians: intq {sums[0]:.0f} us, ORT {sums[1]:.0f} us ({sums[0] / sums[1]:.3f}x). "
+        f"Nodes are paired by op type and rank (the k-th QLinearConv with the k-th); listed: "
+        f"pairs more than {NODE_DIFF_US:.0f} us apart and nodes only one model has.",
+        "",
+        "| op type | # | intq node | intq us | ORT node | ORT us |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in result["node_differences"]:
+        lines.append(f"| {r['op_type']} | {r['rank']} | {r['intq_node'] or '-'} | "
+                     f"{_us(r['intq_us'])} | {r['ort_node'] or '-'} | {_us(r['ort_us'])} |")
     return "\n".join(lines) + "\n"
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def main() -> None:
@@ -334,6 +391,8 @@ def main() -> None:
             "profiles": profiles({label: tmp / f for label, f in PROFILED.items()},
                                  args.profile_runs, tmp),
         }
+        result["node_differences"] = node_differences(
+            *(result["profiles"][label] for label in PROFILED))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latency_efficientnet.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / "latency_efficientnet.md").write_text(markdown(result))

@@ -134,19 +134,43 @@ def test_all_zero_data_uses_the_narrowest_bins():
     assert obs.ranges() == (torch.tensor(0.0), torch.tensor(0.0))
 
 
-@pytest.mark.parametrize(("n", "size", "stride"), [(1000, 100, 11), (1000, 99, 11), (1000, 500, 3)])
-def test_a_large_update_histograms_the_odd_strided_sample_within_the_full_range(n, size, stride):
+@pytest.mark.parametrize(("n", "size", "stride"), [(100_000, 10_000, 11), (100_000, 9_999, 11),
+                                                 (100_000, 50_000, 3)])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_a_large_update_counts_the_tails_exactly_and_the_strided_bulk_stride_times(
+    n, size, stride, symmetric
+):
     g = torch.Generator().manual_seed(3)
     x = torch.randn(n, generator=g) * 2
     x[stride * 3 + 1] = 50.0  # off the sample: the range must still come from every value
-    obs = MSEObserver(bins=256, sample_size=size)
+    obs = MSEObserver(bins=256, sample_size=size, symmetric=symmetric)
     obs.update(x)
-    exponent = ref_exponent(float(x.min()), 50.0, 256)
-    offset, counts = ref_counts(x[::stride].numpy(), exponent, 256, lo=float(x.min()))
+    values = (x.abs() if symmetric else x).numpy().astype(np.float64)
+    sample = values[::stride]
+    k = int(np.ceil(0.01 * len(sample)))
+    high = np.sort(sample)[len(sample) - k]
+    low = -np.inf if symmetric else np.sort(sample)[k - 1]
+    tail = values[(values > high) | (values < low)]
+    bulk = sample[(sample <= high) & (sample >= low)]
+    exponent = ref_exponent(0.0 if symmetric else float(x.min()), 50.0, 256)
+    lo = 0.0 if symmetric else float(x.min())
+    offset, tail_counts = ref_counts(tail, exponent, 256, lo=lo)
+    _, bulk_counts = ref_counts(bulk, exponent, 256, lo=lo)
     assert float(obs.max_val) == 50.0 and float(obs.min_val) == float(x.min())
     assert int(obs.exponent) == exponent and int(obs.offset) == offset
-    assert obs.counts[0].tolist() == counts.tolist()
-    assert int(obs.counts.sum()) == len(range(0, n, stride)) <= size
+    assert obs.counts[0].tolist() == (stride * bulk_counts + tail_counts).tolist()
+    assert abs(int(obs.counts.sum()) - n) < 0.02 * n
+
+
+def test_per_channel_sampling_counts_each_channel_like_its_own_observer():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 30_000, generator=g) * torch.tensor([[0.1], [1.0], [30.0]])
+    together = MSEObserver(per_channel=True, bins=256, sample_size=1_000)
+    together.update(x)
+    for c in range(3):
+        alone = MSEObserver(bins=256, sample_size=1_000)
+        alone.update(x[c])
+        assert together.counts[c].tolist() == alone.counts[0].tolist()
 
 
 @pytest.mark.parametrize("size", [0, -5, 2.5, True])

@@ -19,7 +19,7 @@ from intq.ptq import calibrate, prepare_ptq, quantize, widen_weight_scales_for_i
 from intq.recipes import get_recipe
 from intq.runtime import run_reference
 
-from .nets import DeadChannelNet, images, seeded
+from .nets import DeadChannelNet, SigmoidGateNet, images, seeded
 
 MINMAX = get_recipe(observer="minmax")
 
@@ -67,12 +67,48 @@ def test_activations_are_calibrated_on_the_quantized_weights_outputs():
         q.register_forward_pre_hook(lambda q, args, name=name: record_activation(q, args, name))
     for _, layer in quant_layers(gm):
         layer.register_forward_pre_hook(record_layer)
-    calibrate(gm, list(images(16).split(8)), progress=False)
+    calibrate(gm, list(images(16).split(8)), progress=False, engine="torch")
     assert len(modes) == 2 * (10 + 7)  # two batches, 10 quantizer calls and 7 layers each
     assert all(value == (what == "weights fake-quantized") for what, value in modes)
     for name, q in activation_quantizers(gm):
         values = torch.cat([v.flatten() for v in seen[name]])
         assert (q.min_val, q.max_val) == (values.min(), values.max()), name
+
+
+@pytest.mark.parametrize("net", ["resnet", "inception", "mobilenet_v2"])
+def test_the_onnxruntime_pass_calibrates_like_the_eager_pass(net):
+    """Same ranges (min/max: the extremes of what each quantizer saw) and bias corrections to
+    float32 rounding: ONNX Runtime sums the convolutions in another order."""
+    x = list(images(16).split(8))
+    eager, ort = (prepare_ptq(build(net), images(2), MINMAX) for _ in range(2))
+    calibrate(eager, x, progress=False, engine="torch")
+    calibrate(ort, x, progress=False, engine="onnxruntime")
+    for (name, q_eager), (_, q_ort) in zip(activation_quantizers(eager),
+                                           activation_quantizers(ort), strict=True):
+        torch.testing.assert_close(q_ort.min_val, q_eager.min_val, rtol=1e-5, atol=1e-6,
+                                   msg=name)
+        torch.testing.assert_close(q_ort.max_val, q_eager.max_val, rtol=1e-5, atol=1e-6,
+                                   msg=name)
+    for (name, l_eager), (_, l_ort) in zip(quant_layers(eager), quant_layers(ort), strict=True):
+        torch.testing.assert_close(l_ort.layer.bias, l_eager.layer.bias, rtol=1e-5, atol=1e-6,
+                                   msg=name)
+
+
+def test_auto_calibrates_a_graph_with_leaf_modules_in_eager_torch(monkeypatch):
+    """A leaf module's Python could branch on the data; a trace would freeze one branch."""
+    def refuse(*_args):
+        raise AssertionError("auto must not export a graph with leaf modules")
+
+    monkeypatch.setattr("intq.ptq.OrtCalibrationPass", refuse)
+    qgm = prepare_ptq(seeded(SigmoidGateNet), images(2), MINMAX, leaf_modules=["gate"])
+    calibrate(qgm, [images(8)], progress=False)
+    assert all(q.frozen for _, q in activation_quantizers(qgm))
+
+
+def test_an_unknown_engine_is_refused():
+    qgm = prepare_ptq(build("resnet"), images(2), MINMAX)
+    with pytest.raises(IntqError, match="unknown calibration engine 'tvm'; choose one of auto"):
+        calibrate(qgm, [images(4)], progress=False, engine="tvm")
 
 
 def test_batches_from_a_tensor_or_a_loader_give_the_same_quantizers():

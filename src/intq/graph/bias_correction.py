@@ -17,16 +17,20 @@ __all__ = ["InputMeans", "correct_bias"]
 
 
 class InputMeans:
-    """Running per-channel mean of a layer's input, fed by a forward pre-hook."""
+    """Running per-channel (dim 1) mean of a layer's input: fed by ``add``, or by a forward
+    pre-hook on ``layer`` when one is given (``remove`` detaches it)."""
 
-    def __init__(self, layer: QuantConv2d | QuantLinear) -> None:
+    def __init__(self, layer: QuantConv2d | QuantLinear | None = None) -> None:
         self.total: torch.Tensor | None = None
         self.count = 0
-        self._hook = layer.register_forward_pre_hook(self._update)
+        self._hook = None if layer is None else layer.register_forward_pre_hook(
+            lambda _module, args: self.add(args[0])
+        )
 
-    def _update(self, _module: nn.Module, args: tuple) -> None:
-        x = args[0].detach()
-        # float32 sums over each sample's positions (fast, contiguous), float64 across samples
+    def add(self, x: torch.Tensor) -> None:
+        """Fold a batch in: float32 sums over each sample's positions (fast, contiguous),
+        float64 across samples."""
+        x = x.detach()
         per_sample = x.flatten(2).sum(dim=2) if x.dim() > 2 else x
         total = per_sample.sum(dim=0, dtype=torch.float64)
         self.total = total if self.total is None else self.total + total
@@ -39,7 +43,8 @@ class InputMeans:
         return self.total / self.count
 
     def remove(self) -> None:
-        self._hook.remove()
+        if self._hook is not None:
+            self._hook.remove()
 
 
 def correct_bias(layer: QuantConv2d | QuantLinear, input_mean: torch.Tensor) -> None:

@@ -5,11 +5,11 @@ A clip range ``[lo, hi]`` is scored with the grid the quantizer will build from 
 signed grid ``[-(2^(b-1) - 1), 2^(b-1) - 1]`` (scale ``max(-lo, hi)/(2^(b-1) - 1)``), affine
 ``affine_qparams`` on ``[0, 2^b - 1]`` (range relaxed to contain 0, nudged zero point).
 
-Candidates are ``ratio·[lo, hi]`` of the observed range, ratio in [0.02, 1]: a grid with step 0.02,
-then two finer grids of ``_REFINE_POINTS`` across the two steps around the best point so far (the
-final step is about 8e-5). Every level scores all its candidates of all channels in one vectorized
-call (chunked to bound memory): a few large tensor ops instead of many small ones, which on a busy
-machine each pay a thread wake-up.
+Candidates are ``ratio·[lo, hi]`` of the observed range, ratio in [0.02, 1]: a grid of 25 points
+(step 0.041), then three finer grids of ``_REFINE_POINTS`` across the two steps around the best
+point so far (the final step is about 8e-5). Every level scores all its candidates of all
+channels in one vectorized call (chunked to bound memory): a few large tensor ops instead of many
+small ones, which on a busy machine each pay a thread wake-up.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from intq.qmath import affine_qparams, fake_quantize, qrange, symmetric_qparams
 
 __all__ = ["quantization_grid", "mse_on_rows", "mse_on_histogram", "search_clip_ratio"]
 
-_RATIO_GRID = torch.linspace(0.02, 1.0, 50, dtype=torch.float64)
-_REFINE_POINTS = 33
-_REFINE_LEVELS = 2
+_RATIO_GRID = torch.linspace(0.02, 1.0, 25, dtype=torch.float64)
+_REFINE_POINTS = 17
+_REFINE_LEVELS = 3
 _CHUNK_ELEMENTS = 2**21  # (channels x candidates x values) scored at once: 16 MiB per float64
 
 
@@ -98,7 +98,7 @@ def search_clip_ratio(
 ) -> Tensor:
     """Per-channel ratio in [0.02, 1] minimizing ``loss(ratio (C, K)) -> (C, K)``, float64 (C,).
 
-    The 0.02-step grid, then ``_REFINE_LEVELS`` grids of ``_REFINE_POINTS`` spanning one step
+    The coarse grid, then ``_REFINE_LEVELS`` grids of ``_REFINE_POINTS`` spanning one step
     either side of the best ratio so far; the best ratio scored at any level is returned.
     ``values_per_channel`` (bins or row length) sizes the chunks of candidates scored at once.
     """

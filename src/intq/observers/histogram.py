@@ -16,16 +16,23 @@ merged from partial histograms, gives identical buffers. A window holds between 
 ``bins`` occupied bins (the width is within a factor 2 of the finest that fits).
 
 Values are histogrammed signed, or as ``|x|`` with ``magnitude=True`` (then ``lo = 0``); the exact
-signed ``min_val``/``max_val`` are kept either way. With ``sample_size`` set, an update of more than
-``sample_size`` values per channel histograms an evenly strided sample of them (odd stride
-``ceil(N/sample_size)``, rounded up to odd so it does not alias with even image widths); the
-extremes still come from every value, and the counts are then a function of the samples.
+signed ``min_val``/``max_val`` are kept either way.
+
+Sampling (``sample_size``): an update of N > ``sample_size`` values per channel counts the tails
+exactly and samples the bulk. With stride ``s = ceil(N/sample_size)`` rounded up to odd (so it
+does not alias with even image widths), the evenly strided sample ``x[::s]`` sets thresholds at
+its ``TAIL_FRACTION`` quantiles (the upper one only for ``|x|``); every value beyond them is
+counted once, and every sampled value within them ``s`` times. The bulk estimate is unbiased
+and the tails, where clipping decisions are made, are exact; the extremes still come from
+every value. The counts are then no longer a function of the values alone.
 
 Distributed use: gather the observers and ``merge`` them (counts at different exponents cannot be
 summed elementwise).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -34,15 +41,20 @@ from intq.observers.base import Observer
 
 __all__ = [
     "MIN_EXPONENT",
+    "TAIL_FRACTION",
     "HistogramObserver",
     "bin_counts",
-    "evenly_strided_sample",
     "fit_exponent",
+    "masked_bin_counts",
     "rebin",
+    "sample_stride",
+    "tail_sampled_bin_counts",
 ]
 
 MIN_EXPONENT = -100
 """Narrowest bin width, 2^-100: also the width used when every observed value is 0."""
+TAIL_FRACTION = 0.01
+"""Fraction of a sample beyond each tail threshold when sampling (see the module docstring)."""
 
 
 def fit_exponent(lo: Tensor, hi: Tensor, bins: int) -> Tensor:
@@ -77,30 +89,65 @@ def rebin(
 
 
 def bin_counts(rows: Tensor, exponent: Tensor, offset: Tensor, bins: int) -> Tensor:
-    """Counts (C, bins) of ``rows`` (C, N): value x goes to bin ``floor(x/2^e) - offset``.
+    """Counts (C, bins) of ``rows`` (C, N): value x goes to bin ``floor(x/2^e) - offset``."""
+    channels = rows.shape[0]
+    index = _bin_index(rows, exponent[:, None], offset[:, None])
+    if channels > 1:
+        index += torch.arange(channels, device=rows.device)[:, None] * bins
+    return torch.bincount(index.reshape(-1), minlength=channels * bins).reshape(channels, bins)
+
+
+def masked_bin_counts(
+    rows: Tensor, mask: Tensor, exponent: Tensor, offset: Tensor, bins: int
+) -> Tensor:
+    """Counts (C, bins) of the values of ``rows`` (C, N) where ``mask`` (C, N) is true."""
+    channels = rows.shape[0]
+    if channels == 1:
+        index = _bin_index(rows[mask], exponent, offset)
+    else:
+        channel = mask.nonzero()[:, 0]
+        index = _bin_index(rows[mask], exponent[channel], offset[channel]) + channel * bins
+    return torch.bincount(index, minlength=channels * bins).reshape(channels, bins)
+
+
+def _bin_index(values: Tensor, exponent: Tensor, offset: Tensor) -> Tensor:
+    """``floor(x/2^e) - offset`` as int64 (exponent/offset broadcast against ``values``).
 
     ``torch.div(..., rounding_mode="floor")`` divides by the power of two exactly and floors
     correctly even when the quotient underflows (a tiny negative x lands in bin -1, not 0).
     """
-    width = torch.pow(2.0, exponent.to(torch.float64)).to(torch.float32)[:, None]
-    index = torch.div(rows, width, rounding_mode="floor") - offset[:, None].to(torch.float32)
-    index = index.to(torch.int32)
-    channels = rows.shape[0]
-    if channels > 1:
-        index += torch.arange(channels, dtype=torch.int32, device=rows.device)[:, None] * bins
-    flat = torch.bincount(index.reshape(-1), minlength=channels * bins)
-    return flat.reshape(channels, bins)
+    width = torch.pow(2.0, exponent.to(torch.float64)).to(torch.float32)
+    index = torch.div(values, width, rounding_mode="floor")
+    return index.sub_(offset.to(torch.float32)).to(torch.int64)
 
 
-def evenly_strided_sample(rows: Tensor, sample_size: int | None) -> Tensor:
-    """``rows`` (C, N) itself if ``N <= sample_size`` (or no size), else every s-th column from
-    column 0, ``s = ceil(N/sample_size)`` rounded up to odd: at most ``sample_size`` per row."""
-    n = rows.shape[1]
+def sample_stride(n: int, sample_size: int | None) -> int:
+    """1 if ``n <= sample_size`` (or no size), else ``ceil(n/sample_size)`` rounded up to odd."""
     if sample_size is None or n <= sample_size:
-        return rows
+        return 1
     stride = -(-n // sample_size)
-    stride += 1 - stride % 2
-    return rows[:, ::stride]
+    return stride + 1 - stride % 2
+
+
+def tail_sampled_bin_counts(
+    rows: Tensor, exponent: Tensor, offset: Tensor, bins: int, sample_size: int | None,
+    two_sided: bool,
+) -> Tensor:
+    """Counts (C, bins) estimating ``bin_counts(rows)``: exact in the tails, the bulk from every
+    s-th value counted s times (see the module docstring); exact when ``s = 1``."""
+    stride = sample_stride(rows.shape[1], sample_size)
+    if stride == 1:
+        return bin_counts(rows, exponent, offset, bins)
+    sample = rows[:, ::stride]
+    k = max(1, math.ceil(TAIL_FRACTION * sample.shape[1]))
+    high = sample.kthvalue(sample.shape[1] - k + 1, dim=1, keepdim=True).values
+    tail, sampled_tail = rows > high, sample > high
+    if two_sided:
+        low = sample.kthvalue(k, dim=1, keepdim=True).values
+        tail |= rows < low
+        sampled_tail |= sample < low
+    bulk = masked_bin_counts(sample, ~sampled_tail, exponent, offset, bins)
+    return stride * bulk + masked_bin_counts(rows, tail, exponent, offset, bins)
 
 
 class HistogramObserver(Observer):
@@ -150,9 +197,10 @@ class HistogramObserver(Observer):
 
     def _update(self, rows: Tensor, batch_min: Tensor, batch_max: Tensor) -> None:
         exponent, offset = self._widen_to(batch_min, batch_max)
-        values = evenly_strided_sample(rows, self.sample_size)
-        values = values.abs() if self.magnitude else values
-        self.counts += bin_counts(values, exponent, offset, self.bins)
+        values = rows.abs() if self.magnitude else rows
+        self.counts += tail_sampled_bin_counts(
+            values, exponent, offset, self.bins, self.sample_size, two_sided=not self.magnitude
+        )
 
     def _merge(self, other: Observer) -> None:
         assert isinstance(other, HistogramObserver)

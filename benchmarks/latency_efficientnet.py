@@ -16,10 +16,13 @@ Models, all from ``intq.zoo.load_model("efficientnet-lite0")`` with its publishe
 Latency: ``intq.eval.latency.ort_latency``: one CPU session per model, 1 intra-op thread,
 batch 1, ``--warmup`` untimed rounds, then ``--repeats`` rounds that run every model once in
 rotating order (so machine load hits all alike); median and 10th/90th percentiles. Ratios
-are of medians from this one run. The ONNX Runtime profile (``enable_profiling``) of the int8
-models sums each node's kernel time by op type over ``--profile-runs`` runs, and pairs the
-nodes of intq and ORT (k-th node of an op type with the k-th) to list, by median kernel time
-per run, every node that differs by more than ``NODE_DIFF_US`` or exists in one model only.
+are of medians from this one run. The same rotation then measures each run's CPU time on the
+calling thread (``time.thread_time``; with 1 intra-op thread ONNX Runtime computes on the
+caller), which waits for a core do not inflate. The ONNX Runtime profile
+(``enable_profiling``) of the int8 models sums each node's kernel time by op type over
+``--profile-runs`` runs, and pairs the nodes of intq and ORT (k-th node of an op type with the
+k-th) to list, by median kernel time per run, every node that differs by more than
+``NODE_DIFF_US`` or exists in one model only.
 Sanity: logits of every model on the first ``--check`` evaluation crops vs float (top-1
 agreement, SQNR), and intq s8 == intq auto element for element.
 
@@ -181,14 +184,35 @@ def latency(out: Path, repeats: int, warmup: int) -> dict:
                      "latency_ratio_vs_float": s.median_ms / flt.median_ms,
                      "latency_ratio_vs_ort_int8": s.median_ms / ort_q.median_ms,
                      "p10_ratio_vs_ort_int8": s.p10_ms / ort_q.p10_ms})
-    return {"rows": rows, "load_average": f"{load_before} before, {_load_average()} after"}
+    return {"rows": rows, "load_average": f"{load_before} before, {_load_average()} after",
+            "thread_cpu": thread_cpu(out, repeats, warmup)}
+
+
+def thread_cpu(out: Path, repeats: int, warmup: int) -> list[dict]:
+    """Median CPU time of the calling thread per run, models in rotating turns. With one
+    intra-op thread ONNX Runtime runs every kernel on the caller, so this is the run's compute
+    time without the waits for a core that other processes cause (caches they share stay)."""
+    sessions = {label: _session(out / file) for label, file in TIMED.items()}
+    feeds = {label: onnx_feed(session, batch=1) for label, session in sessions.items()}
+    labels = list(sessions)
+    times: dict[str, list[float]] = {label: [] for label in labels}
+    for i in range(warmup + repeats):
+        for label in labels[i % len(labels):] + labels[:i % len(labels)]:
+            start = time.thread_time()
+            sessions[label].run(None, feeds[label])
+            if i >= warmup:
+                times[label].append(time.thread_time() - start)
+    medians = {label: 1e3 * statistics.median(t) for label, t in times.items()}
+    ort_ms = medians["ORT quantize_static int8 (MinMax, QDQ)"]
+    return [{"model": label, "median_cpu_ms": ms, "ratio_vs_float": ms / medians["float32"],
+             "ratio_vs_ort_int8": ms / ort_ms} for label, ms in medians.items()]
 
 
 def profiles(paths: dict[str, Path], runs: int, tmp: Path, warmup: int = 5) -> dict:
     """Kernel time per op type of each model (ORT profile "Node" events, ORT's fused op
     names), summed over ``runs`` runs after ``warmup`` discarded ones; the models take turns
     run by run, like the latency measurement."""
-    sessions = {label: _profiling_session(path, tmp) for label, path in paths.items()}
+    sessions = {label: _session(path, tmp) for label, path in paths.items()}
     feeds = {label: onnx_feed(session, batch=1) for label, session in sessions.items()}
     for _ in range(warmup + runs):
         for label, session in sessions.items():
@@ -197,13 +221,14 @@ def profiles(paths: dict[str, Path], runs: int, tmp: Path, warmup: int = 5) -> d
                              warmup) for label, session in sessions.items()}
 
 
-def _profiling_session(path: Path, tmp: Path) -> ort.InferenceSession:
+def _session(path: Path, profile_dir: Path | None = None) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.enable_profiling = True
-    options.profile_file_prefix = str(tmp / path.stem)
+    if profile_dir is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile_dir / path.stem)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -290,6 +315,18 @@ def markdown(result: dict) -> str:
         "model / float32, `vs ORT int8` = model / ORT quantize_static int8. Other processes "
         "on the 2 cores add time to every model alike, which pulls median ratios towards 1; "
         "the 10th-percentile ratio is the least disturbed one.",
+        "",
+        f"CPU time of the calling thread per run (median of {result['repeats']}, models in "
+        "turns; ONNX Runtime with 1 intra-op thread runs every kernel on the caller, so this "
+        "excludes waiting for a core):",
+        "",
+        "| model | median CPU ms | vs float | vs ORT int8 |",
+        "|---|---|---|---|",
+    ]
+    for r in result["latency"]["thread_cpu"]:
+        lines.append(f"| {r['model']} | {r['median_cpu_ms']:.2f} | {r['ratio_vs_float']:.3f}x "
+                     f"| {r['ratio_vs_ort_int8']:.3f}x |")
+    lines += [
         "",
         "## File size",
         "",

@@ -30,10 +30,10 @@ multiple of 4 and the output channels at least 16 and, on AVX2, a multiple of 8;
 takes im2col + GEMM + a separate requantization pass. A stem conv (groups 1, its input the
 Quantize of a graph input, e.g. 3 RGB channels) that misses only the input-channel condition
 gets zero weights for the missing channels and a Pad of its input with the zero point: the
-same integers (the added channels are multiplied by 0), 0.66x the conv's time on
-EfficientNet-Lite0's 3->32 stem (benchmarks/onnx_kernels.py). Only there: a graph input is
-NCHW in ONNX Runtime, where a channel Pad is a cheap copy; mid-network tensors are channels-
-last after ORT's NHWC transform, where the same Pad costs more than the conv saves.
+same integers (the added channels are multiplied by 0), Pad + conv in 0.6-0.7x the time of
+the plain conv for 1- and 3-channel 3x3 stems (benchmarks/onnx_kernels.py). Only there: a graph
+input is NCHW in ONNX Runtime, where a channel Pad is a cheap copy; mid-network tensors are
+channels-last after ORT's NHWC transform, where the same Pad makes the pair 1.3x slower.
 
 Exactness. ONNX Runtime derives each requantization multiplier from the stored float32
 scales; the exporter checks that it equals the program's `multiplier_f32` (build requant

@@ -15,27 +15,35 @@ X_Q = QTensor(0.03, 117)
 
 
 def _stem_program(in_channels=3, out_channels=16, *, weight_zero_point=0, groups=1,
-                  mid_network=False, batch=2):
+                  mid_network=False, batch=2, dtype="uint8"):
     """Quantize -> stem conv (3x3, stride 2, TF-style (0, 0, 1, 1) padding, ReLU6-like clamp)
     -> 1x1 conv, plus a second conv reading the same quantized input (7-bit weights: exact on
-    every x86 CPU with the int8 weights weight_type="auto" picks)."""
+    every x86 CPU with the int8 weights weight_type="auto" picks). int8 activation grids
+    are the uint8 ones shifted by -128."""
     rng = np.random.default_rng(in_channels * 100 + out_channels)
+    shift = -128 if dtype == "int8" else 0
+
+    def grid(scale, zero_point, qmax=None):
+        return QTensor(scale, zero_point + shift, dtype,
+                       qmax=None if qmax is None else qmax + shift)
+
     b = ProgramBuilder()
-    q = b.quantize(b.input("x", (batch, in_channels, 16, 16)), X_Q)
+    q = b.quantize(b.input("x", (batch, in_channels, 16, 16)),
+                   grid(X_Q.scale, X_Q.zero_point))
     if mid_network:
         q = b.conv2d(q, rng.integers(-63, 64, (in_channels, in_channels, 1, 1)),
-                     np.float32(0.01), QTensor(0.04, 90), name="pre")
+                     np.float32(0.01), grid(0.04, 90), name="pre")
 
     def conv(x, cin, cout, k, name, **kw):
         scale = rng.uniform(0.002, 0.01, cout).astype(np.float32)
         w = rng.integers(-63, 64, (cout, cin // kw.get("groups", 1), k, k))
-        return b.conv2d(x, w, scale, QTensor(0.05, 3, qmax=200), name=name,
+        return b.conv2d(x, w, scale, grid(0.05, 3, qmax=200), name=name,
                         bias=rng.integers(-500, 500, cout), **kw)
 
     stem = conv(q, in_channels, out_channels, 3, "stem", stride=2, padding=(0, 0, 1, 1),
                 weight_zero_point=weight_zero_point, groups=groups)
     side = conv(q, in_channels, out_channels, 3, "side", stride=2, padding=(0, 0, 1, 1))
-    y = b.add(conv(stem, out_channels, out_channels, 1, "head"), side, QTensor(0.08, 128))
+    y = b.add(conv(stem, out_channels, out_channels, 1, "head"), side, grid(0.08, 128))
     return b.build([b.dequantize(y, name="y")])
 
 
@@ -54,8 +62,10 @@ def _weight(model, name):
 
 
 @pytest.mark.parametrize("in_channels, added", [(1, 3), (3, 1), (6, 2)])
-def test_stem_input_padded_with_zero_point_and_zero_weights(in_channels, added):
-    program = _stem_program(in_channels)
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+def test_stem_input_padded_with_zero_point_and_zero_weights(in_channels, added, dtype):
+    """The Pad value is the input's zero point in the model's uint8 domain (int8 + 128)."""
+    program = _stem_program(in_channels, dtype=dtype)
     model = export_onnx(program)
     (pad,) = _pads(model)  # one Pad, shared by both convs reading the quantized input
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -70,8 +80,9 @@ def test_stem_input_padded_with_zero_point_and_zero_weights(in_channels, added):
 
 @pytest.mark.parametrize("in_channels", [1, 3, 4])
 @pytest.mark.parametrize("batch", [2, None])
-def test_padded_stem_gives_identical_integers(in_channels, batch):
-    program = _stem_program(in_channels, batch=batch)
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+def test_padded_stem_gives_identical_integers(in_channels, batch, dtype):
+    program = _stem_program(in_channels, batch=batch, dtype=dtype)
     session = OrtSession(export_onnx(program, intermediates=True).SerializeToString())
     n = 2 if batch else 3
     x = np.random.default_rng(in_channels).normal(0, 2, (n, in_channels, 16, 16))

@@ -24,7 +24,7 @@ from intq.graph import prepare_float_graph
 from intq.graph._fx import is_leaf
 from intq.graph.bias_correction import InputMeans, correct_bias
 from intq.graph.equalize import cross_layer_equalize
-from intq.graph.ort_calibration import OrtCalibrationPass, tapped
+from intq.graph.ort_calibration import OrtCalibrationPass
 from intq.graph.place import activation_quantizers, place_quantizers, quant_layers
 from intq.progress import progress_bar
 from intq.recipes import DEFAULT_RECIPE, Recipe, get_recipe
@@ -142,7 +142,7 @@ def _ort_pass(qgm: fx.GraphModule, example: torch.Tensor, engine: str) -> OrtCal
     if engine == "auto" and (not on_cpu or has_leaves):
         return None
     try:
-        return OrtCalibrationPass(qgm, example)
+        return OrtCalibrationPass(qgm, example, batch_size=len(example))
     except Exception as error:  # torch.onnx / onnxruntime raise many types
         if engine == "auto":
             return None
@@ -166,16 +166,8 @@ def _run_eager(qgm: fx.GraphModule, batches: list[torch.Tensor], means: dict[str
 def _run_onnxruntime(qgm: fx.GraphModule, ort_pass: OrtCalibrationPass,
                      batches: list[torch.Tensor], means: dict[str, InputMeans],
                      progress: bool) -> None:
-    """Feed each batch's tapped tensors to the quantizers (in graph order, as the eager pass
-    would) and to the input means."""
     for x in progress_bar(batches, "calibrating", enabled=progress):
-        x = x.detach().float().contiguous()
-        outputs = ort_pass.run(x)
-        for tap in ort_pass.quantizer_taps:
-            qgm.get_submodule(tap.target)(tapped(outputs, x, tap))
-        for tap in ort_pass.layer_taps:
-            if tap.target in means:
-                means[tap.target].add(tapped(outputs, x, tap))
+        ort_pass.observe(x, qgm, means)
 
 
 def widen_weight_scales_for_int32_bias(qgm: fx.GraphModule, headroom_bits: int = 30) -> int:

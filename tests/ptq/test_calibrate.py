@@ -2,6 +2,7 @@
 quantizer frozen with fake quantization on; bad data and unreachable quantizers are
 IntqErrors; dead channels get int32-safe weight scales."""
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -92,6 +93,23 @@ def test_the_onnxruntime_pass_calibrates_like_the_eager_pass(net):
     for (name, l_eager), (_, l_ort) in zip(quant_layers(eager), quant_layers(ort), strict=True):
         torch.testing.assert_close(l_ort.layer.bias, l_eager.layer.bias, rtol=1e-5, atol=1e-6,
                                    msg=name)
+
+
+@pytest.mark.parametrize("sample_size", [None, 1000])
+def test_the_onnxruntime_pass_feeds_histogram_observers_like_the_eager_pass(sample_size):
+    """MSE observers (the default) get the same histograms: every value (None) or every s-th
+    value of the flattened batch counted s times, ranges equal to float32 rounding."""
+    default = get_recipe()
+    recipe = dataclasses.replace(default, activation=dataclasses.replace(
+        default.activation, observer_options={"sample_size": sample_size}))
+    x = list(images(16).split(8))
+    eager, ort = (prepare_ptq(build("mobilenet_v2"), images(2), recipe) for _ in range(2))
+    calibrate(eager, x, progress=False, engine="torch")
+    calibrate(ort, x, progress=False, engine="onnxruntime")
+    for (name, q_eager), (_, q_ort) in zip(activation_quantizers(eager),
+                                           activation_quantizers(ort), strict=True):
+        assert q_ort.observer.counts.sum() == q_eager.observer.counts.sum(), name
+        torch.testing.assert_close(q_ort.scale, q_eager.scale, rtol=1e-4, atol=0, msg=name)
 
 
 def test_auto_calibrates_a_graph_with_leaf_modules_in_eager_torch(monkeypatch):

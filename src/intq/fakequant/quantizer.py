@@ -103,8 +103,14 @@ class Quantizer(nn.Module):
         return self.scale.numel() > 0
 
     # ------------------------------------------------------------------------------ compute
+    @property
+    def observing(self) -> bool:
+        """True when a forward call feeds the observer (observe on, not frozen, and training
+        or ``observe_in_eval``)."""
+        return self.observe and not self.frozen and (self.training or self.observe_in_eval)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.observe and not self.frozen and (self.training or self.observe_in_eval):
+        if self.observing:
             self._observe(x)
         if not self.fake_quant:
             return x
@@ -155,6 +161,20 @@ class Quantizer(nn.Module):
         if self.current_ranges:
             self.observer.reset()
         self.observer.update(x.detach())
+        self._stale = True
+
+    def observe_summary(
+        self, batch_min: torch.Tensor, batch_max: torch.Tensor, sample: torch.Tensor | None,
+        stride: int,
+    ) -> None:
+        """What ``forward`` does to the observer, from a batch's summary computed elsewhere
+        (``Observer.update_summary``: extremes, and every stride-th value if it asks for
+        them); a no-op unless ``observing``."""
+        if not self.observing:
+            return
+        if self.current_ranges:
+            self.observer.reset()
+        self.observer.update_summary(batch_min, batch_max, sample, stride)
         self._stale = True
 
     # ---------------------------------------------------------------------------- state

@@ -32,9 +32,13 @@ class InputMeans:
         float64 across samples."""
         x = x.detach()
         per_sample = x.flatten(2).sum(dim=2) if x.dim() > 2 else x
-        total = per_sample.sum(dim=0, dtype=torch.float64)
+        self.add_sums(per_sample.sum(dim=0, dtype=torch.float64), x.numel() // x.shape[1])
+
+    def add_sums(self, sums: torch.Tensor, count: int) -> None:
+        """Fold in per-channel sums (C,) over ``count`` values per channel."""
+        total = sums.double()
         self.total = total if self.total is None else self.total + total
-        self.count += x.numel() // x.shape[1]
+        self.count += count
 
     def mean(self) -> torch.Tensor:
         """E[x_c] over everything seen so far."""

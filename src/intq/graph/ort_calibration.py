@@ -2,64 +2,86 @@
 
 During activation calibration (``intq.ptq.calibrate``) the graph runs with its weights
 fake-quantized (their quantizers are frozen) and its activation quantizers observing, i.e.
-passing values through unchanged. What the calibration needs from each batch is only the
-tensors entering every activation quantizer (for the observers) and every quantized layer
-(for the bias-correction input means). ``OrtCalibrationPass`` exports exactly that
+passing values through unchanged. From each batch the calibration needs only what the
+observers and the bias-correction input means extract. ``OrtCalibrationPass`` exports that
 computation to ONNX once:
 
 - every QuantConv2d/QuantLinear becomes a float FusedConv2d/FusedLinear whose weights are
   its fake-quantized weights and whose bias is the one it uses now (``simulated_bias()``);
-- every activation quantizer becomes the identity;
-- the graph outputs are the tapped tensors (a tap on the graph input is served from the
-  input itself).
+- every activation quantizer becomes the identity, and the tensor entering it is summarized
+  in the graph for its observer (``Observer.update_summary``): min and max over the whole
+  tensor, plus every s-th value of the flattened tensor when the observer asks for values
+  (s from ``Observer.sample_stride`` for a full batch; a per-channel observer gets the
+  tensor itself);
+- the tensor entering a quantized layer is reduced to per-channel sums for its input mean.
 
-ONNX Runtime then runs the batches with its own threads, several times faster than eager
-PyTorch on depthwise convolutions. The tapped values equal the eager ones to float32
-rounding (a different summation order).
+ONNX Runtime computes these in its own threads, and only the summaries leave it: several
+times faster than eager PyTorch (depthwise convolutions) and than handing over every
+activation. The values equal the eager ones to float32 rounding (another summation order);
+the last, smaller batch is sampled with the stride of a full one.
 """
 
 from __future__ import annotations
 
 import io
+import operator
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from torch import fx, nn
 
 from intq.fakequant import Quantizer
-from intq.graph._fx import copy_graph_module
+from intq.graph._fx import copy_graph_module, shape_of
+from intq.graph.bias_correction import InputMeans
 from intq.graph.fused import FusedConv2d, FusedLinear
+from intq.graph.kinds import OpKind, op_kind
 from intq.graph.qmodules import QuantConv2d, QuantLinear
 
-__all__ = ["OrtCalibrationPass", "Tap", "tapped"]
+__all__ = ["OrtCalibrationPass"]
 
-_INPUT = -1  # tap index of the graph input
+_INPUT = -1  # "output index" of the graph input, which the caller already holds
 
 
 @dataclass(frozen=True)
-class Tap:
-    """The tensor entering module ``target`` (a quantizer or a quantized layer) at one call:
-    output ``index`` of the ONNX graph, or the graph input when ``index`` is -1."""
+class _QuantizerTap:
+    """What enters quantizer ``target`` at one call: the whole tensor (output ``tensor``),
+    or its ``minimum``/``maximum`` and every ``stride``-th value (``sample``, None when the
+    observer needs no values)."""
 
     target: str
-    index: int
+    tensor: int | None = None
+    minimum: int | None = None
+    maximum: int | None = None
+    sample: int | None = None
+    stride: int = 0
+
+
+@dataclass(frozen=True)
+class _LayerTap:
+    """What enters layer ``target``: per-channel sums (output ``sums``) over ``positions``
+    values per channel and sample, or the whole tensor (output ``tensor``)."""
+
+    target: str
+    sums: int | None = None
+    positions: int = 0
+    tensor: int | None = None
 
 
 class OrtCalibrationPass:
-    """``qgm``'s calibration forward pass as an ONNX Runtime session.
+    """``qgm``'s calibration forward pass as an ONNX Runtime session, for batches of
+    ``batch_size`` (smaller ones run too). ``observe(x, qgm, means)`` runs one batch and feeds
+    the quantizers of ``qgm`` and the ``means`` (layer name -> InputMeans).
 
-    ``quantizer_taps`` / ``layer_taps`` list, in graph order, what enters each activation
-    quantizer call and each quantized layer; ``run(x)`` returns the tapped tensors of one
-    batch, indexed like the ONNX outputs. Raises whatever ``torch.onnx.export`` raises for a
-    graph it cannot export (e.g. an arbitrary float fallback module).
+    Raises whatever ``torch.onnx.export`` raises for a graph it cannot export (e.g. an
+    arbitrary float fallback module).
     """
 
-    def __init__(self, qgm: fx.GraphModule, example_input: torch.Tensor) -> None:
-        gm, self.quantizer_taps, self.layer_taps = _tapped_float_graph(qgm)
-        count = 1 + max(tap.index for tap in (*self.quantizer_taps, *self.layer_taps))
+    def __init__(self, qgm: fx.GraphModule, example_input: torch.Tensor, batch_size: int) -> None:
+        import onnxruntime as ort  # here, not at import: it logs on import for some users
+
+        gm, self._quantizer_taps, self._layer_taps, count = _summary_graph(qgm, batch_size)
         buffer = io.BytesIO()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about python values in the graph
@@ -74,48 +96,109 @@ class OrtCalibrationPass:
             buffer.getvalue(), options, providers=["CPUExecutionProvider"]
         )
 
-    def run(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The tapped tensors of batch ``x``; ``tapped(result, tap)`` picks one."""
-        outputs = self._session.run(None, {"input": np.ascontiguousarray(x.numpy())})
-        return [torch.from_numpy(out) for out in outputs]
+    @torch.no_grad()
+    def observe(self, x: torch.Tensor, qgm: fx.GraphModule, means: dict[str, InputMeans]) -> None:
+        """Run batch ``x``; feed every quantizer call (in graph order, as the eager pass
+        would) and the input means of the layers in ``means``."""
+        x = x.detach().float().contiguous()
+        outputs = [torch.from_numpy(out) for out in
+                   self._session.run(None, {"input": np.ascontiguousarray(x.numpy())})]
+
+        def value(index: int | None) -> torch.Tensor | None:
+            return None if index is None else x if index == _INPUT else outputs[index]
+
+        for tap in self._quantizer_taps:
+            quantizer = qgm.get_submodule(tap.target)
+            if tap.tensor is not None:
+                quantizer(value(tap.tensor))
+            else:
+                sample = value(tap.sample)
+                quantizer.observe_summary(
+                    value(tap.minimum).reshape(1), value(tap.maximum).reshape(1),
+                    None if sample is None else sample.reshape(1, -1), tap.stride,
+                )
+        for tap in self._layer_taps:
+            if tap.target not in means:
+                continue
+            if tap.tensor is not None:
+                means[tap.target].add(value(tap.tensor))
+            else:
+                means[tap.target].add_sums(value(tap.sums).double(), len(x) * tap.positions)
 
 
-def tapped(outputs: list[torch.Tensor], x: torch.Tensor, tap: Tap) -> torch.Tensor:
-    """The tensor of ``tap`` among the ``run(x)`` outputs (the input itself for index -1)."""
-    return x if tap.index == _INPUT else outputs[tap.index]
-
-
-def _tapped_float_graph(
-    qgm: fx.GraphModule,
-) -> tuple[fx.GraphModule, list[Tap], list[Tap]]:
-    """A copy of ``qgm`` computing the calibration pass, whose outputs are the tapped tensors."""
+def _summary_graph(
+    qgm: fx.GraphModule, batch_size: int
+) -> tuple[fx.GraphModule, list[_QuantizerTap], list[_LayerTap], int]:
+    """A copy of ``qgm`` computing the calibration pass, whose outputs are the summaries; the
+    taps say which output is what, and the last item is the number of outputs."""
     gm = copy_graph_module(qgm)
-    outputs: dict[fx.Node, int] = {}
+    graph = gm.graph
+    outputs: dict[tuple[fx.Node, str], tuple[int, fx.Node]] = {}
 
-    def tap(node: fx.Node) -> int:
-        if node.op == "placeholder":
+    def output(source: fx.Node, kind: str, make) -> int:
+        """Index of graph output ``kind`` of ``source``, adding it (``make()``) if new."""
+        if source.op == "placeholder":
             return _INPUT
-        return outputs.setdefault(node, len(outputs))
+        if (source, kind) not in outputs:
+            with graph.inserting_after(source):
+                outputs[(source, kind)] = (len(outputs), make())
+        return outputs[(source, kind)][0]
 
     quantizer_taps, layer_taps = [], []
-    for node in list(gm.graph.nodes):
+    for node in list(graph.nodes):
         if node.op != "call_module":
             continue
         module = gm.get_submodule(node.target)
         if isinstance(module, Quantizer):
-            source = node.args[0]
-            quantizer_taps.append(Tap(node.target, tap(source)))
-            node.replace_all_uses_with(source)
-            gm.graph.erase_node(node)
+            quantizer_taps.append(_quantizer_tap(graph, node, module.observer, batch_size,
+                                                 output))
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
         elif isinstance(module, QuantConv2d | QuantLinear):
-            layer_taps.append(Tap(node.target, tap(node.args[0])))
+            layer_taps.append(_layer_tap(gm, node, output))
             _set_submodule(gm, node.target, _frozen_float_layer(module))
-    output = next(n for n in gm.graph.nodes if n.op == "output")
-    output.args = (tuple(outputs),)
-    gm.graph.eliminate_dead_code()
+    out = next(n for n in graph.nodes if n.op == "output")
+    out.args = (tuple(n for _, n in sorted(outputs.values(), key=lambda item: item[0])),)
+    graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     gm.recompile()
-    return gm, quantizer_taps, layer_taps
+    return gm, quantizer_taps, layer_taps, len(outputs)
+
+
+def _quantizer_tap(graph: fx.Graph, node: fx.Node, observer, batch_size: int,
+                   output) -> _QuantizerTap:
+    source = node.args[0]
+    shape = shape_of(source)
+    if source.op == "placeholder" or observer.per_channel or not shape:
+        return _QuantizerTap(node.target, tensor=output(source, "tensor", lambda: source))
+    per_sample = int(np.prod(shape[1:], dtype=np.int64))
+    stride = observer.sample_stride(batch_size * per_sample)
+    minimum = output(source, "min", lambda: graph.call_function(torch.min, (source,)))
+    maximum = output(source, "max", lambda: graph.call_function(torch.max, (source,)))
+    sample = None
+    if stride:
+        def strided():
+            flat = graph.call_method("reshape", (source, -1))
+            with graph.inserting_after(flat):
+                return graph.call_function(operator.getitem, (flat, slice(None, None, stride)))
+        sample = output(source, f"sample/{stride}", strided)
+    return _QuantizerTap(node.target, minimum=minimum, maximum=maximum, sample=sample,
+                         stride=stride)
+
+
+def _layer_tap(gm: fx.GraphModule, node: fx.Node, output) -> _LayerTap:
+    """Sums of the layer input over batch and positions. A zero pad before the layer adds
+    positions but nothing to the sums, so they are taken before it: a pad that feeds only
+    the conv is fused into it by ONNX Runtime."""
+    source = node.args[0]
+    shape = shape_of(source) or ()
+    if source.op == "placeholder" or len(shape) not in (2, 4):
+        return _LayerTap(node.target, tensor=output(source, "tensor", lambda: source))
+    dims, positions = ((0, 2, 3), shape[2] * shape[3]) if len(shape) == 4 else ((0,), 1)
+    while op_kind(gm, source) == OpKind.PAD and source.args[0].op != "placeholder":
+        source = source.args[0]
+    sums = output(source, "sums", lambda: gm.graph.call_method("sum", (source, dims)))
+    return _LayerTap(node.target, sums=sums, positions=positions)
 
 
 @torch.no_grad()

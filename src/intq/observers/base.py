@@ -60,19 +60,33 @@ class Observer(nn.Module, abc.ABC):
     def update(self, x: Tensor) -> None:
         """Fold one tensor into the statistics (detached, no autograd graph)."""
         rows = self._rows(x)
-        # amin/amax, not aminmax(dim=1): the latter is ~100x slower on CPU (torch 2.13)
-        batch_min, batch_max = rows.amin(dim=1), rows.amax(dim=1)
-        if not (torch.isfinite(batch_min).all() and torch.isfinite(batch_max).all()):
+        batch_min, batch_max = _row_extremes(rows)
+        if not _finite(batch_min, batch_max):
             raise ValueError(f"{self.kind} observer: {_nonfinite_message(rows)}")
-        if not self.has_data:
-            self._allocate(rows.shape[0])
-        elif rows.shape[0] != self.num_channels:
-            raise ValueError(
-                f"{self.kind} observer: expected {self.num_channels} channels along axis "
-                f"{self.axis} (from earlier updates), got {rows.shape[0]}"
-            )
-        self._update(rows, batch_min, batch_max)
-        self.num_batches += 1
+        stride = self.sample_stride(rows.shape[1])
+        sample = None if stride == 0 else rows if stride == 1 else rows[:, ::stride].contiguous()
+        self._fold(batch_min, batch_max, sample, stride)
+
+    def sample_stride(self, n: int) -> int:
+        """Which of ``n`` values per channel ``update_summary`` needs: every s-th (1 = all of
+        them), or none (0: the extremes are enough). All values unless a kind says otherwise."""
+        return 1
+
+    @torch.no_grad()
+    def update_summary(
+        self, batch_min: Tensor, batch_max: Tensor, sample: Tensor | None, stride: int
+    ) -> None:
+        """Fold one batch given by what ``update`` would extract from it: the per-channel
+        extremes (C,) and, for ``stride = sample_stride(n) > 0``, every stride-th value of each
+        channel's n values (C, M), each standing for ``stride`` values. For a runtime that
+        computes these itself instead of handing over the whole tensor."""
+        if not _finite(batch_min, batch_max):
+            raise ValueError(f"{self.kind} observer: calibration tensor contains NaN or Inf "
+                             "values; check the model inputs")
+        if (stride == 0) != (sample is None):
+            raise ValueError(f"{self.kind} observer: give a sample exactly when stride > 0")
+        self._fold(batch_min.float(), batch_max.float(),
+                   None if sample is None else sample.float(), stride)
 
     def ranges(self) -> tuple[Tensor, Tensor]:
         """Estimated ``(min_val, max_val)``: float32, 0-d per-tensor, shape (C,) per channel."""
@@ -113,6 +127,19 @@ class Observer(nn.Module, abc.ABC):
     def extra_repr(self) -> str:
         return ", ".join(f"{key}={value!r}" for key, value in self._config().items())
 
+    def _fold(
+        self, batch_min: Tensor, batch_max: Tensor, sample: Tensor | None, stride: int
+    ) -> None:
+        if not self.has_data:
+            self._allocate(batch_min.shape[0])
+        elif batch_min.shape[0] != self.num_channels:
+            raise ValueError(
+                f"{self.kind} observer: expected {self.num_channels} channels along axis "
+                f"{self.axis} (from earlier updates), got {batch_min.shape[0]}"
+            )
+        self._update(sample, batch_min, batch_max, stride)
+        self.num_batches += 1
+
     # --------------------------------------------------------------------- subclass interface
     def _allocate(self, num_channels: int) -> None:
         """(Re)create the per-channel buffers for ``num_channels`` channels, holding no data."""
@@ -122,8 +149,12 @@ class Observer(nn.Module, abc.ABC):
         self.register_buffer("max_val", -full)
 
     @abc.abstractmethod
-    def _update(self, rows: Tensor, batch_min: Tensor, batch_max: Tensor) -> None:
-        """Fold one batch, given as (C, N) rows with their per-row min and max, into the state."""
+    def _update(
+        self, sample: Tensor | None, batch_min: Tensor, batch_max: Tensor, stride: int
+    ) -> None:
+        """Fold one batch into the state: its per-channel min and max (C,) and the (C, M) values
+        ``sample_stride`` asked for, each standing for ``stride`` values (None if it asked for
+        none)."""
 
     @abc.abstractmethod
     def _ranges(self) -> tuple[Tensor, Tensor]:
@@ -189,6 +220,19 @@ class Observer(nn.Module, abc.ABC):
             ):
                 self._buffers[name] = buffer.new_empty(incoming.shape)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _row_extremes(rows: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-row (min, max) of (C, N) ``rows``: one pass (``aminmax`` over everything) for a
+    single row; amin/amax otherwise, as ``aminmax(dim=1)`` is ~100x slower on CPU (torch 2.13)."""
+    if rows.shape[0] == 1:
+        low, high = torch.aminmax(rows)
+        return low.reshape(1), high.reshape(1)
+    return rows.amin(dim=1), rows.amax(dim=1)
+
+
+def _finite(batch_min: Tensor, batch_max: Tensor) -> bool:
+    return bool(torch.isfinite(batch_min).all() and torch.isfinite(batch_max).all())
 
 
 def _nonfinite_message(x: Tensor) -> str:

@@ -50,7 +50,12 @@ class EMAObserver(Observer):
         self.decay = float(decay)
         self.reset()
 
-    def _update(self, rows: Tensor, batch_min: Tensor, batch_max: Tensor) -> None:
+    def sample_stride(self, n: int) -> int:
+        return 0
+
+    def _update(
+        self, sample: Tensor | None, batch_min: Tensor, batch_max: Tensor, stride: int
+    ) -> None:
         if not self.has_data:
             self.min_val = batch_min.double()
             self.max_val = batch_max.double()

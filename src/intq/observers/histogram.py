@@ -18,21 +18,17 @@ merged from partial histograms, gives identical buffers. A window holds between 
 Values are histogrammed signed, or as ``|x|`` with ``magnitude=True`` (then ``lo = 0``); the exact
 signed ``min_val``/``max_val`` are kept either way.
 
-Sampling (``sample_size``): an update of N > ``sample_size`` values per channel counts the tails
-exactly and samples the bulk. With stride ``s = ceil(N/sample_size)`` rounded up to odd (so it
-does not alias with even image widths), the evenly strided sample ``x[::s]`` sets thresholds at
-its ``TAIL_FRACTION`` quantiles (the upper one only for ``|x|``); every value beyond them is
-counted once, and every sampled value within them ``s`` times. The bulk estimate is unbiased
-and the tails, where clipping decisions are made, are exact; the extremes still come from
-every value. The counts are then no longer a function of the values alone.
+Sampling (``sample_size``): an update of N > ``sample_size`` values per channel counts the evenly
+strided sample ``x[::s]``, each sampled value ``s`` times, with ``s = ceil(N/sample_size)``
+rounded up to odd (so it does not alias with even image widths). The counts estimate those of
+every value without bias and then depend on the values' order; the extremes still come from
+every value. Binning costs several passes, the sample only touches ``1/s`` of the values.
 
 Distributed use: gather the observers and ``merge`` them (counts at different exponents cannot be
 summed elementwise).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import Tensor
@@ -41,20 +37,16 @@ from intq.observers.base import Observer
 
 __all__ = [
     "MIN_EXPONENT",
-    "TAIL_FRACTION",
     "HistogramObserver",
     "bin_counts",
     "fit_exponent",
-    "masked_bin_counts",
     "rebin",
     "sample_stride",
-    "tail_sampled_bin_counts",
 ]
 
 MIN_EXPONENT = -100
 """Narrowest bin width, 2^-100: also the width used when every observed value is 0."""
-TAIL_FRACTION = 0.01
-"""Fraction of a sample beyond each tail threshold when sampling (see the module docstring)."""
+
 
 
 def fit_exponent(lo: Tensor, hi: Tensor, bins: int) -> Tensor:
@@ -97,19 +89,6 @@ def bin_counts(rows: Tensor, exponent: Tensor, offset: Tensor, bins: int) -> Ten
     return torch.bincount(index.reshape(-1), minlength=channels * bins).reshape(channels, bins)
 
 
-def masked_bin_counts(
-    rows: Tensor, mask: Tensor, exponent: Tensor, offset: Tensor, bins: int
-) -> Tensor:
-    """Counts (C, bins) of the values of ``rows`` (C, N) where ``mask`` (C, N) is true."""
-    channels = rows.shape[0]
-    if channels == 1:
-        index = _bin_index(rows[mask], exponent, offset)
-    else:
-        channel = mask.nonzero()[:, 0]
-        index = _bin_index(rows[mask], exponent[channel], offset[channel]) + channel * bins
-    return torch.bincount(index, minlength=channels * bins).reshape(channels, bins)
-
-
 def _bin_index(values: Tensor, exponent: Tensor, offset: Tensor) -> Tensor:
     """``floor(x/2^e) - offset`` as int64 (exponent/offset broadcast against ``values``).
 
@@ -127,27 +106,6 @@ def sample_stride(n: int, sample_size: int | None) -> int:
         return 1
     stride = -(-n // sample_size)
     return stride + 1 - stride % 2
-
-
-def tail_sampled_bin_counts(
-    rows: Tensor, exponent: Tensor, offset: Tensor, bins: int, sample_size: int | None,
-    two_sided: bool,
-) -> Tensor:
-    """Counts (C, bins) estimating ``bin_counts(rows)``: exact in the tails, the bulk from every
-    s-th value counted s times (see the module docstring); exact when ``s = 1``."""
-    stride = sample_stride(rows.shape[1], sample_size)
-    if stride == 1:
-        return bin_counts(rows, exponent, offset, bins)
-    sample = rows[:, ::stride]
-    k = max(1, math.ceil(TAIL_FRACTION * sample.shape[1]))
-    high = sample.kthvalue(sample.shape[1] - k + 1, dim=1, keepdim=True).values
-    tail, sampled_tail = rows > high, sample > high
-    if two_sided:
-        low = sample.kthvalue(k, dim=1, keepdim=True).values
-        tail |= rows < low
-        sampled_tail |= sample < low
-    bulk = masked_bin_counts(sample, ~sampled_tail, exponent, offset, bins)
-    return stride * bulk + masked_bin_counts(rows, tail, exponent, offset, bins)
 
 
 class HistogramObserver(Observer):
@@ -195,12 +153,13 @@ class HistogramObserver(Observer):
         )
         self.register_buffer("offset", torch.zeros(shape, dtype=torch.int64, device=device))
 
-    def _update(self, rows: Tensor, batch_min: Tensor, batch_max: Tensor) -> None:
+    def sample_stride(self, n: int) -> int:
+        return sample_stride(n, self.sample_size)
+
+    def _update(self, sample: Tensor, batch_min: Tensor, batch_max: Tensor, stride: int) -> None:
         exponent, offset = self._widen_to(batch_min, batch_max)
-        values = rows.abs() if self.magnitude else rows
-        self.counts += tail_sampled_bin_counts(
-            values, exponent, offset, self.bins, self.sample_size, two_sided=not self.magnitude
-        )
+        values = sample.abs() if self.magnitude else sample
+        self.counts += stride * bin_counts(values, exponent, offset, self.bins)
 
     def _merge(self, other: Observer) -> None:
         assert isinstance(other, HistogramObserver)

@@ -25,7 +25,12 @@ class MinMaxObserver(Observer):
         super().__init__(per_channel=per_channel, axis=axis, bits=bits, symmetric=symmetric)
         self.reset()
 
-    def _update(self, rows: Tensor, batch_min: Tensor, batch_max: Tensor) -> None:
+    def sample_stride(self, n: int) -> int:
+        return 0
+
+    def _update(
+        self, sample: Tensor | None, batch_min: Tensor, batch_max: Tensor, stride: int
+    ) -> None:
         self._extend_range(batch_min, batch_max)
 
     def _ranges(self) -> tuple[Tensor, Tensor]:

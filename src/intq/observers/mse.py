@@ -17,9 +17,12 @@ from intq.observers.histogram import HistogramObserver
 
 __all__ = ["DEFAULT_SAMPLE_SIZE", "MSEObserver", "TensorMSEObserver"]
 
-DEFAULT_SAMPLE_SIZE = 2**17
-"""Values per channel histogrammed per update: 131,072 (about 4 of EfficientNet-Lite0's stem
-outputs at batch 32 in 100); the chosen clip ranges stay within the search's precision."""
+DEFAULT_SAMPLE_SIZE = 2**18
+"""Values per channel histogrammed per update (262,144). On EfficientNet-Lite0 (256 crops in
+batches of 32) it gives the logit SQNR of histogramming every value (22.52 vs 22.51 dB; 2^17 lost
+0.17 dB). On 4M synthetic values in 4 updates the chosen clip costs at most 1.4% more MSE,
+except for heavy tails at 8 bits (Student t, 3 degrees of freedom: +1% to +17% by draw), where the
+clip sits in a sparse tail; ``sample_size=None`` histograms every value."""
 
 
 class MSEObserver(HistogramObserver):
@@ -90,7 +93,7 @@ class TensorMSEObserver(Observer):
         super().__init__(per_channel=per_channel, axis=axis, bits=bits, symmetric=symmetric)
         self.reset()
 
-    def _update(self, rows: Tensor, batch_min: Tensor, batch_max: Tensor) -> None:
+    def _update(self, rows: Tensor, batch_min: Tensor, batch_max: Tensor, stride: int) -> None:
         lo, hi = batch_min.double().clamp(max=0), batch_max.double().clamp(min=0)
         if self.symmetric:
             hi = torch.maximum(-lo, hi)

@@ -6,7 +6,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 import intq.observers
-from intq.fakequant import Quantizer, QuantSpec, weight_spec
+from intq.fakequant import Quantizer, QuantSpec, activation_spec, weight_spec
 from intq.qmath import affine_qparams, fake_quantize, symmetric_qparams
 
 from .local_observer import LocalMinMaxObserver
@@ -188,3 +188,19 @@ def test_extra_repr():
     assert text.startswith("int8 asym per-tensor minmax half_even, observe=True, fake_quant=True, "
                            "frozen=False, scale=0.0156")
     assert text.endswith("zero_point=-64")
+
+
+def test_observe_summary_feeds_the_observer_only_while_observing():
+    q = Quantizer(activation_spec(observer="minmax"))
+    q.observe, q.fake_quant = True, False
+    q.eval()
+    q.observe_in_eval = False
+    q.observe_summary(torch.tensor([-1.0]), torch.tensor([2.0]), None, 0)
+    assert not q.observer.has_data
+    q.train()
+    q.observe_summary(torch.tensor([-1.0]), torch.tensor([2.0]), None, 0)
+    q.observe_summary(torch.tensor([-3.0]), torch.tensor([1.0]), None, 0)
+    assert (float(q.observer.min_val), float(q.observer.max_val)) == (-3.0, 2.0)
+    q.frozen = True
+    q.observe_summary(torch.tensor([-9.0]), torch.tensor([9.0]), None, 0)
+    assert float(q.observer.min_val) == -3.0

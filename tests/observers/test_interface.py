@@ -179,3 +179,30 @@ def test_merge_rules(kind, options):
     wider.update(torch.randn(5, 3))
     with pytest.raises(ValueError, match="cannot merge 5 channels into 8"):
         channels.merge(wider)
+
+
+@parametrize_kinds
+@pytest.mark.parametrize("sample_size", [None, 20])
+def test_update_summary_of_what_update_extracts_gives_the_same_state(kind, options, sample_size):
+    """A runtime that computes the extremes and every s-th value itself (``sample_stride``)
+    and calls ``update_summary`` leaves the observer exactly as ``update`` on the tensors."""
+    if options.get("source") == "histogram":  # the kind that samples; the others take all
+        options = {**options, "sample_size": sample_size}
+    direct, summarized = make_observer(kind, **options), make_observer(kind, **options)
+    for seed in range(3):
+        x = _data(seed).reshape(1, -1)
+        direct.update(x)
+        stride = summarized.sample_stride(x.shape[1])
+        sample = None if stride == 0 else x[:, ::stride]
+        summarized.update_summary(x.amin(dim=1), x.amax(dim=1), sample, stride)
+    assert_same_state(direct, summarized)
+
+
+@parametrize_kinds
+def test_update_summary_refuses_non_finite_extremes_and_a_sample_without_a_stride(kind, options):
+    obs = make_observer(kind, **options)
+    with pytest.raises(ValueError, match=f"^{kind} observer: calibration tensor contains NaN or"):
+        obs.update_summary(torch.tensor([math.nan]), torch.tensor([1.0]), torch.ones(1, 3), 1)
+    with pytest.raises(ValueError, match="give a sample exactly when stride > 0"):
+        obs.update_summary(torch.tensor([0.0]), torch.tensor([1.0]), torch.ones(1, 3), 0)
+    assert not obs.has_data

@@ -92,3 +92,20 @@ class CeilPoolNet(nn.Module):
 def seeded(cls: type[nn.Module], seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return cls().eval()
+
+
+class PaddedNet(nn.Module):
+    """Explicit zero pads before convs ("same" padding as EfficientNet spells it), the second
+    asymmetric before a stride-2 depthwise conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, stride=2, groups=8)
+        self.fc = nn.Linear(8 * 14 * 14, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu6(self.bn1(self.conv1(F.pad(x, (1, 1, 1, 1)))))
+        x = F.relu(self.conv2(F.pad(x, (0, 1, 0, 1))))
+        return self.fc(torch.flatten(x, 1))

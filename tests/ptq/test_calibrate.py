@@ -20,7 +20,7 @@ from intq.ptq import calibrate, prepare_ptq, quantize, widen_weight_scales_for_i
 from intq.recipes import get_recipe
 from intq.runtime import run_reference
 
-from .nets import DeadChannelNet, SigmoidGateNet, images, seeded
+from .nets import DeadChannelNet, PaddedNet, SigmoidGateNet, images, seeded
 
 MINMAX = get_recipe(observer="minmax")
 
@@ -76,12 +76,17 @@ def test_activations_are_calibrated_on_the_quantized_weights_outputs():
         assert (q.min_val, q.max_val) == (values.min(), values.max()), name
 
 
-@pytest.mark.parametrize("net", ["resnet", "inception", "mobilenet_v2"])
+@pytest.mark.parametrize("net", ["resnet", "inception", "mobilenet_v2", "padded"])
 def test_the_onnxruntime_pass_calibrates_like_the_eager_pass(net):
     """Same ranges (min/max: the extremes of what each quantizer saw) and bias corrections to
-    float32 rounding: ONNX Runtime sums the convolutions in another order."""
+    float32 rounding: ONNX Runtime sums the convolutions in another order. The padded net's
+    input means are summed before its zero pads, over the padded positions."""
     x = list(images(16).split(8))
-    eager, ort = (prepare_ptq(build(net), images(2), MINMAX) for _ in range(2))
+
+    def model():
+        return seeded(PaddedNet) if net == "padded" else build(net)
+
+    eager, ort = (prepare_ptq(model(), images(2), MINMAX) for _ in range(2))
     calibrate(eager, x, progress=False, engine="torch")
     calibrate(ort, x, progress=False, engine="onnxruntime")
     for (name, q_eager), (_, q_ort) in zip(activation_quantizers(eager),

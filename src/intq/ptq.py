@@ -51,13 +51,15 @@ def quantize(
     batch_size: int = 32,
     progress: bool = True,
     bias_correction: bool = True,
+    engine: str = "auto",
 ) -> fx.GraphModule:
     """Post-training quantization of ``model`` (not modified) calibrated on ``calib_data``.
 
     ``calib_data``: a float tensor (N, C, H, W) or an iterable of batches (tensors, or tuples
     whose first element is the input, like a DataLoader). ``recipe``: a Recipe or a preset
     name (``intq.recipes.recipe_names()``). ``bias_correction``: remove the mean output
-    shift of weight quantization from the biases (see ``calibrate``). Returns the
+    shift of weight quantization from the biases (see ``calibrate``). ``engine`` runs the
+    calibration pass in ONNX Runtime or eager torch (see ``calibrate``). Returns the
     simulated-quantized fx module.
     """
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
@@ -65,7 +67,7 @@ def quantize(
     if not batches:
         raise IntqError("calibration data is empty; give at least one input")
     qgm = prepare_ptq(model, batches[0][:2], recipe, leaf_modules=leaf_modules)
-    calibrate(qgm, batches, progress=progress, bias_correction=bias_correction)
+    calibrate(qgm, batches, progress=progress, bias_correction=bias_correction, engine=engine)
     return qgm
 
 

@@ -44,17 +44,18 @@ def main() -> None:
     normalization = MODEL_ZOO["efficientnet-lite0"].normalization
     calib = load_natural_images("calibration", args.calib, normalization).x
     recipe = get_recipe(DEFAULT_RECIPE)
-    times = {"ort": [], "intq": []}
+    times = {"ort": [], "intq": [], "intq_torch": []}
     with tempfile.TemporaryDirectory() as tmp:
         float_onnx = export_float_onnx(model, (3, 224, 224), Path(tmp) / "float.onnx")
         for i in range(args.repeats):
             times["ort"].append(ort_quantize_static(float_onnx, calib, "MinMax",
                                                     Path(tmp) / "ort.onnx"))
-            start = time.perf_counter()
-            quantize(model, calib, recipe, progress=False)
-            times["intq"].append(time.perf_counter() - start)
-            print(f"round {i + 1}: ORT {times['ort'][-1]:.1f} s, intq {times['intq'][-1]:.1f} s",
-                  file=sys.stderr)
+            for key, engine in (("intq", "auto"), ("intq_torch", "torch")):
+                start = time.perf_counter()
+                quantize(model, calib, recipe, progress=False, engine=engine)
+                times[key].append(time.perf_counter() - start)
+            print(f"round {i + 1}: ORT {times['ort'][-1]:.1f} s, intq {times['intq'][-1]:.1f} s, "
+                  f"intq eager {times['intq_torch'][-1]:.1f} s", file=sys.stderr)
     medians = {k: statistics.median(v) for k, v in times.items()}
     ratio = medians["intq"] / medians["ort"]
     load = os.getloadavg()
@@ -73,7 +74,10 @@ def main() -> None:
         f"| ORT quantize_static MinMax (QDQ, per-channel) | "
         f"{', '.join(f'{t:.1f}' for t in times['ort'])} | {medians['ort']:.1f} |",
         f"| intq.quantize, {recipe.name} | {', '.join(f'{t:.1f}' for t in times['intq'])} | "
-        f"{medians['intq']:.1f} |", "",
+        f"{medians['intq']:.1f} |",
+        f"| intq.quantize, {recipe.name}, engine=\"torch\" (eager) | "
+        f"{', '.join(f'{t:.1f}' for t in times['intq_torch'])} | {medians['intq_torch']:.1f} |",
+        "",
         f"intq / ORT: **{ratio:.2f}x** (target: at most 1.00x)",
     ]
     (RESULTS / "calibration_time.md").write_text("\n".join(lines) + "\n")

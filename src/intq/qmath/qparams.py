@@ -10,7 +10,8 @@ and return `scale` (float32, > 0) and `zero_point` (int32) of the same shape on 
   exactly and 1.0 keeps downstream requantization multipliers S1*S2/S3 moderate.
 - Scales below float32's smallest normal number (2^-126) are raised to it, so a scale is never
   0 or subnormal.
-- The arithmetic runs in float64; the scale is then rounded to float32, and the zero point is
+- The arithmetic runs in float64 (numpy: a few values per tensor or channel, no torch kernel
+  launches); the scale is then rounded to float32, and the zero point is
   computed from that float32 scale.
 """
 
@@ -21,7 +22,7 @@ from intq.qmath._checks import check_finite, check_grid, first_index, to_numpy
 
 __all__ = ["affine_qparams", "symmetric_qparams"]
 
-_FLOAT32_TINY = torch.finfo(torch.float32).tiny
+_FLOAT32_TINY = np.float32(np.finfo(np.float32).tiny)
 
 
 def affine_qparams(min_val, max_val, qmin: int, qmax: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,11 +37,10 @@ def affine_qparams(min_val, max_val, qmin: int, qmax: int) -> tuple[torch.Tensor
     """
     where = "affine_qparams"
     check_grid(qmin, qmax, where)
-    lo, hi = _relaxed_range(min_val, max_val, where)
+    lo, hi, device = _relaxed_range(min_val, max_val, where)
     scale = _float32_scale(hi - lo, qmax - qmin, where)
-    zero_point = torch.clamp(torch.round(qmin - lo / scale.double()), qmin, qmax).to(torch.int32)
-    _check_grid_fits_float32(scale, zero_point, qmin, qmax, where)
-    return scale, zero_point
+    zero_point = np.clip(np.rint(qmin - lo / scale.astype(np.float64)), qmin, qmax)
+    return _checked_qparams(scale, zero_point.astype(np.int32), qmin, qmax, device, where)
 
 
 def symmetric_qparams(min_val, max_val, qmin: int, qmax: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,44 +58,50 @@ def symmetric_qparams(min_val, max_val, qmin: int, qmax: int) -> tuple[torch.Ten
     """
     where = "symmetric_qparams"
     check_grid(qmin, qmax, where)
-    lo, hi = _relaxed_range(min_val, max_val, where)
+    lo, hi, device = _relaxed_range(min_val, max_val, where)
     mid = (qmin + qmax + 1) // 2
-    scale = _float32_scale(torch.maximum(-lo, hi), min(qmax - mid, mid - qmin), where)
-    zero_point = torch.full_like(scale, mid, dtype=torch.int32)
-    _check_grid_fits_float32(scale, zero_point, qmin, qmax, where)
-    return scale, zero_point
+    scale = _float32_scale(np.maximum(-lo, hi), min(qmax - mid, mid - qmin), where)
+    zero_point = np.full_like(scale, mid, dtype=np.int32)
+    return _checked_qparams(scale, zero_point, qmin, qmax, device, where)
 
 
-def _relaxed_range(min_val, max_val, where: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validated float64 [min(min_val, 0), max(max_val, 0)]."""
-    lo = torch.as_tensor(min_val).detach().double()
-    hi = torch.as_tensor(max_val, device=lo.device).detach().double()
-    if lo.shape != hi.shape or lo.ndim > 1 or lo.numel() == 0:
+def _relaxed_range(min_val, max_val, where: str) -> tuple[np.ndarray, np.ndarray, torch.device]:
+    """Validated float64 [min(min_val, 0), max(max_val, 0)] and the device of min_val."""
+    lo_t = torch.as_tensor(min_val)
+    hi_t = torch.as_tensor(max_val, device=lo_t.device)
+    if lo_t.shape != hi_t.shape or lo_t.ndim > 1 or lo_t.numel() == 0:
         raise ValueError(f"{where}: min_val and max_val must have one equal 0-d or non-empty 1-D "
-                         f"shape, got {tuple(lo.shape)} and {tuple(hi.shape)}")
+                         f"shape, got {tuple(lo_t.shape)} and {tuple(hi_t.shape)}")
+    lo, hi = to_numpy(lo_t).astype(np.float64), to_numpy(hi_t).astype(np.float64)
     check_finite(lo, "min_val", where)
     check_finite(hi, "max_val", where)
-    inverted = to_numpy(lo > hi)
+    inverted = lo > hi
     if inverted.any():
         index = first_index(inverted)
         raise ValueError(f"{where}: min_val > max_val (negative-width range) at index {index}: "
                          f"[{lo[index].item()}, {hi[index].item()}]")
-    return torch.clamp(lo, max=0.0), torch.clamp(hi, min=0.0)
+    return np.minimum(lo, 0.0), np.maximum(hi, 0.0), lo_t.device
 
 
-def _float32_scale(width: torch.Tensor, steps: int, where: str) -> torch.Tensor:
+def _float32_scale(width: np.ndarray, steps: int, where: str) -> np.ndarray:
     """float32 width / steps; 1.0 where width is 0, at least float32 tiny elsewhere."""
-    scale = (width / steps).float().clamp(min=_FLOAT32_TINY)
-    scale = torch.where(width == 0, torch.ones_like(scale), scale)
+    with np.errstate(over="ignore"):
+        scale = np.maximum((width / steps).astype(np.float32), _FLOAT32_TINY)
+    scale = np.where(width == 0, np.float32(1.0), scale)
     check_finite(scale, f"scale (range width / {steps}) in float32", where)
     return scale
 
 
-def _check_grid_fits_float32(scale, zero_point, qmin: int, qmax: int, where: str) -> None:
-    """The dequantized ends (q - zero_point)·scale of the grid must be finite in float32."""
+def _checked_qparams(scale: np.ndarray, zero_point: np.ndarray, qmin: int, qmax: int,
+                     device: torch.device, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, zero_point) as torch tensors on `device`, once the dequantized ends
+    (q - zero_point)·scale of the grid are finite in float32."""
     for q in (qmin, qmax):
-        end = to_numpy((q - zero_point).float() * scale)
+        with np.errstate(over="ignore"):
+            end = (q - zero_point.astype(np.int64)).astype(np.float32) * scale
         if not np.isfinite(end).all():
             index = first_index(~np.isfinite(end))
             raise ValueError(f"{where}: range too wide for float32: grid end ({q} - zero_point)"
                              f"·scale overflows at index {index}; clip the range")
+    return (torch.from_numpy(np.asarray(scale)).to(device),
+            torch.from_numpy(np.asarray(zero_point)).to(device))

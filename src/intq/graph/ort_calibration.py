@@ -38,6 +38,7 @@ from intq.graph.bias_correction import InputMeans
 from intq.graph.fused import FusedConv2d, FusedLinear
 from intq.graph.kinds import OpKind, op_kind
 from intq.graph.qmodules import QuantConv2d, QuantLinear
+from intq.threads import single_intra_op_thread
 
 __all__ = ["OrtCalibrationPass"]
 
@@ -99,11 +100,16 @@ class OrtCalibrationPass:
     @torch.no_grad()
     def observe(self, x: torch.Tensor, qgm: fx.GraphModule, means: dict[str, InputMeans]) -> None:
         """Run batch ``x``; feed every quantizer call (in graph order, as the eager pass
-        would) and the input means of the layers in ``means``."""
+        would) and the input means of the layers in ``means``. The feeding works on samples
+        and reductions, small tensors: one intra-op thread (``intq.threads``)."""
         x = x.detach().float().contiguous()
         outputs = [torch.from_numpy(out) for out in
                    self._session.run(None, {"input": np.ascontiguousarray(x.numpy())})]
+        with single_intra_op_thread():
+            self._feed(x, outputs, qgm, means)
 
+    def _feed(self, x: torch.Tensor, outputs: list[torch.Tensor], qgm: fx.GraphModule,
+              means: dict[str, InputMeans]) -> None:
         def value(index: int | None) -> torch.Tensor | None:
             return None if index is None else x if index == _INPUT else outputs[index]
 

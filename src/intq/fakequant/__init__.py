@@ -18,6 +18,7 @@ from intq.fakequant.ste import (
     FakeQuantizeHalfAwaySTE,
     FakeQuantizeHalfEvenSTE,
     FakeQuantizeStochasticSTE,
+    fake_quantize_half_even_clamped_ste,
     fake_quantize_ste,
 )
 
@@ -38,6 +39,7 @@ __all__ = [
     "FakeQuantizeHalfAwaySTE",
     "FakeQuantizeHalfEvenSTE",
     "FakeQuantizeStochasticSTE",
+    "fake_quantize_half_even_clamped_ste",
     "fake_quantize_ste",
     # extension: learned step size (LSQ)
     "FakeQuantizeLSQ",

@@ -3,7 +3,9 @@
 forward(x):
   1. observe (and not frozen): the observer sees x; the qparams become stale.
   2. fake_quant: stale qparams are recomputed from observer.ranges() (unless frozen), then
-     x̂ = fake_quantize_ste(x, scale, zero_point) is returned; otherwise x itself.
+     x̂ = fake_quantize_ste(x, scale, zero_point) is returned; otherwise x itself. Float32 x
+     with half-even rounding takes fake_quantize_half_even_clamped_ste (same values and
+     gradient in fewer passes over x).
 frozen: ranges are fixed: the observer is not updated and scale/zero_point are not recomputed.
 
 Qparams are computed lazily (at the first fake-quantized forward after new data, at
@@ -13,12 +15,19 @@ qparams come from) and the three switches are in state_dict, which therefore rou
 before any data the qparam buffers are empty and load_state_dict resizes them.
 """
 
+import numpy as np
 import torch
 from torch import nn
 
 from intq.fakequant.spec import QuantSpec
-from intq.fakequant.ste import fake_quantize_ste
+from intq.fakequant.ste import (
+    MAX_CLAMPED_GRID_OFFSET,
+    fake_quantize_half_even_clamped_ste,
+    fake_quantize_ste,
+    param_shape,
+)
 from intq.qmath import affine_qparams, symmetric_qparams
+from intq.qmath._checks import check_finite, check_qparams
 
 __all__ = ["Quantizer", "make_observer"]
 
@@ -114,16 +123,49 @@ class Quantizer(nn.Module):
             self._observe(x)
         if not self.fake_quant:
             return x
-        if self._stale and not self.frozen:
+        fresh = self._stale and not self.frozen
+        if fresh:
             self.calculate_qparams()
         if not self.has_qparams:
             state = "is frozen without qparams" if self.frozen else "has observed no data yet"
             raise ValueError(f"Quantizer({self.spec.describe()}): fake_quant is on but it {state}; "
                              "observe calibration data first (observe=True) or load a state_dict")
-        axis = self.spec.axis if self.spec.per_channel else None
-        return fake_quantize_ste(x, self.scale, self.zero_point, self.spec.qmin, self.spec.qmax,
-                                 axis, self.spec.rounding,
-                                 self.generator if self.spec.rounding == "stochastic" else None)
+        spec = self.spec
+        if self._clamped_form_applies(x):
+            check_finite(x, "x", "fake_quantize")
+            if not fresh:  # loaded or set from outside since calculate_qparams
+                check_qparams(self.scale, self.zero_point, spec.qmin, spec.qmax, "fake_quantize")
+            return fake_quantize_half_even_clamped_ste(x, *self._clamped_grid(x))
+        axis = spec.axis if spec.per_channel else None
+        return fake_quantize_ste(x, self.scale, self.zero_point, spec.qmin, spec.qmax, axis,
+                                 spec.rounding,
+                                 self.generator if spec.rounding == "stochastic" else None)
+
+    def _clamped_form_applies(self, x: torch.Tensor) -> bool:
+        """Half-even float32 fake quantization that fake_quantize_half_even_clamped_ste
+        computes exactly (grids of 16 bits and less)."""
+        spec = self.spec
+        if spec.rounding != "half_even" or x.dtype != torch.float32:
+            return False
+        if self.scale.dtype != torch.float32 or spec.qmax - spec.qmin >= MAX_CLAMPED_GRID_OFFSET:
+            return False
+        if not spec.per_channel:
+            return self.scale.numel() == 1
+        return -x.dim() <= spec.axis < x.dim() and x.shape[spec.axis] == self.scale.numel()
+
+    def _clamped_grid(self, x: torch.Tensor):
+        """(scale, lo, hi) with [lo, hi] = nudged_range: Python floats per tensor (float32
+        values: the float64 product of a float32 scale and an integer below 2^24 is exact, so
+        rounding it to float32 is nudged_range's float32 product), else tensors along the axis."""
+        qmin, qmax = self.spec.qmin, self.spec.qmax
+        if not self.spec.per_channel:
+            scale, zero_point = self.scale.item(), int(self.zero_point.item())
+            return (scale, float(np.float32((qmin - zero_point) * scale)),
+                    float(np.float32((qmax - zero_point) * scale)))
+        shape = param_shape(x.dim(), self.spec.axis)
+        scale = self.scale.reshape(shape)
+        zero_point = self.zero_point.reshape(shape).to(torch.float32)
+        return scale, (qmin - zero_point) * scale, (qmax - zero_point) * scale
 
     @torch.no_grad()
     def calculate_qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,8 +182,10 @@ class Quantizer(nn.Module):
         qparams = symmetric_qparams if self.spec.symmetric else affine_qparams
         scale, zero_point = qparams(lo, hi, self.spec.qmin, self.spec.qmax)
         device = self.scale.device
-        self.scale, self.zero_point = scale.to(device), zero_point.to(device)
-        self.min_val, self.max_val = lo.to(device, torch.float32), hi.to(device, torch.float32)
+        buffers = self._buffers  # plain replacement; nn.Module.__setattr__ costs ~10x more
+        buffers["scale"], buffers["zero_point"] = scale.to(device), zero_point.to(device)
+        buffers["min_val"] = lo.to(device, torch.float32)
+        buffers["max_val"] = hi.to(device, torch.float32)
         self._stale = False
         return self.scale, self.zero_point
 

@@ -17,7 +17,9 @@ Where the batch statistics come from (corrected form):
 - ``exact_batch_stats=True``: from the float ``conv(W, x) + b``, the paper's training graph;
   this costs a second convolution (forward and backward) per layer.
 - ``exact_batch_stats=False`` (default): from ``z = conv(Q(γW/σ), x)·σ/γ + b``, the quantized
-  conv mapped back to the scale of ``conv(W, x) + b`` (torch.ao's approximate form). Then
+  conv mapped back to the scale of ``conv(W, x) + b`` (torch.ao's approximate form), computed
+  as ``conv(Q(γW/σ)·σ/γ, x) + b`` (the per-channel factor on the small weight tensor, not on
+  the activations: the same value up to float rounding, a full pass less each way). Then
   ``y = γ(z - μ_B)/σ_B + β`` is the corrected formula above with the statistics of ``z``,
   and one native ``batch_norm`` computes it: a step costs one convolution, as in float.
   ``z`` differs from ``conv(W, x) + b`` only by the weight quantization error. A channel
@@ -143,9 +145,8 @@ class QATConvBn2d(nn.Module):
         scale = gamma / self._moving_sigma()
         weight = self.conv.weight * scale.reshape(-1, 1, 1, 1)
         inverse = torch.where(scale == 0, torch.zeros_like(scale), 1.0 / scale)
-        z = self._conv(x, self.weight_quantizer(weight), None) * inverse.reshape(1, -1, 1, 1)
-        if self.conv.bias is not None:
-            z = z + self.conv.bias.reshape(1, -1, 1, 1)
+        z = self._conv(x, self.weight_quantizer(weight) * inverse.reshape(-1, 1, 1, 1),
+                       self.conv.bias)
         if not self.sync_batch_stats:
             bn.num_batches_tracked += 1
             return F.batch_norm(z, bn.running_mean, bn.running_var, gamma, beta, True,

@@ -15,6 +15,8 @@ and return `scale` (float32, > 0) and `zero_point` (int32) of the same shape on 
   computed from that float32 scale.
 """
 
+import math
+
 import numpy as np
 import torch
 
@@ -23,6 +25,8 @@ from intq.qmath._checks import check_finite, check_grid, first_index, to_numpy
 __all__ = ["affine_qparams", "symmetric_qparams"]
 
 _FLOAT32_TINY = np.float32(np.finfo(np.float32).tiny)
+_FLOAT32_OVERFLOW = 2.0**128 - 2.0**103  # float32 rounding of |v| >= this is inf
+_EXACT_GRID_LEVELS = 2**24
 
 
 def affine_qparams(min_val, max_val, qmin: int, qmax: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,6 +41,9 @@ def affine_qparams(min_val, max_val, qmin: int, qmax: int) -> tuple[torch.Tensor
     """
     where = "affine_qparams"
     check_grid(qmin, qmax, where)
+    per_tensor = _per_tensor_qparams(min_val, max_val, qmin, qmax, symmetric=False)
+    if per_tensor is not None:
+        return per_tensor
     lo, hi, device = _relaxed_range(min_val, max_val, where)
     scale = _float32_scale(hi - lo, qmax - qmin, where)
     zero_point = np.clip(np.rint(qmin - lo / scale.astype(np.float64)), qmin, qmax)
@@ -58,11 +65,42 @@ def symmetric_qparams(min_val, max_val, qmin: int, qmax: int) -> tuple[torch.Ten
     """
     where = "symmetric_qparams"
     check_grid(qmin, qmax, where)
+    per_tensor = _per_tensor_qparams(min_val, max_val, qmin, qmax, symmetric=True)
+    if per_tensor is not None:
+        return per_tensor
     lo, hi, device = _relaxed_range(min_val, max_val, where)
     mid = (qmin + qmax + 1) // 2
     scale = _float32_scale(np.maximum(-lo, hi), min(qmax - mid, mid - qmin), where)
     zero_point = np.full_like(scale, mid, dtype=np.int32)
     return _checked_qparams(scale, zero_point, qmin, qmax, device, where)
+
+
+def _per_tensor_qparams(min_val, max_val, qmin: int, qmax: int,
+                        symmetric: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The qparams of a 0-d tensor range in Python floats: the same float64 operations and
+    float32 roundings as the array path, without its per-call overhead. None (the array path
+    decides, and raises) unless the range is finite and ordered, the grid spans at most 2^24
+    levels (so ``(q - zero_point)·scale`` is exact in float64) and nothing overflows float32."""
+    if not (isinstance(min_val, torch.Tensor) and isinstance(max_val, torch.Tensor)
+            and min_val.ndim == 0 and max_val.ndim == 0 and min_val.device == max_val.device
+            and qmax - qmin <= _EXACT_GRID_LEVELS):
+        return None
+    lo, hi = min_val.item(), max_val.item()
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        return None
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    mid = (qmin + qmax + 1) // 2
+    width, steps = (max(-lo, hi), min(qmax - mid, mid - qmin)) if symmetric else (hi - lo,
+                                                                                  qmax - qmin)
+    if steps <= 0 or width / steps >= _FLOAT32_OVERFLOW:
+        return None
+    scale = 1.0 if width == 0 else max(float(np.float32(width / steps)), float(_FLOAT32_TINY))
+    zero_point = mid if symmetric else min(max(round(qmin - lo / scale), qmin), qmax)
+    if max(abs(qmin - zero_point), abs(qmax - zero_point)) * scale >= _FLOAT32_OVERFLOW:
+        return None
+    device = min_val.device
+    return (torch.tensor(scale, dtype=torch.float32, device=device),
+            torch.tensor(zero_point, dtype=torch.int32, device=device))
 
 
 def _relaxed_range(min_val, max_val, where: str) -> tuple[np.ndarray, np.ndarray, torch.device]:

@@ -26,12 +26,19 @@ from intq.fakequant.ste import (
     fake_quantize_ste,
     param_shape,
 )
+from intq.observers.base import Observer
 from intq.qmath import affine_qparams, symmetric_qparams
 from intq.qmath._checks import check_finite, check_qparams
 
 __all__ = ["Quantizer", "make_observer"]
 
 _QPARAM_BUFFERS = ("scale", "zero_point", "min_val", "max_val")
+
+
+def _rejects_nonfinite(observer: nn.Module) -> bool:
+    """True when ``observer.update(x)`` raises for NaN/Inf in x (intq's Observer.update checks
+    the extremes it takes, which NaN and Inf reach), so x needs no second check."""
+    return type(observer).update is Observer.update
 
 
 def make_observer(spec: QuantSpec) -> nn.Module:
@@ -119,20 +126,23 @@ class Quantizer(nn.Module):
         return self.observe and not self.frozen and (self.training or self.observe_in_eval)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.observing:
+        observed = self.observing
+        if observed:
             self._observe(x)
         if not self.fake_quant:
             return x
-        fresh = self._stale and not self.frozen
+        frozen = self.frozen
+        fresh = self._stale and not frozen
         if fresh:
             self.calculate_qparams()
         if not self.has_qparams:
-            state = "is frozen without qparams" if self.frozen else "has observed no data yet"
+            state = "is frozen without qparams" if frozen else "has observed no data yet"
             raise ValueError(f"Quantizer({self.spec.describe()}): fake_quant is on but it {state}; "
                              "observe calibration data first (observe=True) or load a state_dict")
         spec = self.spec
         if self._clamped_form_applies(x):
-            check_finite(x, "x", "fake_quantize")
+            if not (observed and _rejects_nonfinite(self.observer)):
+                check_finite(x, "x", "fake_quantize")
             if not fresh:  # loaded or set from outside since calculate_qparams
                 check_qparams(self.scale, self.zero_point, spec.qmin, spec.qmax, "fake_quantize")
             return fake_quantize_half_even_clamped_ste(x, *self._clamped_grid(x))

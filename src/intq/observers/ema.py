@@ -56,14 +56,18 @@ class EMAObserver(Observer):
     def _update(
         self, sample: Tensor | None, batch_min: Tensor, batch_max: Tensor, stride: int
     ) -> None:
-        if not self.has_data:
-            self.min_val = batch_min.double()
-            self.max_val = batch_max.double()
+        done = int(self.num_batches)
+        if done == 0:
+            self.min_val = batch_min.to(torch.float64, copy=True)
+            self.max_val = batch_max.to(torch.float64, copy=True)
             return
-        step = int(self.num_batches) + 1
-        weight = (1.0 - self.decay) / (1.0 - self.decay**step)
-        self.min_val += weight * (batch_min.double() - self.min_val)
-        self.max_val += weight * (batch_max.double() - self.max_val)
+        weight = (1.0 - self.decay) / (1.0 - self.decay ** (done + 1))
+        for state, batch in ((self.min_val, batch_min), (self.max_val, batch_max)):
+            if state.numel() == 1:  # per tensor: the same float64 arithmetic on Python floats
+                value = state.item()
+                state.fill_(value + weight * (batch.item() - value))
+            else:
+                state.add_(weight * (batch.double() - state))
 
     def _ranges(self) -> tuple[Tensor, Tensor]:
         return self.min_val, self.max_val

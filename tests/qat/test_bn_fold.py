@@ -157,13 +157,16 @@ def test_corrected_one_conv_step_takes_statistics_of_the_rescaled_quantized_conv
                                + 0.1 * var_b * n / (n - 1), rtol=1e-5, atol=1e-6)
 
 
-def test_one_conv_step_keeps_a_zero_gamma_channel_at_beta():
+def test_one_conv_step_keeps_a_zero_gamma_channel_at_beta_with_finite_gradients():
     layer = qat_layer(fake_quant=True, bits=8, activation=None)
     with torch.no_grad():
         layer.bn.weight[2] = 0.0
     y = layer(inputs())
     assert torch.isfinite(y).all()
     torch.testing.assert_close(y[:, 2], torch.full_like(y[:, 2], float(layer.bn.bias[2].detach())))
+    (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+    for grad in (layer.bn.weight.grad, layer.bn.bias.grad, layer.conv.weight.grad):
+        assert torch.isfinite(grad).all()  # 1/scale of the dead channel passes no NaN back
 
 
 def test_naive_training_step_quantizes_batch_folded_weights():

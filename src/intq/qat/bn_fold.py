@@ -144,11 +144,12 @@ class QATConvBn2d(nn.Module):
         bn = self.bn
         scale = gamma / self._moving_sigma()
         weight = self.conv.weight * scale.reshape(-1, 1, 1, 1)
-        inverse = torch.where(scale == 0, torch.zeros_like(scale), 1.0 / scale)
+        dead = scale == 0  # γ = 0: inverse 0, and a zero (not NaN) gradient through 1/scale
+        inverse = torch.where(dead, 0.0, torch.where(dead, 1.0, scale).reciprocal())
         z = self._conv(x, self.weight_quantizer(weight) * inverse.reshape(-1, 1, 1, 1),
                        self.conv.bias)
         if not self.sync_batch_stats:
-            bn.num_batches_tracked += 1
+            bn.num_batches_tracked.add_(1)
             return F.batch_norm(z, bn.running_mean, bn.running_var, gamma, beta, True,
                                 self._momentum(), bn.eps)
         mean_b, var_b, count = self._batch_moments(z)
@@ -193,7 +194,7 @@ class QATConvBn2d(nn.Module):
         """``nn.BatchNorm2d``'s update: EMA with ``momentum`` of the batch mean (plus the
         conv bias when ``mean_b`` excludes it) and of the unbiased batch variance."""
         bn = self.bn
-        bn.num_batches_tracked += 1
+        bn.num_batches_tracked.add_(1)
         momentum = self._momentum()
         unbiased = var_b * count / max(count - 1, 1)
         offset = self._conv_bias().detach() if conv_bias else 0.0
@@ -216,9 +217,8 @@ class QATConvBn2d(nn.Module):
 
     def _affine(self) -> tuple[torch.Tensor, torch.Tensor]:
         bn = self.bn
-        ones = torch.ones_like(bn.running_var)
-        gamma = bn.weight if bn.weight is not None else ones
-        beta = bn.bias if bn.bias is not None else torch.zeros_like(ones)
+        gamma = bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)
+        beta = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_var)
         return gamma, beta
 
     def _conv_bias(self) -> torch.Tensor:

@@ -7,7 +7,7 @@ from safetensors.torch import save as save_safetensors
 
 import intq.observers
 from intq.fakequant import Quantizer, QuantSpec, activation_spec, weight_spec
-from intq.qmath import affine_qparams, fake_quantize, symmetric_qparams
+from intq.qmath import affine_qparams, fake_quantize, nudged_range, symmetric_qparams
 
 from .local_observer import LocalMinMaxObserver
 
@@ -204,3 +204,37 @@ def test_observe_summary_feeds_the_observer_only_while_observing():
     q.frozen = True
     q.observe_summary(torch.tensor([-9.0]), torch.tensor([9.0]), None, 0)
     assert float(q.observer.min_val) == -3.0
+
+
+@pytest.mark.parametrize("spec", [ACT, W_SYM, activation_spec(observer="ema")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_forward_equals_fake_quantize_with_inclusive_gradient(spec, dtype):
+    quantizer = Quantizer(spec) if spec.observer == "ema" else _local(spec)
+    for x in _batches(3):
+        quantizer(x)
+    quantizer.observe = False
+    x = (_batches(1, seed=5)[0] * 2).to(dtype)
+    axis = spec.axis if spec.per_channel else None
+    grid = (quantizer.scale, quantizer.zero_point, spec.qmin, spec.qmax)
+    lo, hi = (t.reshape([-1 if d == axis else 1 for d in range(x.dim())]).to(dtype)
+              for t in nudged_range(*grid))
+    x = torch.where(torch.arange(x.numel()).reshape(x.shape) % 7 == 0, hi.expand(x.shape), x)
+    x = x.requires_grad_()
+    out = quantizer(x)
+    out.backward(torch.ones_like(out))
+    assert out.dtype == dtype
+    assert torch.equal(out, fake_quantize(x.detach(), *grid, axis))
+    assert torch.equal(x.grad, ((x >= lo) & (x <= hi)).to(dtype))
+
+
+def test_frozen_quantizer_rejects_nonfinite_input_and_invalid_loaded_qparams():
+    quantizer = _local(ACT)
+    quantizer(torch.tensor([-1.0, 3.0]))
+    quantizer.frozen = True
+    with pytest.raises(ValueError, match=r"fake_quantize: x must be finite, got inf"):
+        quantizer(torch.tensor([1.0, float("inf")]))
+    state = quantizer.state_dict()
+    state["scale"] = torch.tensor(-0.5)
+    quantizer.load_state_dict(state)
+    with pytest.raises(ValueError, match=r"scale must be > 0"):
+        quantizer(torch.tensor([1.0]))

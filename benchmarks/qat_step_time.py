@@ -6,8 +6,11 @@ each way of folding BN: corrected with one conv (default), corrected with the pa
 float conv for the batch statistics (``exact_batch_stats=True``) and naive. Steps of all
 variants take turns on the same batches (round robin), so machine noise hits them alike;
 the ratio is median QAT step / median float step. 1 torch thread, batch 64.
+``--breakdown`` adds the default QAT step with the activation quantizers, the weight
+quantizers or all quantizers switched off (observe and fake_quant off: what is left is the
+BN fold), which splits the QAT overhead between them.
 
-    .venv/bin/python benchmarks/qat_step_time.py [--steps 30] [--models a,b]
+    .venv/bin/python benchmarks/qat_step_time.py [--steps 30] [--models a,b] [--breakdown]
 Writes benchmarks/results/qat_step_time.{json,md}.
 """
 
@@ -22,7 +25,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from intq.qat import QATSchedule, apply_schedule, prepare_qat
+from intq.graph.place import activation_quantizers
+from intq.qat import QATSchedule, apply_schedule, prepare_qat, qat_layers
 from intq.zoo import MODEL_ZOO, load_fashion_mnist, load_model
 
 RESULTS = Path(__file__).parent / "results"
@@ -33,6 +37,21 @@ VARIANTS = {  # label -> prepare_qat options (None: the float model)
     "QAT, corrected fold, paper's float-conv statistics": {"exact_batch_stats": True},
     "QAT, naive fold": {"correction": False},
 }
+BREAKDOWN = {  # label -> quantizers of the default QAT step switched off
+    "default, activation quantizers off": ("activations",),
+    "default, weight quantizers off": ("weights",),
+    "default, all quantizers off": ("activations", "weights"),
+}
+
+
+def _switch_off(model, kinds: tuple[str, ...]) -> None:
+    quantizers = []
+    if "activations" in kinds:
+        quantizers += [q for _, q in activation_quantizers(model)]
+    if "weights" in kinds:
+        quantizers += [layer.weight_quantizer for _, layer in qat_layers(model)]
+    for quantizer in quantizers:
+        quantizer.observe, quantizer.fake_quant = False, False
 
 
 def _step(model, opt, x, y) -> float:
@@ -44,14 +63,18 @@ def _step(model, opt, x, y) -> float:
     return time.perf_counter() - start
 
 
-def measure(name: str, steps: int, train) -> dict[str, float]:
+def measure(name: str, steps: int, train, breakdown: bool) -> dict[str, float]:
     """Median step seconds of every variant, steps taken in turns on the same batches."""
+    variants = {**VARIANTS, **({label: {} for label in BREAKDOWN} if breakdown else {})}
     models = {}
-    for label, options in VARIANTS.items():
+    for label, options in variants.items():
         model = load_model(name).train()
         if options is not None:
             model = prepare_qat(model, train.x[:2], "sym-per-channel-8", **options)
             apply_schedule(model, QATSchedule(), 0)
+            if label in BREAKDOWN:
+                model(train.x[:BATCH])  # qparams exist before the quantizers are switched off
+                _switch_off(model, BREAKDOWN[label])
         models[label] = (model, torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9))
     times = {label: [] for label in models}
     for i in range(steps + 3):
@@ -68,12 +91,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     fmnist = [n for n, m in MODEL_ZOO.items() if m.dataset == "fashion-mnist"]
     parser.add_argument("--models", default=",".join(fmnist))
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time the default QAT step with quantizers switched off")
     args = parser.parse_args()
     torch.set_num_threads(1)
     train = load_fashion_mnist("train").head(BATCH * (args.steps + 3))
     rows = {}
     for name in args.models.split(","):
-        medians = measure(name, args.steps, train)
+        medians = measure(name, args.steps, train, args.breakdown)
         rows[name] = {"median_step_seconds": medians,
                       "ratio_vs_float": {k: v / medians["float"] for k, v in medians.items()}}
         print(name, {k: round(v, 2) for k, v in rows[name]["ratio_vs_float"].items()},
@@ -83,7 +108,7 @@ def main() -> None:
               "load_average": load, "models": rows}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "qat_step_time.json").write_text(json.dumps(result, indent=2))
-    labels = list(VARIANTS)
+    labels = list(VARIANTS) + (list(BREAKDOWN) if args.breakdown else [])
     lines = [
         "# QAT step time / float step time (Fashion-MNIST zoo)", "",
         f"Batch {BATCH}, 1 torch thread, median of {args.steps} steps per variant taken in "

@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import operator
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,11 +39,14 @@ from intq.graph.bias_correction import InputMeans
 from intq.graph.fused import FusedConv2d, FusedLinear
 from intq.graph.kinds import OpKind, op_kind
 from intq.graph.qmodules import QuantConv2d, QuantLinear
+from intq.observers import Observer
 from intq.threads import single_intra_op_thread
 
 __all__ = ["OrtCalibrationPass"]
 
 _INPUT = -1  # "output index" of the graph input, which the caller already holds
+_Output = Callable[[fx.Node, str, Callable[[], fx.Node]], int]
+"""output(source, kind, make): index of graph output ``kind`` of ``source`` (made if new)."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,7 @@ def _summary_graph(
     graph = gm.graph
     outputs: dict[tuple[fx.Node, str], tuple[int, fx.Node]] = {}
 
-    def output(source: fx.Node, kind: str, make) -> int:
+    def output(source: fx.Node, kind: str, make: Callable[[], fx.Node]) -> int:
         """Index of graph output ``kind`` of ``source``, adding it (``make()``) if new."""
         if source.op == "placeholder":
             return _INPUT
@@ -171,8 +175,8 @@ def _summary_graph(
     return gm, quantizer_taps, layer_taps, len(outputs)
 
 
-def _quantizer_tap(graph: fx.Graph, node: fx.Node, observer, batch_size: int,
-                   output) -> _QuantizerTap:
+def _quantizer_tap(graph: fx.Graph, node: fx.Node, observer: Observer, batch_size: int,
+                   output: _Output) -> _QuantizerTap:
     source = node.args[0]
     shape = shape_of(source)
     if source.op == "placeholder" or observer.per_channel or not shape:
@@ -192,7 +196,7 @@ def _quantizer_tap(graph: fx.Graph, node: fx.Node, observer, batch_size: int,
                          stride=stride)
 
 
-def _layer_tap(gm: fx.GraphModule, node: fx.Node, output) -> _LayerTap:
+def _layer_tap(gm: fx.GraphModule, node: fx.Node, output: _Output) -> _LayerTap:
     """Sums of the layer input over batch and positions. A zero pad before the layer adds
     positions but nothing to the sums, so they are taken before it: a pad that feeds only
     the conv is fused into it by ONNX Runtime."""

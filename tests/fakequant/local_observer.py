@@ -32,6 +32,10 @@ class LocalMinMaxObserver(nn.Module):
     def reset(self) -> None:
         self.min_val, self.max_val = torch.zeros(0), torch.zeros(0)
 
+    def replace(self, x: torch.Tensor) -> None:
+        self.reset()
+        self.update(x)
+
     def merge(self, other: "LocalMinMaxObserver") -> None:
         self.update(torch.stack([other.min_val, other.max_val], dim=1).T)
 

@@ -206,3 +206,14 @@ def test_update_summary_refuses_non_finite_extremes_and_a_sample_without_a_strid
     with pytest.raises(ValueError, match="give a sample exactly when stride > 0"):
         obs.update_summary(torch.tensor([0.0]), torch.tensor([1.0]), torch.ones(1, 3), 0)
     assert not obs.has_data
+
+
+@parametrize_kinds
+def test_replace_leaves_the_state_of_reset_then_update(kind, options):
+    replaced = make_observer(kind, per_channel=True, **options)
+    expected = make_observer(kind, per_channel=True, **options)
+    replaced.replace(_data(0) * 3)  # from empty, then over earlier data
+    replaced.replace(_data(1))
+    expected.update(_data(1))
+    assert_same_state(replaced, expected)
+    assert int(replaced.num_batches) == 1

@@ -213,8 +213,9 @@ class Quantizer(nn.Module):
             raise ValueError(f"Quantizer({self.spec.describe()}): cannot observe an empty tensor "
                              f"of shape {tuple(x.shape)}")
         if self.current_ranges:
-            self.observer.reset()
-        self.observer.update(x.detach())
+            self.observer.replace(x.detach())
+        else:
+            self.observer.update(x.detach())
         self._stale = True
 
     def observe_summary(

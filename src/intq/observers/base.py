@@ -59,10 +59,23 @@ class Observer(nn.Module, abc.ABC):
     @torch.no_grad()
     def update(self, x: Tensor) -> None:
         """Fold one tensor into the statistics (detached, no autograd graph)."""
+        self._observe(x, replace=False)
+
+    @torch.no_grad()
+    def replace(self, x: Tensor) -> None:
+        """The statistics of ``x`` alone: ``reset()`` then ``update(x)`` (what a quantizer
+        with current ranges does every step), in place where the kind allows."""
+        self._observe(x, replace=True)
+
+    def _observe(self, x: Tensor, replace: bool) -> None:
         rows = self._rows(x)
         batch_min, batch_max = _row_extremes(rows)
         if not _finite(batch_min, batch_max):
             raise ValueError(f"{self.kind} observer: {_nonfinite_message(rows)}")
+        if replace and self._replaced_in_place(batch_min, batch_max):
+            return
+        if replace:
+            self.reset()
         stride = self.sample_stride(rows.shape[1])
         sample = None if stride == 0 else rows if stride == 1 else rows[:, ::stride].contiguous()
         self._fold(batch_min, batch_max, sample, stride)
@@ -155,6 +168,11 @@ class Observer(nn.Module, abc.ABC):
         """Fold one batch into the state: its per-channel min and max (C,) and the (C, M) values
         ``sample_stride`` asked for, each standing for ``stride`` values (None if it asked for
         none)."""
+
+    def _replaced_in_place(self, batch_min: Tensor, batch_max: Tensor) -> bool:
+        """Set the state to that of one batch with these extremes, reusing the buffers, and
+        return True; or return False (the default) and let ``replace`` reset and update."""
+        return False
 
     @abc.abstractmethod
     def _ranges(self) -> tuple[Tensor, Tensor]:

@@ -33,6 +33,14 @@ class MinMaxObserver(Observer):
     ) -> None:
         self._extend_range(batch_min, batch_max)
 
+    def _replaced_in_place(self, batch_min: Tensor, batch_max: Tensor) -> bool:
+        if not self.has_data or batch_min.shape != self.min_val.shape:
+            return False
+        self.min_val.copy_(batch_min)
+        self.max_val.copy_(batch_max)
+        self.num_batches.fill_(1)
+        return True
+
     def _ranges(self) -> tuple[Tensor, Tensor]:
         return self.min_val, self.max_val
 

@@ -115,13 +115,20 @@ def calibrate(
     for q in act_quantizers.values():
         q.observe, q.fake_quant, q.frozen = True, False, False
     batches = list(batches)
-    means = {name: InputMeans() for name, _ in quant_layers(qgm)} if bias_correction else {}
     ort_pass = _ort_pass(qgm, batches[0], engine) if batches else None
-    with torch.no_grad():
-        if ort_pass is None:
-            _run_eager(qgm, batches, means, progress)
-        else:
-            _run_onnxruntime(qgm, ort_pass, batches, means, progress)
+    layers = quant_layers(qgm) if bias_correction else ()
+    # the eager pass feeds the means through forward pre-hooks, the ORT pass explicitly
+    means = {name: InputMeans(layer if ort_pass is None else None) for name, layer in layers}
+    try:
+        with torch.no_grad():
+            for x in progress_bar(batches, "calibrating", enabled=progress):
+                if ort_pass is None:
+                    qgm(x)
+                else:
+                    ort_pass.observe(x, qgm, means)
+    finally:
+        for m in means.values():
+            m.remove()
     for owner, q in act_quantizers.items():
         _freeze(q, where=f"activation quantizer after {owner}")
         _warn_if_constant(q, owner)
@@ -150,26 +157,6 @@ def _ort_pass(qgm: fx.GraphModule, example: torch.Tensor, engine: str) -> OrtCal
             return None
         raise IntqError(f"the calibration pass does not run in ONNX Runtime ({error}); "
                         "use engine='torch'") from error
-
-
-def _run_eager(qgm: fx.GraphModule, batches: list[torch.Tensor], means: dict[str, InputMeans],
-               progress: bool) -> None:
-    layers = dict(quant_layers(qgm))
-    hooks = [layers[name].register_forward_pre_hook(lambda _m, args, m=m: m.add(args[0]))
-             for name, m in means.items()]
-    try:
-        for x in progress_bar(batches, "calibrating", enabled=progress):
-            qgm(x)
-    finally:
-        for hook in hooks:
-            hook.remove()
-
-
-def _run_onnxruntime(qgm: fx.GraphModule, ort_pass: OrtCalibrationPass,
-                     batches: list[torch.Tensor], means: dict[str, InputMeans],
-                     progress: bool) -> None:
-    for x in progress_bar(batches, "calibrating", enabled=progress):
-        ort_pass.observe(x, qgm, means)
 
 
 def widen_weight_scales_for_int32_bias(qgm: fx.GraphModule, headroom_bits: int = 30) -> int:

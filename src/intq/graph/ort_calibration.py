@@ -108,7 +108,7 @@ class OrtCalibrationPass:
         and reductions, small tensors: one intra-op thread (``intq.threads``)."""
         x = x.detach().float().contiguous()
         outputs = [torch.from_numpy(out) for out in
-                   self._session.run(None, {"input": np.ascontiguousarray(x.numpy())})]
+                   self._session.run(None, {"input": x.numpy()})]
         with single_intra_op_thread():
             self._feed(x, outputs, qgm, means)
 
@@ -143,7 +143,7 @@ def _summary_graph(
     taps say which output is what, and the last item is the number of outputs."""
     gm = copy_graph_module(qgm)
     graph = gm.graph
-    outputs: dict[tuple[fx.Node, str], tuple[int, fx.Node]] = {}
+    outputs: dict[tuple[fx.Node, str], tuple[int, fx.Node]] = {}  # in index order
 
     def output(source: fx.Node, kind: str, make: Callable[[], fx.Node]) -> int:
         """Index of graph output ``kind`` of ``source``, adding it (``make()``) if new."""
@@ -168,7 +168,7 @@ def _summary_graph(
             layer_taps.append(_layer_tap(gm, node, output))
             _set_submodule(gm, node.target, _frozen_float_layer(module))
     out = next(n for n in graph.nodes if n.op == "output")
-    out.args = (tuple(n for _, n in sorted(outputs.values(), key=lambda item: item[0])),)
+    out.args = (tuple(n for _, n in outputs.values()),)
     graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     gm.recompile()

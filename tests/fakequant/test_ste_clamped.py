@@ -5,8 +5,10 @@ ends and their float32 neighbours, signed zeros and subnormals; also with subnor
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from intq.fakequant import fake_quantize_half_even_clamped_ste, fake_quantize_ste
+from intq.fakequant.ste import check_input_clamp
 
 # (qmin, qmax, zero point, scale): affine with lo = 0, affine, signed, symmetric, 16 and 4 bits
 GRIDS = [(0, 255, 0, 0.0234), (0, 255, 37, 0.0191), (-128, 127, -5, 0.0371),
@@ -100,3 +102,39 @@ def test_gradient_at_zero_survives_flushed_subnormals():
     finally:
         torch.set_flush_denormal(False)
     assert grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("clamp", [(0.0, 6.0), (0.0, float("inf")), (-1.5, 0.5)])
+@pytest.mark.parametrize(("qmin", "qmax", "zp", "scale"), GRIDS)
+def test_input_clamp_equals_hardtanh_then_fake_quantize_ste(qmin, qmax, zp, scale, clamp):
+    x = _values(scale, zp, qmin, qmax)
+    edges = np.array([clamp[0], clamp[1], np.nextafter(_f32(clamp[0]), -np.inf),
+                      np.nextafter(_f32(clamp[0]), np.inf), np.nextafter(_f32(clamp[1]), -np.inf),
+                      np.inf, -np.inf], dtype=np.float32)
+    x = torch.from_numpy(np.concatenate([x, edges, 4 * x]))
+    scale = float(_f32(scale))  # the grid ends of fake_quantize_ste's float32 scale
+    args = (scale, *_grid_ends(scale, zp, qmin, qmax))
+    out, grad = _grad(fake_quantize_half_even_clamped_ste, x, *args, clamp)
+
+    def unfused(t):  # hardtanh's gradient: a < x < b; fake_quantize_ste's on its output
+        return fake_quantize_ste(F.hardtanh(t, *clamp), torch.tensor(args[0]), zp, qmin, qmax)
+
+    finite = torch.isfinite(x) | torch.isfinite(torch.tensor(clamp)).all()
+    expected, expected_grad = _grad(unfused, x[finite])
+    assert torch.equal(out[finite], expected) and torch.equal(grad[finite], expected_grad)
+    if clamp[1] == float("inf"):  # +inf is clamped by the grid end instead
+        assert set(out[x == np.inf].tolist()) == {args[2]}
+
+
+def test_input_clamp_with_tensor_grid_clamps_first():
+    x = torch.tensor([[-1.0, 0.0, 0.3, 7.0]]).T
+    scale, lo, hi = torch.tensor([[0.5]]), torch.tensor([[-2.0]]), torch.tensor([[6.5]])
+    out, grad = _grad(fake_quantize_half_even_clamped_ste, x, scale, lo, hi, (0.0, 6.0))
+    assert out.flatten().tolist() == [0.0, 0.0, 0.5, 6.0]
+    assert grad.flatten().tolist() == [0.0, 0.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("clamp", [(0.5, 6.0), (-1.0, -0.5), (1.0, 1.0), (0.0, float("nan"))])
+def test_input_clamp_must_hold_zero(clamp):
+    with pytest.raises(ValueError, match="input_clamp"):
+        check_input_clamp(clamp)

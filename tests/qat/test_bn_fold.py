@@ -217,3 +217,19 @@ def test_rejects_batchnorm_of_other_width():
     conv, _ = conv_bn()
     with pytest.raises(ValueError, match="BatchNorm2d over the conv's 5 output channels"):
         QATConvBn2d(conv, nn.BatchNorm2d(4), None, Quantizer(weight_spec()))
+
+
+def test_moving_the_activation_needs_one_and_can_be_undone():
+    from intq.fakequant import QuantSpec
+
+    conv, bn = torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)
+    weights = Quantizer(QuantSpec(symmetric=True, per_channel=True))
+    with pytest.raises(ValueError, match="no activation to move"):
+        QATConvBn2d(conv, bn, None, weights).move_activation_into(Quantizer(QuantSpec()))
+    layer, output = QATConvBn2d(conv, bn, "relu6", weights).eval(), Quantizer(QuantSpec())
+    x = torch.randn(2, 1, 5, 5) * 10
+    layer.move_activation_into(output)
+    assert output.input_clamp == (0.0, 6.0) and "in the output quantizer" in repr(layer)
+    assert (layer(x) > 6).any()
+    layer.restore_activation()
+    assert output.input_clamp is None and not layer.activation_moved and layer(x).max() <= 6

@@ -10,8 +10,9 @@ from torch import nn
 from intq.convert.from_graph import convert_to_program
 from intq.errors import IntqError
 from intq.graph.fused import FusedConv2d
+from intq.graph.place import activation_quantizers
 from intq.graph.qmodules import QuantConv2d, QuantLinear
-from intq.qat import QATConvBn2d, QATSchedule, apply_schedule, convert_qat, prepare_qat
+from intq.qat import QATConvBn2d, QATSchedule, apply_schedule, convert_qat, prepare_qat, qat_layers
 from intq.recipes import get_recipe
 from intq.runtime.reference import run_reference
 from intq.zoo import load_model
@@ -137,3 +138,47 @@ def test_evaluating_mid_training_does_not_move_the_activation_ranges():
     qgm.train()
     train(qgm, x * 5, y, 1, QATSchedule())
     assert not all(torch.equal(v, state[k]) for k, v in activation_state().items())
+
+
+def _restored(qgm):
+    for _, layer in qat_layers(qgm):
+        if isinstance(layer, QATConvBn2d):
+            layer.restore_activation()
+    return qgm
+
+
+def test_activations_move_into_their_quantizers_without_changing_training():
+    torch.manual_seed(0)
+    model = load_model("mobilenet-v1-fmnist", pretrained=False)
+    x, y = batch()
+    fused = prepare_qat(model, x[:2], "sym-per-channel-8")
+    plain = _restored(prepare_qat(model, x[:2], "sym-per-channel-8"))
+    moved = [n for n, m in fused.named_modules() if isinstance(m, QATConvBn2d) and
+             m.activation_moved]
+    assert len(moved) == 9 and not any(m.input_clamp for _, m in activation_quantizers(plain))
+    schedule = QATSchedule(bn_freeze_step=2, act_range_freeze_step=3)
+    assert train(fused, x, y, 4, schedule) == train(plain, x, y, 4, schedule)
+    plain_state = plain.state_dict()
+    assert all(torch.equal(v, plain_state[k]) for k, v in fused.state_dict().items())
+    converted = convert_qat(fused)
+    assert not any(m.input_clamp for _, m in activation_quantizers(converted))
+    assert all(m.activation_moved for n, m in fused.named_modules() if n in moved)
+    assert torch.equal(converted.eval()(x), convert_qat(plain).eval()(x))
+
+
+class _Branches(nn.Module):
+    """Two conv -> BN -> ReLU branches concatenated: they share one activation quantizer."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU6())
+
+    def forward(self, x):
+        return torch.cat([self.a(x), self.b(x)], 1)
+
+
+def test_a_quantizer_shared_by_a_concat_keeps_the_activations_in_the_layers():
+    qgm = prepare_qat(_Branches(), torch.rand(2, 1, 6, 6), "sym-per-channel-8")
+    layers = [m for m in qgm.modules() if isinstance(m, QATConvBn2d)]
+    assert len(layers) == 2 and not any(m.activation_moved for m in layers)

@@ -7,6 +7,10 @@ forward(x):
      with half-even rounding takes fake_quantize_half_even_clamped_ste (same values and
      gradient in fewer passes over x).
 frozen: ranges are fixed: the observer is not updated and scale/zero_point are not recomputed.
+input_clamp = (a, b): the quantizer takes over the clamp of a ReLU (0, inf) or ReLU6 (0, 6)
+before it (a QAT fusion) and computes forward(hardtanh(x, a, b)): the observer gets the
+clamped extremes of x, and the clamped form fuses the two clamps, so the activation costs no
+pass of its own, forward or backward.
 
 Qparams are computed lazily (at the first fake-quantized forward after new data, at
 calculate_qparams() or at state_dict()), so an expensive observer (KL, MSE) searches once per
@@ -17,11 +21,13 @@ before any data the qparam buffers are empty and load_state_dict resizes them.
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from intq.fakequant.spec import QuantSpec
 from intq.fakequant.ste import (
     MAX_CLAMPED_GRID_OFFSET,
+    check_input_clamp,
     fake_quantize_half_even_clamped_ste,
     fake_quantize_ste,
     param_shape,
@@ -41,6 +47,14 @@ def _rejects_nonfinite(observer: nn.Module) -> bool:
     return type(observer).update is Observer.update
 
 
+def _check_finite_clamped(x: torch.Tensor, clamp: tuple[float, float] | None) -> None:
+    """check_finite of x, or of hardtanh(x, *clamp) (computed only if x is not finite:
+    the clamp bounds ±inf)."""
+    if clamp is not None and not bool(torch.isfinite(x.sum())):
+        x = F.hardtanh(x, *clamp)
+    check_finite(x, "x", "fake_quantize")
+
+
 def make_observer(spec: QuantSpec) -> nn.Module:
     """A fresh observer for `spec`, built by intq.observers.make_observer (imported lazily)."""
     from intq.observers import make_observer as make
@@ -57,12 +71,14 @@ class Quantizer(nn.Module):
     each update, so the ranges are those of the latest tensor (the paper's QAT weight ranges:
     the current min/max of the weights). With `observe_in_eval=False` the observer only sees
     tensors in training mode (QAT: evaluating mid-training must not move the ranges).
-    `generator` seeds stochastic rounding.
+    `generator` seeds stochastic rounding. `input_clamp` (see the module docstring) makes
+    forward(x) = forward(F.hardtanh(x, *input_clamp)).
     """
 
     def __init__(self, spec: QuantSpec, observer: nn.Module | None = None, *,
                  observe: bool = True, fake_quant: bool = True, current_ranges: bool = False,
-                 observe_in_eval: bool = True, generator: torch.Generator | None = None) -> None:
+                 observe_in_eval: bool = True, generator: torch.Generator | None = None,
+                 input_clamp: tuple[float, float] | None = None) -> None:
         super().__init__()
         if not isinstance(spec, QuantSpec):
             raise ValueError(f"Quantizer: spec must be a QuantSpec, got {type(spec).__name__}")
@@ -71,6 +87,7 @@ class Quantizer(nn.Module):
         self.current_ranges = current_ranges
         self.observe_in_eval = observe_in_eval
         self.generator = generator
+        self.input_clamp = input_clamp
         self.register_buffer("scale", torch.ones(0))
         self.register_buffer("zero_point", torch.zeros(0, dtype=torch.int32))
         self.register_buffer("min_val", torch.zeros(0))
@@ -114,6 +131,15 @@ class Quantizer(nn.Module):
         self.frozen_enabled.fill_(bool(value))
 
     @property
+    def input_clamp(self) -> tuple[float, float] | None:
+        """(a, b): forward(x) computes forward(F.hardtanh(x, a, b)) in fewer passes; or None."""
+        return self._input_clamp
+
+    @input_clamp.setter
+    def input_clamp(self, value: tuple[float, float] | None) -> None:
+        self._input_clamp = check_input_clamp(value)
+
+    @property
     def has_qparams(self) -> bool:
         """True once scale/zero_point were computed (or loaded)."""
         return self.scale.numel() > 0
@@ -126,11 +152,14 @@ class Quantizer(nn.Module):
         return self.observe and not self.frozen and (self.training or self.observe_in_eval)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        clamp = self._input_clamp
+        if clamp is not None and not self._takes_clamped_extremes(x):
+            x, clamp = F.hardtanh(x, *clamp), None
         observed = self.observing
         if observed:
-            self._observe(x)
+            self._observe(x, clamp)
         if not self.fake_quant:
-            return x
+            return x if clamp is None else F.hardtanh(x, *clamp)
         frozen = self.frozen
         fresh = self._stale and not frozen
         if fresh:
@@ -141,15 +170,26 @@ class Quantizer(nn.Module):
                              "observe calibration data first (observe=True) or load a state_dict")
         spec = self.spec
         if self._clamped_form_applies(x):
-            if not (observed and _rejects_nonfinite(self.observer)):
-                check_finite(x, "x", "fake_quantize")
+            if not (observed and (clamp is not None or _rejects_nonfinite(self.observer))):
+                _check_finite_clamped(x, clamp)
             if not fresh:  # loaded or set from outside since calculate_qparams
                 check_qparams(self.scale, self.zero_point, spec.qmin, spec.qmax, "fake_quantize")
-            return fake_quantize_half_even_clamped_ste(x, *self._clamped_grid(x))
+            return fake_quantize_half_even_clamped_ste(x, *self._clamped_grid(x), clamp)
+        if clamp is not None:
+            x = F.hardtanh(x, *clamp)
         axis = spec.axis if spec.per_channel else None
         return fake_quantize_ste(x, self.scale, self.zero_point, spec.qmin, spec.qmax, axis,
                                  spec.rounding,
                                  self.generator if spec.rounding == "stochastic" else None)
+
+    def _takes_clamped_extremes(self, x: torch.Tensor) -> bool:
+        """The input clamp can stay fused: the observer, if it sees x, needs only the extremes
+        of the clamped x (a per-tensor intq Observer asking for no sample)."""
+        if not self.observing:
+            return True
+        observer = self.observer
+        return (not self.spec.per_channel and isinstance(observer, Observer)
+                and observer.sample_stride(x.numel()) == 0)
 
     def _clamped_form_applies(self, x: torch.Tensor) -> bool:
         """Half-even float32 fake quantization that fake_quantize_half_even_clamped_ste
@@ -208,10 +248,15 @@ class Quantizer(nn.Module):
         self.observer.merge(other.observer)
         self._stale = True
 
-    def _observe(self, x: torch.Tensor) -> None:
+    def _observe(self, x: torch.Tensor, clamp: tuple[float, float] | None = None) -> None:
+        """Feed the observer x, or hardtanh(x, *clamp) through its clamped extremes."""
         if x.numel() == 0:
             raise ValueError(f"Quantizer({self.spec.describe()}): cannot observe an empty tensor "
                              f"of shape {tuple(x.shape)}")
+        if clamp is not None:
+            extremes = torch.stack(torch.aminmax(x.detach())).clamp_(*clamp).float()
+            self.observe_summary(extremes[:1], extremes[1:], None, 0)
+            return
         if self.current_ranges:
             self.observer.replace(x.detach())
         else:
@@ -250,6 +295,8 @@ class Quantizer(nn.Module):
 
     def extra_repr(self) -> str:
         switches = f"observe={self.observe}, fake_quant={self.fake_quant}, frozen={self.frozen}"
+        if self._input_clamp is not None:
+            switches += f", input_clamp={self._input_clamp}"
         if not self.has_qparams:
             qparams = "no qparams"
         elif self.scale.numel() == 1:

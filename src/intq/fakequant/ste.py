@@ -8,10 +8,15 @@ clipped (PAPER.md 2). Scale and zero point get no gradient here (see intq.fakequ
 fake_quantize_half_even_clamped_ste is the same half-even forward and gradient for float32 x
 in the fewest passes over x (what a QAT step runs for every activation and weight): clamp x
 to the grid ends, then round and rescale; the backward is one pass over x and the gradient.
+Given the clamp [a, b] of a ReLU/ReLU6 before it (``input_clamp``), it computes
+fake_quantize_ste(hardtanh(x, a, b)) in the same passes: the two clamps are one.
 """
+
+import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from intq.qmath import ROUNDINGS, fake_quantize, nudged_range
 
@@ -20,6 +25,7 @@ __all__ = [
     "FakeQuantizeHalfEvenSTE",
     "FakeQuantizeStochasticSTE",
     "MAX_CLAMPED_GRID_OFFSET",
+    "check_input_clamp",
     "fake_quantize_half_even_clamped_ste",
     "fake_quantize_ste",
 ]
@@ -83,19 +89,19 @@ class FakeQuantizeStochasticSTE(_STE):
 
 
 class _FakeQuantizeHalfEvenClampedSTE(torch.autograd.Function):
-    """round_half_even(clamp(x, lo, hi) / scale)·scale; gradient where lo <= x <= hi.
+    """round_half_even(clamp(x, lo, hi) / scale)·scale; gradient where lo <= x <= hi, or,
+    given ``open_range = (below, above)``, where below < x < above.
 
-    Per tensor, x itself is saved and the backward is one ``hardtanh_backward`` pass (gradient
-    where below < x < above, the float32 neighbours outside [lo, hi]: the same set for float32
-    x); per channel, a float 0/1 mask ``clamp(x) == x`` (comparing into and multiplying by a
-    bool is ~4x slower on CPU)."""
+    With an open range (Python-float ends), x itself is saved and the backward is one
+    ``hardtanh_backward`` pass; otherwise a float 0/1 mask ``clamp(x) == x`` (comparing into
+    and multiplying by a bool is ~4x slower on CPU)."""
 
     @staticmethod
-    def forward(ctx, x, scale, lo, hi):
+    def forward(ctx, x, scale, lo, hi, open_range):
         clipped = torch.clamp(x, lo, hi)
         if ctx.needs_input_grad[0]:
-            ctx.open_range = _open_range(lo, hi)
-            ctx.save_for_backward(x if ctx.open_range is not None
+            ctx.open_range = open_range
+            ctx.save_for_backward(x if open_range is not None
                                   else torch.eq(clipped, x, out=torch.empty_like(x)))
         return clipped.div_(scale).round_().mul_(scale)
 
@@ -103,20 +109,25 @@ class _FakeQuantizeHalfEvenClampedSTE(torch.autograd.Function):
     def backward(ctx, grad_output):
         (saved,) = ctx.saved_tensors
         if ctx.open_range is None:
-            return grad_output * saved, None, None, None
+            return grad_output * saved, None, None, None, None
         grad = torch.ops.aten.hardtanh_backward(grad_output, saved, *ctx.open_range)
-        return grad, None, None, None
+        return grad, None, None, None, None
 
 
-def _open_range(lo, hi) -> tuple[float, float] | None:
-    """(below, above): the float32 values next to Python-float ends lo, hi outside [lo, hi], or
-    None for tensor ends, or when a neighbour is subnormal (an end is 0) and the CPU flushes
-    subnormals (torch.set_flush_denormal), which would make the open range drop x = 0."""
-    if not isinstance(lo, float):
-        return None
+def _open_range(lo: float, hi: float, input_clamp: tuple[float, float] | None = None
+                ) -> tuple[float, float] | None:
+    """(below, above) with ``below < x < above`` exactly when float32 x gets a gradient: lo <= x
+    <= hi, and a < x < b for an input clamp (a, b) (hardtanh's gradient); below and above
+    are the float32 neighbours of lo and hi outside [lo, hi], or a and b. None when a bound
+    next to 0 is subnormal and the CPU flushes subnormals (torch.set_flush_denormal), which
+    would drop x = 0 from the open range."""
     below = float(np.nextafter(np.float32(lo), np.float32(-np.inf)))
     above = float(np.nextafter(np.float32(hi), np.float32(np.inf)))
-    if (lo == 0.0 or hi == 0.0) and not _subnormal_bounds_hold(below, above):
+    zero_passes = True  # 0 is always in [lo, hi]
+    if input_clamp is not None:
+        below, above = max(below, input_clamp[0]), min(above, input_clamp[1])
+        zero_passes = input_clamp[0] < 0.0 < input_clamp[1]
+    if zero_passes and (lo == 0.0 or hi == 0.0) and not _subnormal_bounds_hold(below, above):
         return None
     return below, above
 
@@ -128,7 +139,27 @@ def _subnormal_bounds_hold(below: float, above: float) -> bool:
     return bool(probe[0] == 1.0)
 
 
-def fake_quantize_half_even_clamped_ste(x: torch.Tensor, scale, lo, hi) -> torch.Tensor:
+def check_input_clamp(input_clamp: tuple[float, float] | None) -> tuple[float, float] | None:
+    """``input_clamp`` as (a, b) Python floats with a <= 0 <= b and a < b, a ReLU's
+    ``(0, inf)`` or a ReLU6's ``(0, 6)``: a clamp whose range meets every grid's [lo, hi]
+    (both hold 0), so that clamping to one and then the other is clamping to their
+    intersection. None stays None."""
+    if input_clamp is None:
+        return None
+    try:
+        low, high = (float(end) for end in input_clamp)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_clamp must be a pair of numbers (a, b), got {input_clamp!r}"
+                         ) from None
+    if not (low <= 0.0 <= high and low < high) or math.isnan(low) or math.isnan(high):
+        raise ValueError(f"input_clamp (a, b) needs a <= 0 <= b and a < b (a ReLU's (0, inf), "
+                         f"a ReLU6's (0, 6)), got {input_clamp!r}")
+    return low, high
+
+
+def fake_quantize_half_even_clamped_ste(x: torch.Tensor, scale, lo, hi,
+                                        input_clamp: tuple[float, float] | None = None
+                                        ) -> torch.Tensor:
     """fake_quantize_ste(x, scale, zero_point, qmin, qmax, axis, "half_even"), computed as
     x̂ = round_half_even(clamp(x, lo, hi) / scale)·scale, for float32 x without checks.
 
@@ -141,12 +172,32 @@ def fake_quantize_half_even_clamped_ste(x: torch.Tensor, scale, lo, hi) -> torch
     are exact in float32, so adding and subtracting z cancel. Equal values (a zero may come out
     as -0.0) and the same gradient, 1{lo <= x <= hi}, as fake_quantize_ste.
 
+    ``input_clamp = (a, b)`` (see check_input_clamp; ±inf in x is then allowed where the clamp
+    bounds it) gives the values and gradient of this function applied to F.hardtanh(x, a, b):
+    x is clamped once, to [max(a, lo), min(b, hi)], and, per tensor, the gradient passes where
+    max(a, lo⁻) < x < min(b, hi⁺), lo⁻ and hi⁺ the float32 neighbours outside [lo, hi].
+
     >>> x = torch.tensor([-3.0, 0.3, 1.2], requires_grad=True)
     >>> fake_quantize_half_even_clamped_ste(x, 0.5, -2.0, 1.5).sum().backward()
     >>> x.grad
     tensor([0., 1., 1.])
+    >>> x = torch.tensor([-3.0, 0.0, 0.3, 7.0], requires_grad=True)
+    >>> y = fake_quantize_half_even_clamped_ste(x, 0.5, -2.0, 1.5, input_clamp=(0.0, 6.0))
+    >>> y.sum().backward()
+    >>> y.detach(), x.grad
+    (tensor([0.0000, 0.0000, 0.5000, 1.5000]), tensor([0., 0., 1., 0.]))
     """
-    return _FakeQuantizeHalfEvenClampedSTE.apply(x, scale, lo, hi)
+    if not isinstance(lo, float):
+        if input_clamp is not None:
+            x = F.hardtanh(x, *input_clamp)
+        return _FakeQuantizeHalfEvenClampedSTE.apply(x, scale, lo, hi, None)
+    open_range = _open_range(lo, hi, input_clamp)
+    if input_clamp is None:
+        return _FakeQuantizeHalfEvenClampedSTE.apply(x, scale, lo, hi, open_range)
+    if open_range is None:  # subnormals flushed: clamp first, then the mask form
+        return fake_quantize_half_even_clamped_ste(F.hardtanh(x, *input_clamp), scale, lo, hi)
+    return _FakeQuantizeHalfEvenClampedSTE.apply(
+        x, scale, max(lo, input_clamp[0]), min(hi, input_clamp[1]), open_range)
 
 
 def fake_quantize_ste(x: torch.Tensor, scale, zero_point, qmin: int, qmax: int,

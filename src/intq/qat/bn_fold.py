@@ -30,18 +30,24 @@ In eval mode the bias is rounded onto the int32 grid ``S_in·S_w`` as in ``Quant
 so ``to_quant_conv()`` (the deployable layer) computes exactly what eval mode computes.
 In a ``torch.distributed`` run, ``sync_batch_stats=True`` averages the batch moments over
 all ranks (a differentiable all-reduce), so every rank normalizes with the global batch.
+
+``move_activation_into(quantizer)`` hands the ReLU/ReLU6 to the activation quantizer that is
+the only consumer of the output (``Quantizer.input_clamp``): the layer then returns the
+pre-activation and the quantizer clamps once for both, which saves a pass over the output
+forward and one backward per layer. The graph computes the same values and gradients.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from intq.fakequant import Quantizer
-from intq.graph.fused import FusedConv2d, apply_activation
+from intq.graph.fused import FusedConv2d, activation_range, apply_activation
 from intq.graph.qmodules import QuantConv2d, simulate_int32_bias
 
 __all__ = ["QATConvBn2d"]
@@ -69,6 +75,7 @@ class QATConvBn2d(nn.Module):
         self.sync_batch_stats = sync_batch_stats
         self.register_buffer("bn_frozen_enabled", torch.tensor(False))
         self._input_quantizer: Quantizer | None = None
+        self._output_quantizer: Quantizer | None = None
 
     # ------------------------------------------------------------------------- switches
     @property
@@ -93,6 +100,26 @@ class QATConvBn2d(nn.Module):
     def input_quantizer(self) -> Quantizer | None:
         return self._input_quantizer
 
+    def move_activation_into(self, quantizer: Quantizer) -> None:
+        """Let ``quantizer``, the only consumer of this layer's output, apply the activation
+        (its ``input_clamp``); forward then returns the output before the activation."""
+        if self.activation is None:
+            raise ValueError("QATConvBn2d: there is no activation to move")
+        low, high = activation_range(self.activation)
+        quantizer.input_clamp = (low, math.inf if high is None else high)
+        object.__setattr__(self, "_output_quantizer", quantizer)
+
+    def restore_activation(self) -> None:
+        """Undo ``move_activation_into``: the layer applies its activation again."""
+        if self._output_quantizer is not None:
+            self._output_quantizer.input_clamp = None
+            object.__setattr__(self, "_output_quantizer", None)
+
+    @property
+    def activation_moved(self) -> bool:
+        """The activation is applied by the output quantizer (``move_activation_into``)."""
+        return self._output_quantizer is not None
+
     # -------------------------------------------------------------------------- compute
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and not self.bn_frozen:
@@ -104,7 +131,7 @@ class QATConvBn2d(nn.Module):
             if not self.training:
                 bias = self._simulated_bias(bias)
             y = self._conv(x, weight, bias)
-        return apply_activation(y, self.activation)
+        return y if self._output_quantizer is not None else apply_activation(y, self.activation)
 
     def folded_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Inference fold with the moving statistics: ``(γW/σ, β + γ(b - μ)/σ)``."""
@@ -116,7 +143,8 @@ class QATConvBn2d(nn.Module):
     @torch.no_grad()
     def to_quant_conv(self) -> QuantConv2d:
         """The equivalent deployable ``QuantConv2d``: inference-folded weights and bias, and a
-        copy of the weight quantizer frozen on them (same output as this module in eval)."""
+        copy of the weight quantizer frozen on them (same output as this module in eval,
+        activation included also when it was moved into the output quantizer)."""
         weight, bias = (t.detach().clone() for t in self.folded_parameters())
         conv = copy.deepcopy(self.conv)
         conv.weight = nn.Parameter(weight)
@@ -134,7 +162,8 @@ class QATConvBn2d(nn.Module):
     def extra_repr(self) -> str:
         fold = "corrected" if self.correction else "naive"
         stats = "float conv" if self.float_conv_stats else "quantized"
-        return (f"activation={self.activation!r}, fold={fold}, batch_stats={stats}, "
+        where = " (in the output quantizer)" if self.activation_moved else ""
+        return (f"activation={self.activation!r}{where}, fold={fold}, batch_stats={stats}, "
                 f"bn_frozen={self.bn_frozen}")
 
     # ------------------------------------------------------------------------ internals

@@ -34,9 +34,14 @@ class GlobalBatchEMAObserver(EMAObserver):
     @torch.no_grad()
     def update(self, x: Tensor) -> None:
         lo, hi = torch.aminmax(self._rows(x))
-        extremes = torch.stack([-lo, hi]).reshape(2)
+        self.update_summary(lo.reshape(1), hi.reshape(1), None, 0)
+
+    @torch.no_grad()
+    def update_summary(self, batch_min: Tensor, batch_max: Tensor, sample: Tensor | None,
+                       stride: int) -> None:
+        extremes = torch.cat([-batch_min.reshape(1), batch_max.reshape(1)]).float()
         dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
-        super().update(torch.stack([-extremes[0], extremes[1]]))
+        super().update_summary(-extremes[:1], extremes[1:], sample, stride)
 
 
 def make_distributed(qgm: fx.GraphModule) -> DistributedDataParallel:

@@ -10,9 +10,11 @@ quantizers (``intq.graph.place``) -> every conv followed by a BN becomes a ``QAT
 (BN folded for training, PAPER.md 3). Weight quantizers use the current min/max of the
 (folded) weights at every step; activation quantizers use the EMA of batch min/max with
 decay 0.999 (``qat_activation_spec``), whatever observer the recipe names. A model without
-BN simply gets no ``QATConvBn2d``. ``convert_qat`` replaces each ``QATConvBn2d`` by the
-``QuantConv2d`` with the inference-folded weights and freezes every quantizer, so the PTQ
-converter and exporters apply unchanged.
+BN simply gets no ``QATConvBn2d``. The ReLU/ReLU6 of a ``QATConvBn2d`` whose output goes
+only to its activation quantizer moves into that quantizer (``move_activation_into``: one
+clamp for both, forward and backward). ``convert_qat`` replaces each ``QATConvBn2d`` by the
+``QuantConv2d`` with the inference-folded weights (activation back inside) and freezes every
+quantizer, so the PTQ converter and exporters apply unchanged.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def prepare_qat(
             qgm.add_submodule(name, layer)
         else:  # kept in float by the recipe: give the BN back
             module.bn = bn
+    _move_activations_into_quantizers(qgm)
     for _name, layer in qat_layers(qgm):
         layer.weight_quantizer.current_ranges = True
     for _name, quantizer in activation_quantizers(qgm):
@@ -111,6 +114,7 @@ def convert_qat(qgm: fx.GraphModule) -> fx.GraphModule:
     out = copy.deepcopy(qgm).eval()
     for name, module in list(out.named_modules()):
         if isinstance(module, QATConvBn2d):
+            module.restore_activation()
             out.add_submodule(name, module.to_quant_conv())
     for name, layer in quant_layers(out):
         _freeze_on(layer.weight_quantizer, layer.layer.weight.detach(), f"weights of {name}")
@@ -122,6 +126,23 @@ def convert_qat(qgm: fx.GraphModule) -> fx.GraphModule:
         quantizer.observe, quantizer.fake_quant = False, True
     widen_weight_scales_for_int32_bias(out)
     return out
+
+
+def _move_activations_into_quantizers(qgm: fx.GraphModule) -> None:
+    """Each QATConvBn2d with an activation whose output feeds only a quantizer that quantizes
+    nothing else hands the activation to that quantizer."""
+    calls: dict[str, int] = {}
+    for node in qgm.graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    for node in qgm.graph.nodes:
+        layer = qgm.get_submodule(node.target) if node.op == "call_module" else None
+        if not isinstance(layer, QATConvBn2d) or layer.activation is None or len(node.users) != 1:
+            continue
+        (user,) = node.users
+        quantizer = qgm.get_submodule(user.target) if user.op == "call_module" else None
+        if isinstance(quantizer, Quantizer) and calls[user.target] == 1:
+            layer.move_activation_into(quantizer)
 
 
 def _take_conv_batchnorms(gm: fx.GraphModule) -> dict[str, nn.BatchNorm2d]:

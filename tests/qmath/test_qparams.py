@@ -1,5 +1,6 @@
 """affine_qparams / symmetric_qparams: 0.0 exact for every range, coverage, edge ranges, errors."""
 
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -12,6 +13,7 @@ from intq.qmath import (
     affine_qparams,
     dequantize,
     fake_quantize,
+    qparams_from_floats,
     qrange,
     quantize_half_even,
     symmetric_qparams,
@@ -177,3 +179,25 @@ def test_bad_ranges_raise(fn, lo, hi, message):
 def test_bad_grids_raise(qmin, qmax):
     with pytest.raises(ValueError, match=r"affine_qparams: (need int32 qmin < qmax|qm.. must be)"):
         affine_qparams(-1.0, 1.0, qmin, qmax)
+
+
+@settings(max_examples=300, deadline=None)
+@given(finite_f32, finite_f32, st.sampled_from(GRIDS), st.booleans())
+def test_qparams_from_floats_equal_the_tensor_functions(a, b, grid, symmetric):
+    lo, hi = _range_pair(a, b)
+    fn = symmetric_qparams if symmetric else affine_qparams
+    floats = qparams_from_floats(lo, hi, *grid, symmetric)
+    try:
+        scale, zp = fn(torch.tensor(lo), torch.tensor(hi), *grid)
+    except ValueError:
+        assert floats is None  # the tensor function raises where the float one declines
+        return
+    if floats is not None:
+        assert floats == (scale.item(), zp.item())
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(1.0, -1.0), (math.nan, 1.0), (-math.inf, 0.0)])
+def test_qparams_from_floats_decline_bad_ranges(lo, hi):
+    assert qparams_from_floats(lo, hi, -128, 127, False) is None
+    assert qparams_from_floats(-3e38, 3e38, 0, 1, False) is None  # the scale overflows float32
+    assert qparams_from_floats(-1.0, 1.0, 0, 2**25, False) is None  # beyond exact float64 ends

@@ -12,12 +12,19 @@ before it (a QAT fusion) and computes forward(hardtanh(x, a, b)): the observer g
 clamped extremes of x, and the clamped form fuses the two clamps, so the activation costs no
 pass of its own, forward or backward.
 
+A per-tensor intq observer that needs only extremes (EMA, min/max: QAT's activations) gets
+them as Python floats (Observer.update_extremes) and the qparams are computed in Python
+floats (qparams_from_floats): QAT runs this for every quantizer at every step.
+
 Qparams are computed lazily (at the first fake-quantized forward after new data, at
 calculate_qparams() or at state_dict()), so an expensive observer (KL, MSE) searches once per
 calibration, not once per batch. Buffers scale, zero_point, min_val, max_val (the range the
 qparams come from) and the three switches are in state_dict, which therefore round-trips exactly;
 before any data the qparam buffers are empty and load_state_dict resizes them.
 """
+
+import dataclasses
+import math
 
 import numpy as np
 import torch
@@ -33,7 +40,7 @@ from intq.fakequant.ste import (
     param_shape,
 )
 from intq.observers.base import Observer
-from intq.qmath import affine_qparams, symmetric_qparams
+from intq.qmath import affine_qparams, qparams_from_floats, symmetric_qparams
 from intq.qmath._checks import check_finite, check_qparams
 
 __all__ = ["Quantizer", "make_observer"]
@@ -45,6 +52,22 @@ def _rejects_nonfinite(observer: nn.Module) -> bool:
     """True when ``observer.update(x)`` raises for NaN/Inf in x (intq's Observer.update checks
     the extremes it takes, which NaN and Inf reach), so x needs no second check."""
     return type(observer).update is Observer.update
+
+
+@dataclasses.dataclass
+class _Flags:
+    """The switches as Python bools (read on every forward; the *_enabled buffers mirror them
+    for state_dict) and whether the qparams are stale (new data since they were computed)."""
+
+    observe: bool
+    fake_quant: bool
+    frozen: bool
+    stale: bool
+
+
+def _clamp_float(value: float, low: float, high: float) -> float:
+    """min(max(value, low), high), NaN staying NaN (as torch.clamp)."""
+    return value if math.isnan(value) else min(max(value, low), high)
 
 
 def _check_finite_clamped(x: torch.Tensor, clamp: tuple[float, float] | None) -> None:
@@ -95,25 +118,27 @@ class Quantizer(nn.Module):
         self.register_buffer("observe_enabled", torch.tensor(bool(observe)))
         self.register_buffer("fake_quant_enabled", torch.tensor(bool(fake_quant)))
         self.register_buffer("frozen_enabled", torch.tensor(False))
-        self._stale = False
+        self._flags = _Flags(bool(observe), bool(fake_quant), False, False)
 
     # ---------------------------------------------------------------------------- switches
     @property
     def observe(self) -> bool:
         """Update the observer on forward (ignored while frozen)."""
-        return bool(self.observe_enabled)
+        return self._flags.observe
 
     @observe.setter
     def observe(self, value: bool) -> None:
+        self._flags.observe = bool(value)
         self.observe_enabled.fill_(bool(value))
 
     @property
     def fake_quant(self) -> bool:
         """Return fake-quantized x from forward (else x unchanged)."""
-        return bool(self.fake_quant_enabled)
+        return self._flags.fake_quant
 
     @fake_quant.setter
     def fake_quant(self, value: bool) -> None:
+        self._flags.fake_quant = bool(value)
         self.fake_quant_enabled.fill_(bool(value))
 
     @property
@@ -122,12 +147,13 @@ class Quantizer(nn.Module):
 
         Freezing first computes the qparams of data observed since the last computation.
         """
-        return bool(self.frozen_enabled)
+        return self._flags.frozen
 
     @frozen.setter
     def frozen(self, value: bool) -> None:
-        if value and self._stale:  # freeze the ranges observed so far, not stale qparams
+        if value and self._flags.stale:  # freeze the ranges observed so far, not stale qparams
             self.calculate_qparams()
+        self._flags.frozen = bool(value)
         self.frozen_enabled.fill_(bool(value))
 
     @property
@@ -149,32 +175,33 @@ class Quantizer(nn.Module):
     def observing(self) -> bool:
         """True when a forward call feeds the observer (observe on, not frozen, and training
         or ``observe_in_eval``)."""
-        return self.observe and not self.frozen and (self.training or self.observe_in_eval)
+        flags = self._flags
+        return flags.observe and not flags.frozen and (self.training or self.observe_in_eval)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         clamp = self._input_clamp
-        if clamp is not None and not self._takes_clamped_extremes(x):
-            x, clamp = F.hardtanh(x, *clamp), None
         observed = self.observing
+        extremes = observed and self._observes_extremes(x)
+        if clamp is not None and observed and not extremes:  # the observer needs the values
+            x, clamp = F.hardtanh(x, *clamp), None
         if observed:
-            self._observe(x, clamp)
+            self._observe(x, clamp, extremes)
         if not self.fake_quant:
             return x if clamp is None else F.hardtanh(x, *clamp)
         frozen = self.frozen
-        fresh = self._stale and not frozen
-        if fresh:
-            self.calculate_qparams()
+        fresh = self._flags.stale and not frozen
+        grid = self._update_qparams() if fresh else None
         if not self.has_qparams:
             state = "is frozen without qparams" if frozen else "has observed no data yet"
             raise ValueError(f"Quantizer({self.spec.describe()}): fake_quant is on but it {state}; "
                              "observe calibration data first (observe=True) or load a state_dict")
         spec = self.spec
-        if self._clamped_form_applies(x):
-            if not (observed and (clamp is not None or _rejects_nonfinite(self.observer))):
+        if self._clamped_form_applies(x, grid is not None):
+            if not (observed and (extremes or _rejects_nonfinite(self.observer))):
                 _check_finite_clamped(x, clamp)
             if not fresh:  # loaded or set from outside since calculate_qparams
                 check_qparams(self.scale, self.zero_point, spec.qmin, spec.qmax, "fake_quantize")
-            return fake_quantize_half_even_clamped_ste(x, *self._clamped_grid(x), clamp)
+            return fake_quantize_half_even_clamped_ste(x, *(grid or self._clamped_grid(x)), clamp)
         if clamp is not None:
             x = F.hardtanh(x, *clamp)
         axis = spec.axis if spec.per_channel else None
@@ -182,22 +209,26 @@ class Quantizer(nn.Module):
                                  spec.rounding,
                                  self.generator if spec.rounding == "stochastic" else None)
 
-    def _takes_clamped_extremes(self, x: torch.Tensor) -> bool:
-        """The input clamp can stay fused: the observer, if it sees x, needs only the extremes
-        of the clamped x (a per-tensor intq Observer asking for no sample)."""
-        if not self.observing:
-            return True
+    def _observes_extremes(self, x: torch.Tensor) -> bool:
+        """The observer needs only the min and max of x (a per-tensor intq Observer asking
+        for no sample): they reach it as Python floats (``Observer.update_extremes``), and an
+        input clamp can stay fused (the extremes of the clamped x are the clamped extremes)."""
         observer = self.observer
         return (not self.spec.per_channel and isinstance(observer, Observer)
-                and observer.sample_stride(x.numel()) == 0)
+                and x.is_floating_point() and observer.sample_stride(x.numel()) == 0)
 
-    def _clamped_form_applies(self, x: torch.Tensor) -> bool:
+    def _clamped_form_applies(self, x: torch.Tensor, fresh_grid: bool) -> bool:
         """Half-even float32 fake quantization that fake_quantize_half_even_clamped_ste
-        computes exactly (grids of 16 bits and less)."""
+        computes exactly (grids of 16 bits and less); ``fresh_grid``: the qparams were just
+        computed per tensor (float32, one value)."""
         spec = self.spec
         if spec.rounding != "half_even" or x.dtype != torch.float32:
             return False
-        if self.scale.dtype != torch.float32 or spec.qmax - spec.qmin >= MAX_CLAMPED_GRID_OFFSET:
+        if spec.qmax - spec.qmin >= MAX_CLAMPED_GRID_OFFSET:
+            return False
+        if fresh_grid:
+            return True
+        if self.scale.dtype != torch.float32:
             return False
         if not spec.per_channel:
             return self.scale.numel() == 1
@@ -209,9 +240,7 @@ class Quantizer(nn.Module):
         rounding it to float32 is nudged_range's float32 product), else tensors along the axis."""
         qmin, qmax = self.spec.qmin, self.spec.qmax
         if not self.spec.per_channel:
-            scale, zero_point = self.scale.item(), int(self.zero_point.item())
-            return (scale, float(np.float32((qmin - zero_point) * scale)),
-                    float(np.float32((qmax - zero_point) * scale)))
+            return self._grid_floats(self.scale.item(), int(self.zero_point.item()))
         shape = param_shape(x.dim(), self.spec.axis)
         scale = self.scale.reshape(shape)
         zero_point = self.zero_point.reshape(shape).to(torch.float32)
@@ -228,16 +257,43 @@ class Quantizer(nn.Module):
         if self.frozen:
             raise ValueError(f"Quantizer({self.spec.describe()}): frozen without qparams; "
                              "unfreeze and observe data, or load a state_dict")
-        lo, hi = self.observer.ranges()
-        qparams = symmetric_qparams if self.spec.symmetric else affine_qparams
-        scale, zero_point = qparams(lo, hi, self.spec.qmin, self.spec.qmax)
-        device = self.scale.device
-        buffers = self._buffers  # plain replacement; nn.Module.__setattr__ costs ~10x more
-        buffers["scale"], buffers["zero_point"] = scale.to(device), zero_point.to(device)
-        buffers["min_val"] = lo.to(device, torch.float32)
-        buffers["max_val"] = hi.to(device, torch.float32)
-        self._stale = False
+        self._update_qparams()
         return self.scale, self.zero_point
+
+    def _update_qparams(self) -> tuple[float, float, float] | None:
+        """Recompute the qparam buffers from the observer's ranges. Per tensor (an intq
+        Observer, a range qparams_from_floats takes) in Python floats, returning the clamped
+        form's grid (scale, lo, hi) too; else None."""
+        spec = self.spec
+        if not spec.per_channel and isinstance(self.observer, Observer):
+            lo, hi = self.observer.range_floats()
+            qparams = qparams_from_floats(lo, hi, spec.qmin, spec.qmax, spec.symmetric)
+            if qparams is not None:
+                scale, zero_point = qparams
+                self._set_qparams(*(torch.tensor(v, dtype=dtype, device=self.scale.device)
+                                    for v, dtype in ((scale, torch.float32),
+                                                     (zero_point, torch.int32),
+                                                     (lo, torch.float32), (hi, torch.float32))))
+                return self._grid_floats(scale, zero_point)
+        lo, hi = self.observer.ranges()
+        qparams = symmetric_qparams if spec.symmetric else affine_qparams
+        scale, zero_point = qparams(lo, hi, spec.qmin, spec.qmax)
+        device = self.scale.device
+        self._set_qparams(scale.to(device), zero_point.to(device),
+                          lo.to(device, torch.float32), hi.to(device, torch.float32))
+        return None
+
+    def _set_qparams(self, scale, zero_point, min_val, max_val) -> None:
+        buffers = self._buffers  # plain replacement; nn.Module.__setattr__ costs ~10x more
+        buffers["scale"], buffers["zero_point"] = scale, zero_point
+        buffers["min_val"], buffers["max_val"] = min_val, max_val
+        self._flags.stale = False
+
+    def _grid_floats(self, scale: float, zero_point: int) -> tuple[float, float, float]:
+        """(scale, lo, hi), [lo, hi] = nudged_range, in Python floats (see _clamped_grid)."""
+        qmin, qmax = self.spec.qmin, self.spec.qmax
+        return (scale, float(np.float32((qmin - zero_point) * scale)),
+                float(np.float32((qmax - zero_point) * scale)))
 
     def merge(self, other: "Quantizer") -> None:
         """Fold another quantizer's observations (same spec) into this one, e.g. from calibration
@@ -246,22 +302,25 @@ class Quantizer(nn.Module):
             raise ValueError(f"Quantizer({self.spec.describe()}): can only merge a Quantizer with "
                              f"the same spec, got {getattr(other, 'spec', type(other).__name__)}")
         self.observer.merge(other.observer)
-        self._stale = True
+        self._flags.stale = True
 
-    def _observe(self, x: torch.Tensor, clamp: tuple[float, float] | None = None) -> None:
-        """Feed the observer x, or hardtanh(x, *clamp) through its clamped extremes."""
+    def _observe(self, x: torch.Tensor, clamp: tuple[float, float] | None,
+                 extremes: bool) -> None:
+        """Feed the observer x; with ``extremes`` (see _observes_extremes) as its min and max,
+        clamped to ``clamp`` (the observer then sees hardtanh(x, *clamp))."""
         if x.numel() == 0:
             raise ValueError(f"Quantizer({self.spec.describe()}): cannot observe an empty tensor "
                              f"of shape {tuple(x.shape)}")
-        if clamp is not None:
-            extremes = torch.stack(torch.aminmax(x.detach())).clamp_(*clamp).float()
-            self.observe_summary(extremes[:1], extremes[1:], None, 0)
-            return
-        if self.current_ranges:
+        if extremes:
+            low, high = (v.item() for v in torch.aminmax(x.detach()))
+            if clamp is not None:
+                low, high = _clamp_float(low, *clamp), _clamp_float(high, *clamp)
+            self.observer.update_extremes(low, high, replace=self.current_ranges)
+        elif self.current_ranges:
             self.observer.replace(x.detach())
         else:
             self.observer.update(x.detach())
-        self._stale = True
+        self._flags.stale = True
 
     def observe_summary(
         self, batch_min: torch.Tensor, batch_max: torch.Tensor, sample: torch.Tensor | None,
@@ -275,11 +334,11 @@ class Quantizer(nn.Module):
         if self.current_ranges:
             self.observer.reset()
         self.observer.update_summary(batch_min, batch_max, sample, stride)
-        self._stale = True
+        self._flags.stale = True
 
     # ---------------------------------------------------------------------------- state
     def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
-        if self._stale and not self.frozen:
+        if self._flags.stale and not self.frozen:
             self.calculate_qparams()
         super()._save_to_state_dict(destination, prefix, keep_vars)
 
@@ -291,7 +350,8 @@ class Quantizer(nn.Module):
                 buffer = self._buffers[name]
                 self._buffers[name] = buffer.new_empty(incoming.shape)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._stale = False
+        self._flags = _Flags(bool(self.observe_enabled), bool(self.fake_quant_enabled),
+                             bool(self.frozen_enabled), False)
 
     def extra_repr(self) -> str:
         switches = f"observe={self.observe}, fake_quant={self.fake_quant}, frozen={self.frozen}"

@@ -32,6 +32,7 @@ __all__ = [
 
 MAX_CLAMPED_GRID_OFFSET = 2**22  # the clamped form is exact for |q - zero_point| below this
 _ONE, _ZERO = torch.ones(1), torch.zeros(1)
+_FLOAT32_INF, _FLOAT32_MINUS_INF = np.float32(np.inf), np.float32(-np.inf)
 
 
 def param_shape(ndim: int, axis: int | None) -> list[int]:
@@ -121,8 +122,8 @@ def _open_range(lo: float, hi: float, input_clamp: tuple[float, float] | None = 
     are the float32 neighbours of lo and hi outside [lo, hi], or a and b. None when a bound
     next to 0 is subnormal and the CPU flushes subnormals (torch.set_flush_denormal), which
     would drop x = 0 from the open range."""
-    below = float(np.nextafter(np.float32(lo), np.float32(-np.inf)))
-    above = float(np.nextafter(np.float32(hi), np.float32(np.inf)))
+    below = float(np.nextafter(np.float32(lo), _FLOAT32_MINUS_INF))
+    above = float(np.nextafter(np.float32(hi), _FLOAT32_INF))
     zero_passes = True  # 0 is always in [lo, hi]
     if input_clamp is not None:
         below, above = max(below, input_clamp[0]), min(above, input_clamp[1])

@@ -13,10 +13,13 @@ import abc
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 __all__ = ["Observer"]
+
+_NONFINITE_SUMMARY = "calibration tensor contains NaN or Inf values; check the model inputs"
 
 
 class Observer(nn.Module, abc.ABC):
@@ -49,7 +52,7 @@ class Observer(nn.Module, abc.ABC):
     @property
     def has_data(self) -> bool:
         """True once at least one tensor was observed (directly or through ``merge``)."""
-        return bool(self.num_batches > 0)
+        return self.num_batches.item() > 0
 
     @property
     def num_channels(self) -> int:
@@ -94,12 +97,42 @@ class Observer(nn.Module, abc.ABC):
         channel's n values (C, M), each standing for ``stride`` values. For a runtime that
         computes these itself instead of handing over the whole tensor."""
         if not _finite(batch_min, batch_max):
-            raise ValueError(f"{self.kind} observer: calibration tensor contains NaN or Inf "
-                             "values; check the model inputs")
+            raise ValueError(f"{self.kind} observer: {_NONFINITE_SUMMARY}")
         if (stride == 0) != (sample is None):
             raise ValueError(f"{self.kind} observer: give a sample exactly when stride > 0")
         self._fold(batch_min.float(), batch_max.float(),
                    None if sample is None else sample.float(), stride)
+
+    def update_extremes(self, low: float, high: float, *, replace: bool = False) -> None:
+        """``update_summary`` of one batch, given by its min and max as Python floats (float32
+        values), for a per-tensor observer of a kind that takes no sample (``sample_stride``
+        0); after ``reset()`` if ``replace``. Kinds that can keep their state in Python floats
+        here (QAT calls this every step) implement ``_fold_extremes``."""
+        if self.per_channel:
+            raise ValueError(f"{self.kind} observer: update_extremes is per tensor; use "
+                             "update_summary")
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ValueError(f"{self.kind} observer: {_NONFINITE_SUMMARY}")
+        if self.has_data and self._fold_extremes(low, high, replace):
+            if replace:
+                self.num_batches.fill_(1)
+            else:
+                self.num_batches.add_(1)
+            return
+        if replace:
+            self.reset()
+        device = self.num_batches.device
+        self._fold(torch.tensor([low], device=device), torch.tensor([high], device=device),
+                   None, 0)
+
+    def range_floats(self) -> tuple[float, float]:
+        """``ranges()`` of a per-tensor observer as Python floats (float32 values)."""
+        if self.per_channel:
+            raise ValueError(f"{self.kind} observer: range_floats is per tensor; use ranges")
+        if not self.has_data:
+            raise ValueError(f"{self.kind} observer: no data observed; run calibration first")
+        lo, hi = self._ranges()
+        return float(np.float32(lo.item())), float(np.float32(hi.item()))
 
     def ranges(self) -> tuple[Tensor, Tensor]:
         """Estimated ``(min_val, max_val)``: float32, 0-d per-tensor, shape (C,) per channel."""
@@ -151,7 +184,7 @@ class Observer(nn.Module, abc.ABC):
                 f"{self.axis} (from earlier updates), got {batch_min.shape[0]}"
             )
         self._update(sample, batch_min, batch_max, stride)
-        self.num_batches += 1
+        self.num_batches.add_(1)
 
     # --------------------------------------------------------------------- subclass interface
     def _allocate(self, num_channels: int) -> None:
@@ -168,6 +201,12 @@ class Observer(nn.Module, abc.ABC):
         """Fold one batch into the state: its per-channel min and max (C,) and the (C, M) values
         ``sample_stride`` asked for, each standing for ``stride`` values (None if it asked for
         none)."""
+
+    def _fold_extremes(self, low: float, high: float, replace: bool) -> bool:
+        """Fold one batch's extremes into the per-tensor state in Python floats (the state
+        has data; ``replace``: the batch alone) and return True; or return False (the default)
+        and let ``update_extremes`` fold them as tensors. The count is updated by the caller."""
+        return False
 
     def _replaced_in_place(self, batch_min: Tensor, batch_max: Tensor) -> bool:
         """Set the state to that of one batch with these extremes, reusing the buffers, and

@@ -61,13 +61,29 @@ class EMAObserver(Observer):
             self.min_val = batch_min.to(torch.float64, copy=True)
             self.max_val = batch_max.to(torch.float64, copy=True)
             return
-        weight = (1.0 - self.decay) / (1.0 - self.decay ** (done + 1))
+        if self.min_val.numel() == 1:  # per tensor: the same float64 arithmetic on Python floats
+            self._fold_floats(batch_min.item(), batch_max.item(), done)
+            return
+        weight = self._weight(done)
         for state, batch in ((self.min_val, batch_min), (self.max_val, batch_max)):
-            if state.numel() == 1:  # per tensor: the same float64 arithmetic on Python floats
-                value = state.item()
-                state.fill_(value + weight * (batch.item() - value))
-            else:
-                state.add_(weight * (batch.double() - state))
+            state.add_(weight * (batch.double() - state))
+
+    def _fold_extremes(self, low: float, high: float, replace: bool) -> bool:
+        if replace:
+            return False
+        self._fold_floats(low, high, self.num_batches.item())
+        return True
+
+    def _fold_floats(self, low: float, high: float, done: int) -> None:
+        """One step of the per-tensor average after ``done`` batches, in Python floats."""
+        weight = self._weight(done)
+        for state, batch in ((self.min_val, low), (self.max_val, high)):
+            value = state.item()
+            state.fill_(value + weight * (batch - value))
+
+    def _weight(self, done: int) -> float:
+        """a_t = (1 - d)/(1 - d^t) for batch t = done + 1."""
+        return (1.0 - self.decay) / (1.0 - self.decay ** (done + 1))
 
     def _ranges(self) -> tuple[Tensor, Tensor]:
         return self.min_val, self.max_val

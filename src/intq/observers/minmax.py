@@ -33,6 +33,13 @@ class MinMaxObserver(Observer):
     ) -> None:
         self._extend_range(batch_min, batch_max)
 
+    def _fold_extremes(self, low: float, high: float, replace: bool) -> bool:
+        if not replace:
+            low, high = min(self.min_val.item(), low), max(self.max_val.item(), high)
+        self.min_val.fill_(low)
+        self.max_val.fill_(high)
+        return True
+
     def _replaced_in_place(self, batch_min: Tensor, batch_max: Tensor) -> bool:
         if not self.has_data or batch_min.shape != self.min_val.shape:
             return False

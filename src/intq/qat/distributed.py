@@ -34,14 +34,20 @@ class GlobalBatchEMAObserver(EMAObserver):
     @torch.no_grad()
     def update(self, x: Tensor) -> None:
         lo, hi = torch.aminmax(self._rows(x))
-        self.update_summary(lo.reshape(1), hi.reshape(1), None, 0)
+        self.update_extremes(lo.item(), hi.item())
 
     @torch.no_grad()
     def update_summary(self, batch_min: Tensor, batch_max: Tensor, sample: Tensor | None,
                        stride: int) -> None:
-        extremes = torch.cat([-batch_min.reshape(1), batch_max.reshape(1)]).float()
+        if sample is not None:
+            raise ValueError("GlobalBatchEMAObserver: an EMA takes no sample")
+        self.update_extremes(batch_min.item(), batch_max.item())
+
+    @torch.no_grad()
+    def update_extremes(self, low: float, high: float, *, replace: bool = False) -> None:
+        extremes = torch.tensor([-low, high], dtype=torch.float32)
         dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
-        super().update_summary(-extremes[:1], extremes[1:], sample, stride)
+        super().update_extremes(-extremes[0].item(), extremes[1].item(), replace=replace)
 
 
 def make_distributed(qgm: fx.GraphModule) -> DistributedDataParallel:

@@ -15,7 +15,7 @@ from intq.qmath.fixedpoint import (
     saturating_rounding_doubling_high_mul,
 )
 from intq.qmath.metrics import max_abs_error, mse, sqnr_db
-from intq.qmath.qparams import affine_qparams, symmetric_qparams
+from intq.qmath.qparams import affine_qparams, qparams_from_floats, symmetric_qparams
 from intq.qmath.quantize import (
     ROUNDINGS,
     dequantize,
@@ -41,6 +41,7 @@ __all__ = [
     "MIN_BITS",
     "qrange",
     "affine_qparams",
+    "qparams_from_floats",
     "symmetric_qparams",
     # rounding
     "ROUNDINGS",

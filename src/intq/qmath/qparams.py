@@ -22,7 +22,7 @@ import torch
 
 from intq.qmath._checks import check_finite, check_grid, first_index, to_numpy
 
-__all__ = ["affine_qparams", "symmetric_qparams"]
+__all__ = ["affine_qparams", "qparams_from_floats", "symmetric_qparams"]
 
 _FLOAT32_TINY = np.float32(np.finfo(np.float32).tiny)
 _FLOAT32_OVERFLOW = 2.0**128 - 2.0**103  # float32 rounding of |v| >= this is inf
@@ -77,16 +77,29 @@ def symmetric_qparams(min_val, max_val, qmin: int, qmax: int) -> tuple[torch.Ten
 
 def _per_tensor_qparams(min_val, max_val, qmin: int, qmax: int,
                         symmetric: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The qparams of a 0-d tensor range in Python floats: the same float64 operations and
-    float32 roundings as the array path, without its per-call overhead. None (the array path
-    decides, and raises) unless the range is finite and ordered, the grid spans at most 2^24
-    levels (so ``(q - zero_point)·scale`` is exact in float64) and nothing overflows float32."""
+    """qparams_from_floats of a 0-d tensor range, as 0-d tensors on its device; None (the
+    array path decides, and raises) for other inputs or where that returns None."""
     if not (isinstance(min_val, torch.Tensor) and isinstance(max_val, torch.Tensor)
-            and min_val.ndim == 0 and max_val.ndim == 0 and min_val.device == max_val.device
-            and qmax - qmin <= _EXACT_GRID_LEVELS):
+            and min_val.ndim == 0 and max_val.ndim == 0 and min_val.device == max_val.device):
         return None
-    lo, hi = min_val.item(), max_val.item()
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+    qparams = qparams_from_floats(min_val.item(), max_val.item(), qmin, qmax, symmetric)
+    if qparams is None:
+        return None
+    device = min_val.device
+    return (torch.tensor(qparams[0], dtype=torch.float32, device=device),
+            torch.tensor(qparams[1], dtype=torch.int32, device=device))
+
+
+def qparams_from_floats(lo: float, hi: float, qmin: int, qmax: int,
+                        symmetric: bool) -> tuple[float, int] | None:
+    """(scale, zero_point) of symmetric_qparams / affine_qparams for one range given as Python
+    floats, on a valid grid (check_grid), computed in Python floats: the same float64
+    operations and float32 roundings as the array path, without its per-call overhead (QAT
+    computes these every step). None unless the range is finite and ordered, the grid spans
+    at most 2^24 levels (so ``(q - zero_point)·scale`` is exact in float64) and nothing
+    overflows float32; the tensor functions then raise the matching error."""
+    if qmax - qmin > _EXACT_GRID_LEVELS or not (math.isfinite(lo) and math.isfinite(hi)
+                                                and lo <= hi):
         return None
     lo, hi = min(lo, 0.0), max(hi, 0.0)
     mid = (qmin + qmax + 1) // 2
@@ -98,9 +111,7 @@ def _per_tensor_qparams(min_val, max_val, qmin: int, qmax: int,
     zero_point = mid if symmetric else min(max(round(qmin - lo / scale), qmin), qmax)
     if max(abs(qmin - zero_point), abs(qmax - zero_point)) * scale >= _FLOAT32_OVERFLOW:
         return None
-    device = min_val.device
-    return (torch.tensor(scale, dtype=torch.float32, device=device),
-            torch.tensor(zero_point, dtype=torch.int32, device=device))
+    return scale, zero_point
 
 
 def _relaxed_range(min_val, max_val, where: str) -> tuple[np.ndarray, np.ndarray, torch.device]:

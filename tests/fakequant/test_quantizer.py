@@ -238,3 +238,29 @@ def test_frozen_quantizer_rejects_nonfinite_input_and_invalid_loaded_qparams():
     quantizer.load_state_dict(state)
     with pytest.raises(ValueError, match=r"scale must be > 0"):
         quantizer(torch.tensor([1.0]))
+
+
+@pytest.mark.parametrize("spec", [
+    QuantSpec(symmetric=True, narrow_range=True, per_channel=True, axis=0, observer="minmax"),
+    QuantSpec(symmetric=True, per_channel=True, axis=1, bits=4, observer="minmax"),
+    QuantSpec(observer="ema"), QuantSpec(symmetric=True, observer="minmax")])
+@pytest.mark.parametrize("current_ranges", [False, True])
+def test_every_observing_step_equals_the_checked_qparams_and_fake_quantize_ste(spec,
+                                                                                current_ranges):
+    from intq.fakequant import fake_quantize_ste
+
+    quantizer = Quantizer(spec, current_ranges=current_ranges)
+    qparams = symmetric_qparams if spec.symmetric else affine_qparams
+    for x in _batches(4, shape=(6, 5, 3, 3)):
+        x = x.requires_grad_()
+        out = quantizer(x)
+        out.backward(torch.ones_like(out))
+        lo, hi = quantizer.observer.ranges()
+        scale, zp = qparams(lo, hi, spec.qmin, spec.qmax)
+        assert torch.equal(quantizer.scale, scale) and torch.equal(quantizer.zero_point, zp)
+        assert torch.equal(quantizer.min_val, lo) and torch.equal(quantizer.max_val, hi)
+        reference = x.detach().clone().requires_grad_()
+        expected = fake_quantize_ste(reference, scale, zp, spec.qmin, spec.qmax,
+                                     spec.axis if spec.per_channel else None)
+        expected.backward(torch.ones_like(expected))
+        assert torch.equal(out, expected) and torch.equal(x.grad, reference.grad)

@@ -17,6 +17,7 @@ from intq.qmath import (
     qrange,
     quantize_half_even,
     symmetric_qparams,
+    symmetric_qparams_torch,
 )
 
 GRIDS = sorted(
@@ -201,3 +202,25 @@ def test_qparams_from_floats_decline_bad_ranges(lo, hi):
     assert qparams_from_floats(lo, hi, -128, 127, False) is None
     assert qparams_from_floats(-3e38, 3e38, 0, 1, False) is None  # the scale overflows float32
     assert qparams_from_floats(-1.0, 1.0, 0, 2**25, False) is None  # beyond exact float64 ends
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(finite_f32, finite_f32), min_size=1, max_size=6),
+       st.sampled_from(GRIDS))
+def test_symmetric_qparams_torch_equals_the_array_path(pairs, grid):
+    lo = torch.tensor([min(a, b) for a, b in pairs])
+    hi = torch.tensor([max(a, b) for a, b in pairs])
+    fast = symmetric_qparams_torch(lo, hi, *grid)
+    try:
+        scale, zp = symmetric_qparams(lo, hi, *grid)
+    except ValueError:
+        assert fast is None
+        return
+    if fast is not None:
+        assert torch.equal(fast[0], scale) and torch.equal(fast[1], zp)
+
+
+@pytest.mark.parametrize(("lo", "hi"), [([1.0], [-1.0]), ([math.nan], [1.0]),
+                                        ([-math.inf], [0.0]), ([-3.4e38], [3.4e38])])
+def test_symmetric_qparams_torch_declines_what_the_array_path_must_decide(lo, hi):
+    assert symmetric_qparams_torch(torch.tensor(lo), torch.tensor(hi), -128, 127) is None

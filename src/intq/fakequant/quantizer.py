@@ -40,7 +40,12 @@ from intq.fakequant.ste import (
     param_shape,
 )
 from intq.observers.base import Observer
-from intq.qmath import affine_qparams, qparams_from_floats, symmetric_qparams
+from intq.qmath import (
+    affine_qparams,
+    qparams_from_floats,
+    symmetric_qparams,
+    symmetric_qparams_torch,
+)
 from intq.qmath._checks import check_finite, check_qparams
 
 __all__ = ["Quantizer", "make_observer"]
@@ -201,7 +206,8 @@ class Quantizer(nn.Module):
                 _check_finite_clamped(x, clamp)
             if not fresh:  # loaded or set from outside since calculate_qparams
                 check_qparams(self.scale, self.zero_point, spec.qmin, spec.qmax, "fake_quantize")
-            return fake_quantize_half_even_clamped_ste(x, *(grid or self._clamped_grid(x)), clamp)
+            grid = grid or self._clamped_grid(x, fresh)
+            return fake_quantize_half_even_clamped_ste(x, *grid, clamp)
         if clamp is not None:
             x = F.hardtanh(x, *clamp)
         axis = spec.axis if spec.per_channel else None
@@ -234,16 +240,20 @@ class Quantizer(nn.Module):
             return self.scale.numel() == 1
         return -x.dim() <= spec.axis < x.dim() and x.shape[spec.axis] == self.scale.numel()
 
-    def _clamped_grid(self, x: torch.Tensor):
+    def _clamped_grid(self, x: torch.Tensor, fresh: bool):
         """(scale, lo, hi) with [lo, hi] = nudged_range: Python floats per tensor (float32
         values: the float64 product of a float32 scale and an integer below 2^24 is exact, so
-        rounding it to float32 is nudged_range's float32 product), else tensors along the axis."""
-        qmin, qmax = self.spec.qmin, self.spec.qmax
-        if not self.spec.per_channel:
+        rounding it to float32 is nudged_range's float32 product), else tensors along the axis
+        (``fresh`` symmetric qparams: the zero point is the grid midpoint, a float constant)."""
+        spec = self.spec
+        qmin, qmax = spec.qmin, spec.qmax
+        if not spec.per_channel:
             return self._grid_floats(self.scale.item(), int(self.zero_point.item()))
-        shape = param_shape(x.dim(), self.spec.axis)
-        scale = self.scale.reshape(shape)
-        zero_point = self.zero_point.reshape(shape).to(torch.float32)
+        scale = self.scale.reshape(param_shape(x.dim(), spec.axis))
+        if fresh and spec.symmetric:
+            mid = (qmin + qmax + 1) // 2
+            return scale, scale * float(qmin - mid), scale * float(qmax - mid)
+        zero_point = self.zero_point.reshape(scale.shape).to(torch.float32)
         return scale, (qmin - zero_point) * scale, (qmax - zero_point) * scale
 
     @torch.no_grad()
@@ -276,11 +286,14 @@ class Quantizer(nn.Module):
                                                      (lo, torch.float32), (hi, torch.float32))))
                 return self._grid_floats(scale, zero_point)
         lo, hi = self.observer.ranges()
-        qparams = symmetric_qparams if spec.symmetric else affine_qparams
-        scale, zero_point = qparams(lo, hi, spec.qmin, spec.qmax)
+        qparams = (symmetric_qparams_torch(lo, hi, spec.qmin, spec.qmax)
+                   if spec.symmetric and lo.ndim == 1 else None)
+        if qparams is None:
+            qparams = (symmetric_qparams if spec.symmetric else affine_qparams)(
+                lo, hi, spec.qmin, spec.qmax)
         device = self.scale.device
-        self._set_qparams(scale.to(device), zero_point.to(device),
-                          lo.to(device, torch.float32), hi.to(device, torch.float32))
+        tensors = (*qparams, lo.to(torch.float32), hi.to(torch.float32))
+        self._set_qparams(*(t if t.device == device else t.to(device) for t in tensors))
         return None
 
     def _set_qparams(self, scale, zero_point, min_val, max_val) -> None:

@@ -15,7 +15,12 @@ from intq.qmath.fixedpoint import (
     saturating_rounding_doubling_high_mul,
 )
 from intq.qmath.metrics import max_abs_error, mse, sqnr_db
-from intq.qmath.qparams import affine_qparams, qparams_from_floats, symmetric_qparams
+from intq.qmath.qparams import (
+    affine_qparams,
+    qparams_from_floats,
+    symmetric_qparams,
+    symmetric_qparams_torch,
+)
 from intq.qmath.quantize import (
     ROUNDINGS,
     dequantize,
@@ -43,6 +48,7 @@ __all__ = [
     "affine_qparams",
     "qparams_from_floats",
     "symmetric_qparams",
+    "symmetric_qparams_torch",
     # rounding
     "ROUNDINGS",
     "round_half_away",

@@ -22,7 +22,7 @@ import torch
 
 from intq.qmath._checks import check_finite, check_grid, first_index, to_numpy
 
-__all__ = ["affine_qparams", "qparams_from_floats", "symmetric_qparams"]
+__all__ = ["affine_qparams", "qparams_from_floats", "symmetric_qparams", "symmetric_qparams_torch"]
 
 _FLOAT32_TINY = np.float32(np.finfo(np.float32).tiny)
 _FLOAT32_OVERFLOW = 2.0**128 - 2.0**103  # float32 rounding of |v| >= this is inf
@@ -73,6 +73,28 @@ def symmetric_qparams(min_val, max_val, qmin: int, qmax: int) -> tuple[torch.Ten
     scale = _float32_scale(np.maximum(-lo, hi), min(qmax - mid, mid - qmin), where)
     zero_point = np.full_like(scale, mid, dtype=np.int32)
     return _checked_qparams(scale, zero_point, qmin, qmax, device, where)
+
+
+def symmetric_qparams_torch(min_val: torch.Tensor, max_val: torch.Tensor, qmin: int,
+                            qmax: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """symmetric_qparams of float ranges (one per channel) in a few torch ops on their device:
+    the same float64 division and float32 rounding as the array path, without its checks'
+    per-call cost (QAT computes every weight's qparams at every step). None, for
+    symmetric_qparams to decide (and raise), unless every range is finite and ordered and the
+    grid ends stay finite in float32. The grid must be valid (check_grid).
+
+    >>> symmetric_qparams_torch(torch.tensor([-0.5, 0.0]), torch.tensor([1.27, 0.0]), -127, 127)
+    (tensor([0.0100, 1.0000]), tensor([0, 0], dtype=torch.int32))
+    """
+    if not 0.0 <= (max_val - min_val).min().item() < math.inf:
+        return None
+    mid = (qmin + qmax + 1) // 2
+    amax = torch.maximum(-min_val, max_val).clamp_min_(0.0)
+    scale = (amax.double() / min(qmax - mid, mid - qmin)).float()
+    scale = scale.clamp_min_(float(_FLOAT32_TINY)).masked_fill_(amax == 0, 1.0)
+    if not scale.max().item() * max(qmax - mid, mid - qmin) < _FLOAT32_OVERFLOW:
+        return None
+    return scale, torch.full_like(scale, mid, dtype=torch.int32)
 
 
 def _per_tensor_qparams(min_val, max_val, qmin: int, qmax: int,

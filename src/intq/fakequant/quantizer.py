@@ -280,10 +280,7 @@ class Quantizer(nn.Module):
             qparams = qparams_from_floats(lo, hi, spec.qmin, spec.qmax, spec.symmetric)
             if qparams is not None:
                 scale, zero_point = qparams
-                self._set_qparams(*(torch.tensor(v, dtype=dtype, device=self.scale.device)
-                                    for v, dtype in ((scale, torch.float32),
-                                                     (zero_point, torch.int32),
-                                                     (lo, torch.float32), (hi, torch.float32))))
+                self._fill_qparams(scale, zero_point, lo, hi)
                 return self._grid_floats(scale, zero_point)
         lo, hi = self.observer.ranges()
         qparams = (symmetric_qparams_torch(lo, hi, spec.qmin, spec.qmax)
@@ -295,6 +292,23 @@ class Quantizer(nn.Module):
         tensors = (*qparams, lo.to(torch.float32), hi.to(torch.float32))
         self._set_qparams(*(t if t.device == device else t.to(device) for t in tensors))
         return None
+
+    def _fill_qparams(self, scale: float, zero_point: int, min_val: float, max_val: float
+                      ) -> None:
+        """Per-tensor qparams into the buffers, in place once they are 0-d (a fill costs a
+        fraction of a new tensor; calculate_qparams returns the buffers themselves)."""
+        buffers = self._buffers
+        values = {"scale": scale, "zero_point": zero_point, "min_val": min_val,
+                  "max_val": max_val}
+        if buffers["scale"].dim() == 0 and buffers["zero_point"].dim() == 0:
+            for name, value in values.items():
+                buffers[name].fill_(value)
+        else:
+            device = buffers["scale"].device
+            for name, value in values.items():
+                dtype = torch.int32 if name == "zero_point" else torch.float32
+                buffers[name] = torch.tensor(value, dtype=dtype, device=device)
+        self._flags.stale = False
 
     def _set_qparams(self, scale, zero_point, min_val, max_val) -> None:
         buffers = self._buffers  # plain replacement; nn.Module.__setattr__ costs ~10x more

@@ -254,15 +254,20 @@ class Observer(nn.Module, abc.ABC):
                 f"{self.kind} observer: got an empty tensor of shape {tuple(x.shape)}; "
                 "feed at least one value"
             )
-        x = x.detach().to(torch.float32)
+        x = x.detach()
+        if x.dtype != torch.float32:
+            x = x.to(torch.float32)
         if not self.per_channel:
             return x.reshape(1, -1)
-        if not -x.dim() <= self.axis < x.dim():
+        axis, ndim = self.axis, x.dim()
+        if not -ndim <= axis < ndim:
             raise ValueError(
-                f"{self.kind} observer: channel axis {self.axis} is out of range for a tensor of "
-                f"shape {tuple(x.shape)}; use an axis in [{-x.dim()}, {x.dim() - 1}]"
+                f"{self.kind} observer: channel axis {axis} is out of range for a tensor of "
+                f"shape {tuple(x.shape)}; use an axis in [{-ndim}, {ndim - 1}]"
             )
-        return x.movedim(self.axis, 0).reshape(x.shape[self.axis], -1)
+        if axis % ndim != 0:
+            x = x.movedim(axis, 0)
+        return x.reshape(x.shape[0], -1)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         """Resize per-channel buffers to the incoming channel count before the copy."""

@@ -53,6 +53,14 @@ from intq.graph.qmodules import QuantConv2d, simulate_int32_bias
 __all__ = ["QATConvBn2d"]
 
 
+def _inverse(scale: torch.Tensor) -> torch.Tensor:
+    """1/scale, and 0 (with a zero, not NaN, gradient) where scale is 0 (γ = 0)."""
+    dead = scale == 0
+    if not bool(dead.any()):
+        return scale.reciprocal()
+    return torch.where(dead, 0.0, torch.where(dead, 1.0, scale).reciprocal())
+
+
 class QATConvBn2d(nn.Module):
     """A conv + BatchNorm2d (+activation) whose BN is folded for QAT; ``correction=False``
     gives the naive fold with batch statistics (for comparison)."""
@@ -170,13 +178,9 @@ class QATConvBn2d(nn.Module):
     def _quantized_stats_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Corrected fold with the statistics of ``z = conv(Q(γW/σ), x)·σ/γ + b``."""
         gamma, beta = self._affine()
-        bn = self.bn
-        scale = gamma / self._moving_sigma()
-        weight = self.conv.weight * scale.reshape(-1, 1, 1, 1)
-        dead = scale == 0  # γ = 0: inverse 0, and a zero (not NaN) gradient through 1/scale
-        inverse = torch.where(dead, 0.0, torch.where(dead, 1.0, scale).reciprocal())
-        z = self._conv(x, self.weight_quantizer(weight) * inverse.reshape(-1, 1, 1, 1),
-                       self.conv.bias)
+        bn, conv = self.bn, self.conv
+        scale = (gamma / self._moving_sigma()).reshape(-1, 1, 1, 1)
+        z = self._conv(x, self.weight_quantizer(conv.weight * scale) * _inverse(scale), conv.bias)
         if not self.sync_batch_stats:
             bn.num_batches_tracked.add_(1)
             return F.batch_norm(z, bn.running_mean, bn.running_var, gamma, beta, True,

@@ -8,7 +8,9 @@ variants take turns on the same batches (round robin), so machine noise hits the
 the ratio is median QAT step / median float step. 1 torch thread, batch 64.
 ``--breakdown`` adds the default QAT step with the activation quantizers, the weight
 quantizers or all quantizers switched off (observe and fake_quant off: what is left is the
-BN fold), which splits the QAT overhead between them.
+BN fold), which splits the QAT overhead between them, and the default step late in
+training, after the BN and activation-range freezes (the layers then compute the inference
+graph: no batch statistics, no observers).
 
     .venv/bin/python benchmarks/qat_step_time.py [--steps 30] [--models a,b] [--breakdown]
 Writes benchmarks/results/qat_step_time.{json,md}.
@@ -42,6 +44,8 @@ BREAKDOWN = {  # label -> quantizers of the default QAT step switched off
     "default, weight quantizers off": ("weights",),
     "default, all quantizers off": ("activations", "weights"),
 }
+FROZEN = "default, after the BN and range freezes"
+FREEZE_ALL = QATSchedule(bn_freeze_step=1, act_range_freeze_step=1)
 
 
 def _switch_off(model, kinds: tuple[str, ...]) -> None:
@@ -65,16 +69,20 @@ def _step(model, opt, x, y) -> float:
 
 def measure(name: str, steps: int, train, breakdown: bool) -> dict[str, float]:
     """Median step seconds of every variant, steps taken in turns on the same batches."""
-    variants = {**VARIANTS, **({label: {} for label in BREAKDOWN} if breakdown else {})}
+    extra = [*BREAKDOWN, FROZEN] if breakdown else []
+    variants = {**VARIANTS, **{label: {} for label in extra}}
     models = {}
     for label, options in variants.items():
         model = load_model(name).train()
         if options is not None:
             model = prepare_qat(model, train.x[:2], "sym-per-channel-8", **options)
             apply_schedule(model, QATSchedule(), 0)
+            if label in extra:
+                model(train.x[:BATCH])  # ranges and qparams exist before switches change
             if label in BREAKDOWN:
-                model(train.x[:BATCH])  # qparams exist before the quantizers are switched off
                 _switch_off(model, BREAKDOWN[label])
+            if label == FROZEN:
+                apply_schedule(model, FREEZE_ALL, 1)
         models[label] = (model, torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9))
     times = {label: [] for label in models}
     for i in range(steps + 3):
@@ -108,7 +116,7 @@ def main() -> None:
               "load_average": load, "models": rows}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "qat_step_time.json").write_text(json.dumps(result, indent=2))
-    labels = list(VARIANTS) + (list(BREAKDOWN) if args.breakdown else [])
+    labels = list(VARIANTS) + ([*BREAKDOWN, FROZEN] if args.breakdown else [])
     lines = [
         "# QAT step time / float step time (Fashion-MNIST zoo)", "",
         f"Batch {BATCH}, 1 torch thread, median of {args.steps} steps per variant taken in "

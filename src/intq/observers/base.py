@@ -59,12 +59,11 @@ class Observer(nn.Module, abc.ABC):
         """Channels tracked: 1 per-tensor, the size of ``axis`` per channel, 0 before any data."""
         return self.min_val.shape[0]
 
-    @torch.no_grad()
     def update(self, x: Tensor) -> None:
-        """Fold one tensor into the statistics (detached, no autograd graph)."""
+        """Fold one tensor into the statistics (detached, no autograd graph: everything is
+        computed from ``x.detach()``, without a no_grad context's per-call cost)."""
         self._observe(x, replace=False)
 
-    @torch.no_grad()
     def replace(self, x: Tensor) -> None:
         """The statistics of ``x`` alone: ``reset()`` then ``update(x)`` (what a quantizer
         with current ranges does every step), in place where the kind allows."""

@@ -41,11 +41,13 @@ class MinMaxObserver(Observer):
         return True
 
     def _replaced_in_place(self, batch_min: Tensor, batch_max: Tensor) -> bool:
-        if not self.has_data or batch_min.shape != self.min_val.shape:
+        batches = self.num_batches.item()
+        if batches == 0 or batch_min.shape != self.min_val.shape:
             return False
         self.min_val.copy_(batch_min)
         self.max_val.copy_(batch_max)
-        self.num_batches.fill_(1)
+        if batches != 1:
+            self.num_batches.fill_(1)
         return True
 
     def _ranges(self) -> tuple[Tensor, Tensor]:

@@ -7,7 +7,8 @@ clipped (PAPER.md 2). Scale and zero point get no gradient here (see intq.fakequ
 
 fake_quantize_half_even_clamped_ste is the same half-even forward and gradient for float32 x
 in the fewest passes over x (what a QAT step runs for every activation and weight): clamp x
-to the grid ends, then round and rescale; the backward is one pass over x and the gradient.
+to the grid ends with a native autograd op, then round and rescale in place outside autograd;
+per tensor the backward is one pass over x and the gradient.
 Given the clamp [a, b] of a ReLU/ReLU6 before it (``input_clamp``), it computes
 fake_quantize_ste(hardtanh(x, a, b)) in the same passes: the two clamps are one.
 """
@@ -89,30 +90,11 @@ class FakeQuantizeStochasticSTE(_STE):
         return _forward(ctx, x, scale, zero_point, qmin, qmax, axis, "stochastic", generator)
 
 
-class _FakeQuantizeHalfEvenClampedSTE(torch.autograd.Function):
-    """round_half_even(clamp(x, lo, hi) / scale)·scale; gradient where lo <= x <= hi, or,
-    given ``open_range = (below, above)``, where below < x < above.
-
-    With an open range (Python-float ends), x itself is saved and the backward is one
-    ``hardtanh_backward`` pass; otherwise a float 0/1 mask ``clamp(x) == x`` (comparing into
-    and multiplying by a bool is ~4x slower on CPU)."""
-
-    @staticmethod
-    def forward(ctx, x, scale, lo, hi, open_range):
-        clipped = torch.clamp(x, lo, hi)
-        if ctx.needs_input_grad[0]:
-            ctx.open_range = open_range
-            ctx.save_for_backward(x if open_range is not None
-                                  else torch.eq(clipped, x, out=torch.empty_like(x)))
-        return clipped.div_(scale).round_().mul_(scale)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        (saved,) = ctx.saved_tensors
-        if ctx.open_range is None:
-            return grad_output * saved, None, None, None, None
-        grad = torch.ops.aten.hardtanh_backward(grad_output, saved, *ctx.open_range)
-        return grad, None, None, None, None
+def _rounded_to_grid_in_place(clipped: torch.Tensor, scale) -> torch.Tensor:
+    """``clipped`` := round_half_even(clipped / scale)·scale, in place and outside autograd:
+    the result keeps the gradient of the clamp that made it, which is the STE's."""
+    clipped.detach().div_(scale).round_().mul_(scale)
+    return clipped
 
 
 def _open_range(lo: float, hi: float, input_clamp: tuple[float, float] | None = None
@@ -173,10 +155,18 @@ def fake_quantize_half_even_clamped_ste(x: torch.Tensor, scale, lo, hi,
     are exact in float32, so adding and subtracting z cancel. Equal values (a zero may come out
     as -0.0) and the same gradient, 1{lo <= x <= hi}, as fake_quantize_ste.
 
+    The gradient is that of the clamp, a native autograd op; the rounding happens in place
+    outside autograd. Per tensor the clamp is ``hardtanh(x, lo⁻, hi⁺)``, lo⁻ and hi⁺ the
+    float32 neighbours outside [lo, hi]: its backward (one ``hardtanh_backward`` pass over the
+    saved x) passes the gradient where lo⁻ < x < hi⁺, which for float32 x is lo <= x <= hi,
+    and lo⁻/Δ, hi⁺/Δ round to the same integers as lo/Δ, hi/Δ (they are within another
+    |k|·2^-23 of k). Per channel it is ``torch.clamp`` with tensor bounds, whose gradient is
+    1{lo <= x <= hi} as it stands.
+
     ``input_clamp = (a, b)`` (see check_input_clamp; ±inf in x is then allowed where the clamp
     bounds it) gives the values and gradient of this function applied to F.hardtanh(x, a, b):
-    x is clamped once, to [max(a, lo), min(b, hi)], and, per tensor, the gradient passes where
-    max(a, lo⁻) < x < min(b, hi⁺), lo⁻ and hi⁺ the float32 neighbours outside [lo, hi].
+    per tensor, x is clamped once, to [max(a, lo⁻), min(b, hi⁺)], and the gradient passes
+    where max(a, lo⁻) < x < min(b, hi⁺); per channel, hardtanh comes first.
 
     >>> x = torch.tensor([-3.0, 0.3, 1.2], requires_grad=True)
     >>> fake_quantize_half_even_clamped_ste(x, 0.5, -2.0, 1.5).sum().backward()
@@ -188,17 +178,13 @@ def fake_quantize_half_even_clamped_ste(x: torch.Tensor, scale, lo, hi,
     >>> y.detach(), x.grad
     (tensor([0.0000, 0.0000, 0.5000, 1.5000]), tensor([0., 0., 1., 0.]))
     """
-    if not isinstance(lo, float):
-        if input_clamp is not None:
-            x = F.hardtanh(x, *input_clamp)
-        return _FakeQuantizeHalfEvenClampedSTE.apply(x, scale, lo, hi, None)
-    open_range = _open_range(lo, hi, input_clamp)
-    if input_clamp is None:
-        return _FakeQuantizeHalfEvenClampedSTE.apply(x, scale, lo, hi, open_range)
-    if open_range is None:  # subnormals flushed: clamp first, then the mask form
-        return fake_quantize_half_even_clamped_ste(F.hardtanh(x, *input_clamp), scale, lo, hi)
-    return _FakeQuantizeHalfEvenClampedSTE.apply(
-        x, scale, max(lo, input_clamp[0]), min(hi, input_clamp[1]), open_range)
+    if isinstance(lo, float):
+        open_range = _open_range(lo, hi, input_clamp)
+        if open_range is not None:  # hardtanh's gradient: below < x < above
+            return _rounded_to_grid_in_place(F.hardtanh(x, *open_range), scale)
+    if input_clamp is not None:
+        x = F.hardtanh(x, *input_clamp)
+    return _rounded_to_grid_in_place(torch.clamp(x, lo, hi), scale)  # gradient: lo <= x <= hi
 
 
 def fake_quantize_ste(x: torch.Tensor, scale, zero_point, qmin: int, qmax: int,

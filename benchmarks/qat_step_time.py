@@ -5,7 +5,7 @@ For each model: one float training step (conv -> BN -> activation, SGD) and one 
 each way of folding BN: corrected with one conv (default), corrected with the paper's
 float conv for the batch statistics (``exact_batch_stats=True``) and naive. Steps of all
 variants take turns on the same batches (round robin), so machine noise hits them alike;
-the ratio is median QAT step / median float step. 1 torch thread, batch 64.
+the ratio is median QAT step / median float step. Batch 64, 1 torch thread (``--threads``).
 ``--breakdown`` adds the default QAT step with the activation quantizers, the weight
 quantizers or all quantizers switched off (observe and fake_quant off: what is left is the
 BN fold), which splits the QAT overhead between them, and the default step late in
@@ -13,6 +13,7 @@ training, after the BN and activation-range freezes (the layers then compute the
 graph: no batch statistics, no observers).
 
     .venv/bin/python benchmarks/qat_step_time.py [--steps 30] [--models a,b] [--breakdown]
+        [--threads 1]
 Writes benchmarks/results/qat_step_time.{json,md}.
 """
 
@@ -101,8 +102,9 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(fmnist))
     parser.add_argument("--breakdown", action="store_true",
                         help="also time the default QAT step with quantizers switched off")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     train = load_fashion_mnist("train").head(BATCH * (args.steps + 3))
     rows = {}
     for name in args.models.split(","):
@@ -112,17 +114,18 @@ def main() -> None:
         print(name, {k: round(v, 2) for k, v in rows[name]["ratio_vs_float"].items()},
               file=sys.stderr)
     load = os.getloadavg()
-    result = {"batch": BATCH, "steps": args.steps, "threads": 1, "torch": torch.__version__,
+    result = {"batch": BATCH, "steps": args.steps, "threads": args.threads,
+              "torch": torch.__version__,
               "load_average": load, "models": rows}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "qat_step_time.json").write_text(json.dumps(result, indent=2))
     labels = list(VARIANTS) + ([*BREAKDOWN, FROZEN] if args.breakdown else [])
     lines = [
         "# QAT step time / float step time (Fashion-MNIST zoo)", "",
-        f"Batch {BATCH}, 1 torch thread, median of {args.steps} steps per variant taken in "
-        f"turns on the same batches (load average {load[0]:.1f} on 2 shared cores). W8A8 "
-        "per-channel, activation quantizers observing (EMA), BN not frozen: the most "
-        "expensive phase of QAT. Produced by `benchmarks/qat_step_time.py`.", "",
+        f"Batch {BATCH}, {args.threads} torch thread(s), median of {args.steps} steps per "
+        f"variant taken in turns on the same batches (load average {load[0]:.1f} on 2 shared "
+        "cores). W8A8 per-channel, activation quantizers observing (EMA), BN not frozen: the "
+        "most expensive phase of QAT. Produced by `benchmarks/qat_step_time.py`.", "",
         "| model | float step ms | " + " | ".join(labels[1:]) + " |",
         "|---" * len(labels) + "|---|",
     ]

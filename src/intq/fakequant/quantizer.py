@@ -297,18 +297,16 @@ class Quantizer(nn.Module):
                       ) -> None:
         """Per-tensor qparams into the buffers, in place once they are 0-d (a fill costs a
         fraction of a new tensor; calculate_qparams returns the buffers themselves)."""
-        buffers = self._buffers
-        values = {"scale": scale, "zero_point": zero_point, "min_val": min_val,
-                  "max_val": max_val}
-        if buffers["scale"].dim() == 0 and buffers["zero_point"].dim() == 0:
-            for name, value in values.items():
-                buffers[name].fill_(value)
-        else:
-            device = buffers["scale"].device
-            for name, value in values.items():
-                dtype = torch.int32 if name == "zero_point" else torch.float32
-                buffers[name] = torch.tensor(value, dtype=dtype, device=device)
-        self._flags.stale = False
+        values = (scale, zero_point, min_val, max_val)
+        buffers = [self._buffers[name] for name in _QPARAM_BUFFERS]
+        if all(buffer.dim() == 0 for buffer in buffers):
+            for buffer, value in zip(buffers, values, strict=True):
+                buffer.fill_(value)
+            self._flags.stale = False
+            return
+        device = self.scale.device
+        self._set_qparams(*(torch.tensor(value, dtype=buffer.dtype, device=device)
+                            for buffer, value in zip(buffers, values, strict=True)))
 
     def _set_qparams(self, scale, zero_point, min_val, max_val) -> None:
         buffers = self._buffers  # plain replacement; nn.Module.__setattr__ costs ~10x more

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from intq.errors import IntqError
+from intq.torchvision_compat import import_torchvision
 from intq.zoo.registry import MODEL_ZOO, ZooModel, load_model
 
 __all__ = [
@@ -91,6 +92,7 @@ def load_factory(spec: str) -> nn.Module:
             f"unknown model {spec!r}: give a zoo name ({', '.join(MODEL_ZOO)}), "
             "FILE.py:FACTORY or package.module:FACTORY"
         )
+    _prepare_torchvision()
     module = _import_file(source) if _is_file_source(source) else _import_module(source)
     factory = getattr(module, name, None)
     if not callable(factory):
@@ -225,6 +227,15 @@ def _import_file(source: str):
         sys.modules.pop(module_name, None)
         raise IntqError(f"model file {path} failed to load: {_one_line(exc)}") from None
     return module
+
+
+def _prepare_torchvision() -> None:
+    """Import torchvision the way that works here (user models often build on it or on timm,
+    which imports it); a broken install is left for the user's own import to report."""
+    try:
+        import_torchvision()
+    except Exception:  # noqa: BLE001 - reported by the user's import, with its context
+        pass
 
 
 def _import_module(source: str):

@@ -92,7 +92,7 @@ class _QdqWriter(_Writer):
         self.dequantized: dict[str, str] = {}
 
     def emit(self, op: Op) -> None:
-        if not isinstance(op, _SUPPORTED):
+        if type(op) not in _SUPPORTED:
             raise ValueError(f"{op.label}: the QDQ ONNX writer cannot export "
                              f"{type(op).__name__}; export the QOperator format instead")
         super().emit(op)

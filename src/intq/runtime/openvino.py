@@ -24,10 +24,11 @@ PRECISIONS = ("f32", "bf16", "f16")
 
 
 class OpenVinoSession:
-    """OpenVINO CPU model compiled for latency: one stream, `threads` inference threads."""
+    """OpenVINO CPU model compiled for latency: one stream, `threads` inference threads;
+    `batch` fixes a dynamic first input dimension (static shapes get the faster kernels)."""
 
     def __init__(self, model: str | os.PathLike | bytes, threads: int = 1,
-                 precision: str = "f32"):
+                 precision: str = "f32", batch: int | None = None):
         if not isinstance(threads, int) or threads < 1:
             raise ValueError(f"OpenVinoSession: threads must be an int >= 1, got {threads!r}")
         if precision not in PRECISIONS:
@@ -41,7 +42,10 @@ class OpenVinoSession:
         core = ov.Core()
         source = model if isinstance(model, bytes) else str(model)
         self.precision = precision
-        self._compiled = core.compile_model(core.read_model(source), "CPU", {
+        network = core.read_model(source)
+        if batch is not None:
+            _fix_batch(network, batch)
+        self._compiled = core.compile_model(network, "CPU", {
             "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
             "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision})
         self._request = self._compiled.create_infer_request()
@@ -82,6 +86,19 @@ class OpenVinoSession:
             inputs = {self.inputs[0]: inputs}
         return {name: np.ascontiguousarray(value, dtype=np.float32)
                 for name, value in inputs.items()}
+
+
+def _fix_batch(network, batch: int) -> None:
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"OpenVinoSession: batch must be an int >= 1, got {batch!r}")
+    shapes = {}
+    for port in network.inputs:
+        shape = port.get_partial_shape()
+        if shape.rank.is_dynamic or any(d.is_dynamic for d in list(shape)[1:]):
+            raise ValueError(f"OpenVinoSession: input {port.get_any_name()!r} has shape "
+                             f"{shape}: only its first dimension may be dynamic")
+        shapes[port] = [batch, *(d.get_length() for d in list(shape)[1:])]
+    network.reshape(shapes)
 
 
 def _intq_dtypes(model: str | os.PathLike | bytes) -> dict[str, str]:

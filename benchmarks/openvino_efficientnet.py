@@ -48,7 +48,7 @@ from peers import export_float_onnx  # noqa: E402
 
 from intq.convert.from_graph import convert_to_program  # noqa: E402
 from intq.eval import compare_logits  # noqa: E402
-from intq.eval.latency import measure_latency, onnx_feed, ort_session, speedup  # noqa: E402
+from intq.eval.latency import measure_latency, ort_session, speedup  # noqa: E402
 from intq.export.onnx import export_onnx  # noqa: E402
 from intq.export.onnx_qdq import export_onnx_qdq  # noqa: E402
 from intq.ptq import quantize  # noqa: E402

@@ -25,7 +25,7 @@ PRECISIONS = ("f32", "bf16", "f16")
 
 class OpenVinoSession:
     """OpenVINO CPU model compiled for latency: one stream, `threads` inference threads;
-    `batch` fixes a dynamic first input dimension (static shapes get the faster kernels)."""
+    `batch` sets a dynamic first input dimension (static shapes get the faster kernels)."""
 
     def __init__(self, model: str | os.PathLike | bytes, threads: int = 1,
                  precision: str = "f32", batch: int | None = None):
@@ -70,6 +70,20 @@ class OpenVinoSession:
                 out[name] = (value.astype(np.int16) - 128).astype(np.int8)
         return out
 
+    def random_feed(self, seed: int = 0) -> dict[str, np.ndarray]:
+        """Seeded standard-normal float32 inputs of the compiled shapes (fix a dynamic batch
+        with `batch`); ValueError for a dynamic shape."""
+        rng = np.random.default_rng(seed)
+        feed = {}
+        for port in self._compiled.inputs:
+            shape = port.get_partial_shape()
+            if shape.is_dynamic:
+                raise ValueError(f"input {port.get_any_name()!r} has dynamic shape {shape}; "
+                                 f"give a batch size")
+            feed[port.get_any_name()] = rng.standard_normal(
+                [d.get_length() for d in shape]).astype(np.float32)
+        return feed
+
     def layer_precisions(self) -> Counter:
         """(layer type, runtime precision) -> count over the compiled model's layers."""
         counts = Counter()
@@ -97,7 +111,8 @@ def _fix_batch(network, batch: int) -> None:
         if shape.rank.is_dynamic or any(d.is_dynamic for d in list(shape)[1:]):
             raise ValueError(f"OpenVinoSession: input {port.get_any_name()!r} has shape "
                              f"{shape}: only its first dimension may be dynamic")
-        shapes[port] = [batch, *(d.get_length() for d in list(shape)[1:])]
+        first = shape[0].get_length() if shape[0].is_static else batch
+        shapes[port] = [first, *(d.get_length() for d in list(shape)[1:])]
     network.reshape(shapes)
 
 

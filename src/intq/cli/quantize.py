@@ -584,7 +584,8 @@ def _footer_lines(r: dict) -> list[str]:
         lines.append(f"program      {r['quantized_ops']} integer ops ({ops}), "
                      f"{r['float_ops']} float ops")
         vnni = "has" if r["cpu_has_vnni"] else "lacks"
-        lines.append(f"ONNX         {r['onnx_format']}, {r['onnx_weight_type']} weights: exact on "
+        qdq = " (QDQ format)" if r["onnx_format"] == "qdq" else ""
+        lines.append(f"ONNX         {r['onnx_weight_type']} weights{qdq}: exact on "
                      f"{r['exact_on']} (this CPU {vnni} VNNI)")
     if r["program"]:
         lines.append(f"IntProgram   {r['program']}")

@@ -8,6 +8,10 @@ OpenVINO's low-precision transformations turn the QuantizeLinear/DequantizeLinea
 QDQ model (intq.export.onnx_qdq) into int8 convolutions and matrix products; everything else
 runs at INFERENCE_PRECISION_HINT, "f32" by default (OpenVINO would otherwise pick bf16 or f16
 on CPUs that have them). `layer_precisions` says which layers ran in which precision.
+Threads are not pinned to cores (ENABLE_CPU_PINNING false, like ONNX Runtime's default): on
+a machine shared with other processes a pinned thread waits for its core, which measured
+1.4x the median wall time of the unpinned one at the same CPU time (EfficientNet-Lite0,
+1 thread, load average 17 on 2 cores).
 The `openvino` package (the `openvino` extra of intq) is imported when a session is created.
 """
 
@@ -47,7 +51,8 @@ class OpenVinoSession:
             _fix_batch(network, batch)
         self._compiled = core.compile_model(network, "CPU", {
             "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
-            "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision})
+            "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision,
+            "ENABLE_CPU_PINNING": False})
         self._request = self._compiled.create_infer_request()
         self.outputs = [o.get_any_name() for o in self._compiled.outputs]
         self.inputs = [i.get_any_name() for i in self._compiled.inputs]

@@ -59,6 +59,18 @@ def test_every_tensor_identical_to_qoperator_in_onnxruntime(dtype, bits, per_cha
                                   run_reference(program, x)[program.outputs[0]])
 
 
+def test_max_pool_padding_beyond_the_kernel():
+    """Padding 2 >= kernel 2 (dilated kernel 3): an explicit Pad with the lowest float32
+    before the MaxPool, which ONNX Runtime needs (pads < kernel)."""
+    b = ProgramBuilder()
+    q = b.quantize(b.input("x", (2, 3, 7, 6)), QTensor(0.05, -3, "int8"))
+    m = b.max_pool2d(q, (2, 3), stride=(1, 2), padding=(2, 0, 1, 2), dilation=(2, 1))
+    program = b.build([b.dequantize(m, name="y")])
+    x = np.random.default_rng(0).normal(-2.0, 3.0, (2, 3, 7, 6)).astype(np.float32)
+    got = OrtSession(export_onnx_qdq(program).SerializeToString()).run(x)
+    np.testing.assert_array_equal(got, run_reference(program, x)["y"])
+
+
 def test_qdq_form_of_a_conv_layer():
     """int8 weights per channel (axis 0), int32 bias at scale float32(S_x)·S_w, uint8
     activations; a fused ReLU whose zero point is the type's minimum needs no Relu node, a

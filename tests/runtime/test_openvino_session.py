@@ -44,8 +44,8 @@ def test_batch_and_random_feed(program):
 
 def test_run_all_returns_intermediates_in_program_dtypes(program):
     """With every integer tensor a model output, OpenVINO computes each op in float32 before
-    quantizing: asserted within 1 LSB of the reference (identical on this program when
-    written); int8 tensors come back as int8."""
+    quantizing: asserted within 1 LSB of the reference (identical on this program and input
+    when written); int8 tensors come back as int8."""
     session = OpenVinoSession(export_onnx_qdq(program, intermediates=True).SerializeToString())
     x = np.random.default_rng(2).standard_normal((2, 3, 12, 12)).astype(np.float32)
     got, ref = session.run_all(x), run_reference(program, x, return_all=True)

@@ -32,9 +32,9 @@ QuantizeLinear; both give the program's integers, as QuantizeLinear rounds monot
 Numerics. The program's requantization is round-half-even of float32(acc)·float32(M), as
 ONNX Runtime's QLinear ops compute it. A runtime that fuses the QDQ pattern into those ops
 (ONNX Runtime does for Conv, Gemm, Add, pools) computes the same integers as the QOperator
-model; a runtime that computes the float op and then quantizes (OpenVINO: int8 convolution,
-float32 dequantization and requantization) may land 1 LSB away on values near a rounding
-boundary. tests/export/test_onnx_qdq.py measures both.
+model. A runtime with its own requantization (OpenVINO: u8 x i8 convolution, then float32
+dequantization and requantization) may round values near a boundary the other way; its
+logits are compared in tests/export/test_onnx_qdq.py and BENCHMARKS.md §9.
 
 Ops this writer does not know (new IntProgram ops) raise a one-line ValueError naming them.
 """

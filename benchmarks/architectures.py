@@ -25,7 +25,9 @@ Per architecture, one process builds the float model and runs ORT and FX, then t
 
     .venv/bin/python benchmarks/architectures.py [--models resnet18,dla34] [--calib 32]
         [--eval 48] [--repeats 20] [--timeout 600] [--name architectures]
-Writes benchmarks/results/NAME.{json,md}.
+    .venv/bin/python benchmarks/architectures.py --merge A.json B.json --name NAME
+Writes benchmarks/results/NAME.{json,md} (after every architecture, so a stopped run keeps
+its rows; --merge joins runs split with --models).
 """
 
 import argparse
@@ -350,7 +352,8 @@ def to_markdown(result: dict) -> str:
 
 def _float_ops(q: dict) -> str:
     """The float ops intq reports (its JSON list, once it has one), else the ONNX count."""
-    reported = next(iter(q.get("reported_float_ops", {}).values()), None)
+    lists = [v for k, v in q.get("reported_float_ops", {}).items() if k != "keep_float"]
+    reported = lists[0] if lists else None
     if reported is None or len(reported) == q["onnx_float_ops"]:
         return str(q["onnx_float_ops"])
     return f"{len(reported)} (ONNX: {q['onnx_float_ops']})"
@@ -388,11 +391,17 @@ def main() -> None:
                         help="seconds per model for the float model with ORT and FX, and as "
                         "much for intq")
     parser.add_argument("--name", default="architectures", help="results file stem")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
+                        help="only merge the rows of earlier runs (e.g. split with --models) "
+                        "into NAME.{json,md}")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         float_worker(args.worker, args.work, args)
+        return
+    if args.merge:
+        write(merge([json.loads(path.read_text()) for path in args.merge]), args.name)
         return
     names = args.models.split(",")
     unknown = [n for n in names if n not in ARCHITECTURES]
@@ -403,16 +412,31 @@ def main() -> None:
     result = {"intq_commit": _commit(), "calibration_crops": args.calib,
               "evaluation_crops": args.eval, "bn_crops": BN_CROPS, "repeats": args.repeats,
               "timeout_seconds": args.timeout, "threads": 1, "rows": []}
-    RESULTS.mkdir(exist_ok=True)
     for name in names:
         result["rows"].append(run_architecture(name, args))
         result["summary"] = summary(result["rows"])
         result["load_average"] = os.getloadavg()
         result["seconds"] = round(time.perf_counter() - start)
-        (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
-        (RESULTS / f"{args.name}.md").write_text(to_markdown(result))
+        write(result, args.name)
     print(to_markdown(result))
     print(json.dumps(result["summary"], indent=1))
+
+
+def merge(results: list[dict]) -> dict:
+    """One result from runs over disjoint (or repeated: the last wins) architectures, rows
+    in the benchmark's order; settings from the first run."""
+    rows = {r["architecture"]: r for result in results for r in result["rows"]}
+    merged = {k: v for k, v in results[0].items() if k not in ("rows", "summary")}
+    merged["seconds"] = sum(r.get("seconds", 0) for r in results)
+    merged["rows"] = [rows[name] for name in ARCHITECTURES if name in rows]
+    merged["summary"] = summary(merged["rows"])
+    return merged
+
+
+def write(result: dict, name: str) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (RESULTS / f"{name}.md").write_text(to_markdown(result))
 
 
 if __name__ == "__main__":

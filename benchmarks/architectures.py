@@ -82,7 +82,8 @@ def float_worker(name: str, work: Path, args) -> None:
     torch.save(model.state_dict(), work / "weights.pt")
     reference = torch_logits(model, evalx)
     torch.save(reference, work / "reference.pt")
-    result = {"parameters": sum(p.numel() for p in model.parameters())}
+    result = {"parameters": sum(p.numel() for p in model.parameters()),
+              "intq_blockers": intq_blockers(model, calib[:2])}
     _save(work, result)
     try:
         float_onnx = export_float_onnx(model, SHAPE, work / "float.onnx")
@@ -98,6 +99,21 @@ def float_worker(name: str, work: Path, args) -> None:
     except Exception as exc:
         result["fx"] = {"error": _exception_line(exc)}
     _save(work, result)
+
+
+def intq_blockers(model: torch.nn.Module, example: torch.Tensor) -> dict[str, int]:
+    """Every op of intq's captured, folded and fused graph that has no integer form, counted
+    by kind (the CLI's error names the first three only); ``{"error": ...}`` when capture
+    fails. Uses intq's graph internals: a census for developers, not a user path."""
+    try:
+        from intq.graph.kinds import unsupported_nodes
+        from intq.graph.prepare import prepare_float_graph
+
+        entries = unsupported_nodes(prepare_float_graph(model, example))
+    except Exception as exc:
+        return {"error": _exception_line(exc)}
+    kinds = [re.sub(r" module '[^']*'", "", e.split(": ", 1)[1]) for e in entries]
+    return dict(collections.Counter(kinds).most_common())
 
 
 def _save(work: Path, result: dict) -> None:
@@ -247,6 +263,7 @@ def run_architecture(name: str, args) -> dict:
         done = json.loads(saved.read_text()) if saved.is_file() else {}
         row["float_seconds"] = seconds
         row["parameters"] = done.get("parameters")
+        row["intq_blockers"] = done.get("intq_blockers")
         for tool in ("ort", "fx"):
             row[tool] = done.get(tool) or {"error": _error_line(stderr, code, args.timeout)}
         if "parameters" not in done:
@@ -347,7 +364,21 @@ def to_markdown(result: dict) -> str:
     ]
     if notes:
         lines += ["", "Peer failures:", "", *notes]
+    lines += ["", "## What intq lacks, by architecture", "",
+              "Every op of intq's captured, folded and fused graph without an integer form "
+              "(count), from `intq.graph.kinds.unsupported_nodes`; the CLI's error names the "
+              "first three.", "", "| architecture | ops without an integer form |", "|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['label']} | {_blockers(r.get('intq_blockers'))} |")
     return "\n".join(lines) + "\n"
+
+
+def _blockers(blockers: dict | None) -> str:
+    if blockers is None:
+        return "-"
+    if "error" in blockers:
+        return f"capture fails: {_short(blockers['error'])}"
+    return ", ".join(f"{kind} ({n})" for kind, n in blockers.items()).replace("|", "/") or "none"
 
 
 def _float_ops(q: dict) -> str:

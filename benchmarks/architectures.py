@@ -392,6 +392,7 @@ def _float_ops(q: dict) -> str:
 
 def _short(text: str, chars: int = 160) -> str:
     text = text.split("; keep the module")[0].replace("|", "/")
+    text = re.sub(r" with meta=.*| \[num_users=\d+\] =", "", text)  # fx's ShapeProp noise
     return text if len(text) <= chars else text[: chars - 3] + "..."
 
 

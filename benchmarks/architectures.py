@@ -65,6 +65,7 @@ SQNR_MARGIN_DB = 1.0
 _ERROR_CHARS = 400
 _EIGHT_BIT = {2, 3}  # onnx.TensorProto UINT8, INT8
 _FLOAT = {1, 10, 11, 16}  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
+_NO_INTEGER = "no integer implementation for "
 _CLI = "import sys; sys.argv[0] = 'intq'; from intq.cli import main; sys.exit(main())"
 
 
@@ -392,6 +393,11 @@ def _float_ops(q: dict) -> str:
 
 def _short(text: str, chars: int = 160) -> str:
     text = text.split("; keep the module")[0].replace("|", "/")
+    if text.startswith(_NO_INTEGER):  # "node: Kind module 'name', node: fn and more"
+        more = text.endswith(" and more")
+        entries = text.removeprefix(_NO_INTEGER).removesuffix(" and more").split(", ")
+        kinds = [re.sub(r" module '([^']*)'", r" (\1)", e.split(": ", 1)[-1]) for e in entries]
+        text = "no integer form: " + ", ".join(kinds) + (" and more" if more else "")
     text = re.sub(r" with meta=.*| \[num_users=\d+\] =", "", text)  # fx's ShapeProp noise
     return text if len(text) <= chars else text[: chars - 3] + "..."
 

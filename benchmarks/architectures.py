@@ -155,6 +155,7 @@ def intq_cli(name: str, work: Path, args) -> dict:
                                if "float" in k and k != "keep_float" and isinstance(v, list)},
         "int8_ms": (lat.get("int8") or {}).get("median_ms"),
         "float_ms": (lat.get("float") or {}).get("median_ms"),
+        "cli_report": report,
     }
     if row["int8_ms"] and row["float_ms"]:
         row["latency_int8_over_float"] = row["int8_ms"] / row["float_ms"]

@@ -34,7 +34,7 @@ ONNX Runtime's QLinear ops compute it. A runtime that fuses the QDQ pattern into
 (ONNX Runtime does for Conv, Gemm, Add, pools) computes the same integers as the QOperator
 model. A runtime with its own requantization (OpenVINO: u8 x i8 convolution, then float32
 dequantization and requantization) may round values near a boundary the other way; its
-logits are compared in tests/export/test_onnx_qdq.py and BENCHMARKS.md §9.
+logits are compared in tests/export/test_onnx_qdq.py and BENCHMARKS.md §10.
 
 Ops this writer does not know (new IntProgram ops) raise a one-line ValueError naming them.
 """

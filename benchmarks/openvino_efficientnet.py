@@ -15,8 +15,9 @@ Models, all from ``intq.zoo.load_model("efficientnet-lite0")`` with its publishe
 
 Latency: one session per model, 1 inference thread (ONNX Runtime: 1 intra-op thread;
 OpenVINO: INFERENCE_NUM_THREADS 1, one stream, LATENCY hint, INFERENCE_PRECISION_HINT f32,
-no CPU pinning, batch fixed to 1; ``intq.runtime.openvino.OpenVinoSession``), batch 1, one seeded standard-normal input; ``--warmup`` untimed rounds,
-then ``--repeats`` rounds in which every model runs once, in rotating order
+no CPU pinning, batch fixed to 1; ``intq.runtime.openvino.OpenVinoSession``), batch 1,
+one seeded standard-normal input; ``--warmup`` untimed rounds, then ``--repeats`` rounds in
+which every model runs once, in rotating order
 (``intq.eval.latency.measure_latency``). Ratios are of medians from this one run, to ONNX
 Runtime float32. A second rotation of the same length measures the CPU time of the process
 per run (``time.process_time``: every thread of the process; with one inference thread per

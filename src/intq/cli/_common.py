@@ -7,9 +7,7 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from intq.errors import IntqError, UsageError
+from intq.cli import _paths
+from intq.errors import IntqError, printable
 from intq.eval import (
     logit_sqnr_db,
     mean_kl_divergence,
@@ -25,6 +24,7 @@ from intq.eval import (
     topk_agreement,
     topk_overlap,
 )
+from intq.outputs import write_atomic
 from intq.progress import progress_bar
 from intq.zoo.data import DATASET_SHAPES, DATASETS, load_data
 from intq.zoo.dataset import Dataset
@@ -128,7 +128,7 @@ def status(text: str) -> Iterator[None]:
 
 def note(message: str) -> None:
     """One line on stderr, prefixed ``intq:``."""
-    print(f"intq: {message}", file=sys.stderr)
+    print(f"intq: {printable(message)}", file=sys.stderr)
 
 
 def one_line(exc: BaseException) -> str:
@@ -198,52 +198,17 @@ def load_dataset(spec: str, input_shape: tuple[int, int, int], split: str, n: in
     return data
 
 
-def check_output_path(path: Path, *, suffix: str, inputs: list[Path]) -> Path:
-    """``path`` if it can be written: ends in ``suffix``, its directory exists, and it is not
-    a directory or one of the ``inputs`` (never overwritten)."""
-    if path.suffix != suffix:
-        raise UsageError(f"output {path}: the file name must end in {suffix}")
-    if not path.parent.is_dir():
-        raise IntqError(f"output directory {path.parent} does not exist; create it first")
-    if path.is_dir():
-        raise IntqError(f"output {path} is a directory; give a file name")
-    for source in inputs:
-        if source.exists() and path.exists() and path.samefile(source):
-            raise IntqError(f"output {path} is an input file; choose another name")
-    try:  # the only sure test (permissions, read-only mounts, root), before any slow work
-        tempfile.TemporaryFile(dir=path.parent).close()
-    except OSError as exc:
-        raise IntqError(f"output directory {path.parent} is not writable ({exc.strerror}); "
-                        "choose another output path") from None
-    return path
+def check_output_path(path: Path, *, suffix: str, inputs: list[Path],
+                      rewrites: Path | None = None) -> Path:
+    """``path`` if it can be written (see ``_paths.check_output``): never one of ``inputs``
+    or of the zoo's shipped files (but ``rewrites``), never a directory or device."""
+    return _paths.check_output(path, suffix=suffix, inputs=inputs, rewrites=rewrites)
 
 
 def write_output(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file in ``path``'s directory, then rename it onto
-    ``path``: ``path`` is never partial, and an error or Ctrl-C leaves no temporary file.
-    The file gets the usual permissions (0666 minus the umask)."""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise IntqError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):  # a full disk, a vanished directory
-            raise IntqError(f"cannot write {path}: {exc.strerror}") from None
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """Write ``data`` to ``path`` atomically (``intq.outputs.write_atomic``): ``path`` is
+    never partial; an error or Ctrl-C leaves no temporary file; mode 0666 minus the umask."""
+    write_atomic(path, data)
 
 
 def print_json(obj) -> None:

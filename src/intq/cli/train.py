@@ -7,6 +7,7 @@ from pathlib import Path
 
 from intq.cli import _common as common
 from intq.zoo import load_fashion_mnist, save_weights, train_zoo_model
+from intq.zoo.registry import WEIGHTS_DIR
 
 __all__ = ["add_parser", "run"]
 
@@ -36,8 +37,8 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     output = common.check_output_path(
-        args.output or Path(f"{args.model}.safetensors"), suffix=".safetensors", inputs=[]
-    )
+        args.output or Path(f"{args.model}.safetensors"), suffix=".safetensors", inputs=[],
+        rewrites=WEIGHTS_DIR / f"{args.model}.safetensors")
     train_data = test_data = None
     if args.subset is not None:
         train_data = load_fashion_mnist("train").head(args.subset)

@@ -26,6 +26,7 @@ from intq.eval import (
 )
 from intq.outputs import write_atomic
 from intq.progress import progress_bar
+from intq.zoo.arrays import array_shape
 from intq.zoo.data import DATASET_SHAPES, DATASETS, load_data
 from intq.zoo.dataset import Dataset
 from intq.zoo.normalization import NORMALIZATIONS, Normalization
@@ -151,14 +152,10 @@ def data_input_shape(spec: str | None) -> tuple[int, int, int] | None:
         return DATASET_SHAPES[spec]
     path = Path(spec)
     try:
-        if path.suffix == ".npy" and path.is_file():
-            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
-        elif path.suffix == ".npz" and path.is_file():
-            with path.open("rb") as f, np.load(f, allow_pickle=False) as arrays:
-                shape = arrays["x"].shape
-        else:
+        if path.suffix not in (".npy", ".npz") or not path.is_file():
             return None
-    except Exception:  # unreadable or malformed: loading the data reports why
+        shape = array_shape(path)  # the header only
+    except (IntqError, KeyError, OSError):  # unreadable or malformed: loading reports why
         return None
     return tuple(int(d) for d in shape[1:]) if len(shape) == 4 else None
 

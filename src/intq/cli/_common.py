@@ -26,6 +26,7 @@ from intq.eval import (
 )
 from intq.outputs import write_atomic
 from intq.progress import progress_bar
+from intq.runtime.budget import control_flow_nodes, memory_exceeded
 from intq.zoo.arrays import array_shape
 from intq.zoo.data import DATASET_SHAPES, DATASETS, load_data
 from intq.zoo.dataset import Dataset
@@ -241,7 +242,8 @@ def warnings_as_notes() -> Iterator[None]:
 
 
 def onnx_input_shape(path: Path) -> tuple[int | None, ...]:
-    """The shape of the single graph input of an ONNX file (None for a dynamic dimension)."""
+    """The shape of the single graph input of an ONNX file (None for a dynamic dimension:
+    a symbol, or a negative size such as -1); a size 0 is an IntqError."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
@@ -251,7 +253,11 @@ def onnx_input_shape(path: Path) -> tuple[int | None, ...]:
         raise IntqError(f"{path}: the model has {len(inputs)} inputs; intq needs exactly one "
                         "(an image batch)")
     dims = inputs[0].type.tensor_type.shape.dim
-    return tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+    if any(d.HasField("dim_value") and d.dim_value == 0 for d in dims):
+        raise IntqError(f"{path}: the input has a dimension of size 0, so no sample can run "
+                        "through it; export the model with sizes >= 1")
+    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                 for d in dims)
 
 
 def agreement(reference: torch.Tensor, logits: torch.Tensor) -> dict:
@@ -268,21 +274,28 @@ def agreement(reference: torch.Tensor, logits: torch.Tensor) -> dict:
 
 
 def check_onnx_file(path: Path) -> Path:
-    """``path`` if it holds an ONNX model that passes ``onnx.checker``; else one IntqError."""
+    """``path`` if it holds an ONNX model that passes ``onnx.checker`` and has no control
+    flow (``runtime.budget.control_flow_nodes``); else one IntqError."""
     import onnx
 
     if not path.is_file():
         raise IntqError(f"ONNX model {path} does not exist")
     try:
         onnx.checker.check_model(str(path))
+        nodes = control_flow_nodes(onnx.load(str(path), load_external_data=False))
     except Exception as exc:  # the checker raises several unrelated types
         raise IntqError(f"not a valid ONNX model: {path}: {one_line(exc)}") from None
+    if nodes:
+        raise IntqError(f"refusing {path}: it has {len(nodes)} control-flow node(s) (first: "
+                        f"{nodes[0]}), whose work a file does not bound; intq runs "
+                        "feed-forward models (no Loop, Scan or If)")
     return path
 
 
 def ort_error(path: Path, exc: Exception) -> IntqError:
     """The one-line error for an ONNX Runtime failure to load or run ``path``."""
-    return IntqError(f"not a valid ONNX model: {path}: {one_line(exc)}")
+    return memory_exceeded(str(path), exc) or IntqError(
+        f"not a valid ONNX model: {path}: {one_line(exc)}")
 
 
 def onnx_logits(run: Callable[[np.ndarray], np.ndarray], data: Dataset, batch_size: int, *,

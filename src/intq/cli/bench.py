@@ -7,7 +7,8 @@ from pathlib import Path
 
 from intq.cli import _common as common
 from intq.errors import IntqError
-from intq.eval.latency import LatencyStats, ort_latency, speedup
+from intq.eval.latency import LatencyStats, measure_latency, onnx_feed, ort_session, speedup
+from intq.runtime.budget import RunBudget
 
 __all__ = ["add_parser", "run"]
 
@@ -41,11 +42,12 @@ def run(args: argparse.Namespace) -> int:
     paths = [args.model] if args.vs is None else [args.model, args.vs]
     for path in paths:
         common.check_onnx_file(path)
-    stats = _measure(paths, args)
+    stats, batches = _measure(paths, args)
     summary = {
-        "models": [{"path": str(p), **s.as_dict()} for p, s in zip(paths, stats, strict=True)],
+        "models": [{"path": str(p), "batch": b, **s.as_dict()}
+                   for p, s, b in zip(paths, stats, batches, strict=True)],
         "threads": args.threads,
-        "batch": args.batch,
+        "batch": batches[0] if len(set(batches)) == 1 else batches,
         "repeats": args.repeats,
         "warmup": args.warmup,
         "speedup": None if args.vs is None else speedup(stats[0], stats[1]),
@@ -57,15 +59,30 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _measure(paths: list[Path], args: argparse.Namespace) -> list[LatencyStats]:
+def _measure(paths: list[Path], args: argparse.Namespace
+             ) -> tuple[list[LatencyStats], list[int | None]]:
+    """Latency of each model (within the budgets of ``runtime.budget``: models from outside)
+    and the batch size each one actually ran with."""
     try:
-        return ort_latency(paths, threads=args.threads, repeats=args.repeats,
-                           warmup=args.warmup, batch=args.batch, seed=args.seed)
+        calls, batches = [], []
+        for path in paths:
+            session = ort_session(path, args.threads, budget=True)
+            feed = onnx_feed(session, args.batch, args.seed)
+            budget = RunBudget(str(path))
+            calls.append(lambda s=session, f=feed, b=budget: b.run(s, None, f))
+            batches.append(_batch(feed))
+        return measure_latency(calls, repeats=args.repeats, warmup=args.warmup), batches
+    except IntqError:  # over the time or memory budget
+        raise
     except ValueError as exc:  # inputs that cannot be generated
         raise IntqError(f"cannot time {_names(paths)}: {common.one_line(exc)}") from None
     except Exception as exc:  # onnxruntime's load and run errors have their own types
-        raise IntqError(f"not a valid ONNX model: {_names(paths)}: "
-                        f"{common.one_line(exc)}") from None
+        raise common.ort_error(_names(paths), exc) from None
+
+
+def _batch(feed: dict) -> int | None:
+    shapes = [value.shape for value in feed.values() if value.ndim]
+    return shapes[0][0] if shapes else None
 
 
 def _names(paths: list[Path]) -> str:
@@ -90,7 +107,8 @@ def _render(s: dict) -> None:
         console.width = max(80, max(len(m["path"]) for m in s["models"]) + 48)
     console.print(table)
     setup = (f"ONNX Runtime CPU, {s['threads']} thread{'s' if s['threads'] > 1 else ''}, "
-             f"batch {s['batch']}, {s['repeats']} timed runs after {s['warmup']} warm-up runs")
+             f"{_batch_text(s['batch'])}, {s['repeats']} timed runs after {s['warmup']} "
+             "warm-up runs")
     if s["speedup"] is not None:
         setup += ", interleaved"
         a, b = (m["path"] for m in s["models"])
@@ -98,3 +116,9 @@ def _render(s: dict) -> None:
         verdict = f"{ratio:.2f}x faster than" if ratio >= 1 else f"{1 / ratio:.2f}x slower than"
         console.print(f"{a} is {verdict} {b} (ratio of medians)", markup=False)
     console.print(setup, markup=False)
+
+
+def _batch_text(batch) -> str:
+    if isinstance(batch, list):
+        return "batches " + " / ".join(str(b) for b in batch)
+    return f"batch {batch}"

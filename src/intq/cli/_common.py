@@ -64,13 +64,15 @@ _INTQ_DIR = str(Path(__file__).resolve().parents[1])
 
 
 def positive(kind: type):
-    """argparse type: a number of type ``kind`` (int, float) that is > 0."""
+    """argparse type: a finite number of type ``kind`` (int, float) that is > 0."""
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
         if not value > 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
         return value

@@ -9,6 +9,7 @@ user data are escaped (``errors.printable``). ``--debug`` shows the Python trace
 
 import argparse
 import contextlib
+import errno
 import importlib
 import os
 import signal
@@ -21,6 +22,11 @@ __all__ = ["main"]
 
 # Sub-command modules, each with ``add_parser(subparsers)`` and ``run(args) -> int``.
 _COMMANDS = ("zoo", "train", "quantize", "qat", "eval", "bench")
+
+
+_OS_HINTS = {errno.ENAMETOOLONG: " (a name in a path may have at most 255 bytes; use a "
+                                 "shorter one)",
+             errno.ELOOP: " (a symlink loop; fix or remove the link)"}
 
 
 class _Terminated(KeyboardInterrupt):
@@ -93,7 +99,8 @@ def _raise_terminated(signum, frame) -> None:
 def _os_error_text(exc: OSError) -> str:
     if exc.filename is None:
         return exc.strerror or str(exc)
-    return f"cannot use {exc.filename!r}: {exc.strerror}"
+    hint = _OS_HINTS.get(exc.errno, "")
+    return f"cannot use {exc.filename!r}: {exc.strerror}{hint}"
 
 
 def _discard_stdout() -> None:

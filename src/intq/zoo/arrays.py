@@ -48,7 +48,7 @@ def read_array(path: Path, name: str = "x", n: int | None = None) -> np.ndarray:
         shape, fortran, dtype = _header(f, path)
         rows = shape if n is None or not shape or fortran else (min(n, shape[0]), *shape[1:])
         count = math.prod(rows)
-        _check_size(path, name, count * dtype.itemsize, n)
+        _check_size(path, name, count * dtype.itemsize, None if rows == shape else n)
         with _reading(path):
             data = f.read(count * dtype.itemsize)
         if len(data) < count * dtype.itemsize:

@@ -168,7 +168,8 @@ CASES = [
     _case(f"{_QD} {{b}}/empty.npy", 1, "holds no samples (shape (0, 1, 12, 12))", "data-empty"),
     _case(f"{_ZOO} --weights {{i}}/v1.safetensors --eval {{i}}/x12.npy", 1,
           "expected inputs float32 of shape (N, 1, 28, 28)", "data-wrong-size"),
-    _case(f"{_QD} {{b}}/no_x.npz", 1, "a .npz needs an array 'x'", "data-npz-without-x"),
+    _case(f"{_QD} {{b}}/no_x.npz", 1, "a .npz needs an array 'x' (and optionally 'y'); it "
+          "has 'data'", "data-npz-without-x"),
     _case(f"{_Q} --eval {{b}}/float_labels.npz", 1, "expected labels 'y' as integers",
           "data-float-labels"),
     _case(f"{_Q} --eval {{b}}/negative_labels.npz", 1, "labels must be >= 0, got -1",

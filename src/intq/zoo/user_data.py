@@ -135,7 +135,7 @@ def _read_arrays(path: Path, n: int | None) -> dict[str, np.ndarray | None]:
     names = array_names(path)
     if "x" not in names:
         raise IntqError(f"{path}: a .npz needs an array 'x' (and optionally 'y'); "
-                        f"it has {', '.join(names) or 'no arrays'}")
+                        f"it has {', '.join(map(repr, names)) or 'no arrays'}")
     y = read_array(path, "y", n) if "y" in names else None
     return {"x": read_array(path, "x", n), "y": y}
 

@@ -236,7 +236,7 @@ CASES = [
           "qat-w-bits-1"),
     _case(f"{_QAT} --holdout 64 -o {{o}}/q.onnx", 2, "--holdout 64 leaves no training data",
           "qat-holdout-everything"),
-    _case(f"{_QAT} --lr nan -o {{o}}/q.onnx", 2, "argument --lr: must be > 0, got nan",
+    _case(f"{_QAT} --lr nan -o {{o}}/q.onnx", 2, "argument --lr: must be a finite number, got nan",
           "qat-lr-nan"),
     _case(f"{_QAT} --lr 1e30 -o {{o}}/q.onnx", 1, "QAT failed: ", "qat-diverges"),
     _case(f"{_QAT} --seed -1 -o {{o}}/q.onnx", 2, "argument --seed: must be in 0..",

@@ -126,7 +126,7 @@ CASES = [
     _case(f"{_QAT} --lr inf", 2, "argument --lr: must be a finite number", "qat-lr-inf"),
     _case(f"{_QAT} --lr=-inf", 2, "argument --lr: must be a finite number", "qat-lr-minus-inf"),
     # 5. names with control characters, huge headers
-    _case(f"{_QS} --calib {{p}}/controls.npz", 1, "it has \\x1b[31mdata\\nintq: error: fake",
+    _case(f"{_QS} --calib {{p}}/controls.npz", 1, "it has '\\x1b[31mdata\\nintq: error: fake'",
           "npz-member-name-with-controls"),
     _case(f"{_QS} --calib {{p}}/big_header.npy", 1, "cannot read {p}/big_header.npy: its .npy "
           "header is too large to be a plain array's", "npy-huge-header"),

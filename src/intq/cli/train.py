@@ -78,7 +78,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def _check_finite(model) -> None:
     """Training that diverged (NaN or Inf weights) fails; nothing is written."""
     bad = [name for name, t in model.state_dict().items()

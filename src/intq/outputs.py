@@ -30,7 +30,7 @@ __all__ = [
     "write_atomic",
 ]
 
-_PID = re.compile(r"(\d+)-")
+_RANDOM = r"[a-z0-9_]{8}"  # tempfile's random part
 
 
 class OutputError(IntqError, OSError):
@@ -51,7 +51,7 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file, fsync, ``file_mode()``, rename).
     An error or Ctrl-C leaves ``path`` as it was and no temporary file."""
     path = Path(path)
-    clean_stale(path.parent, f".{path.name}.")
+    clean_stale(path.parent, f".{path.name}.", ".tmp")
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-",
                                    suffix=".tmp")
@@ -82,16 +82,19 @@ def temporary_folder(prefix: str) -> Iterator[Path]:
         yield Path(folder)
 
 
-def clean_stale(folder: Path, prefix: str) -> list[Path]:
-    """Remove the entries ``<prefix><pid>-...`` of ``folder`` that this user owns and whose
-    process ``pid`` no longer runs; return them. Errors are ignored (best effort)."""
+def clean_stale(folder: Path, prefix: str, suffix: str = "") -> list[Path]:
+    """Remove the entries ``<prefix><pid>-<random><suffix>`` of ``folder`` (intq's naming)
+    that this user owns and whose process ``pid`` no longer runs; return them. Errors are
+    ignored (best effort)."""
+    pattern = re.compile(f"{re.escape(prefix)}(\\d+)-{_RANDOM}{re.escape(suffix)}")
     removed = []
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return removed
     for entry in entries:
-        if entry.name.startswith(prefix) and _is_stale(entry, prefix):
+        match = pattern.fullmatch(entry.name)
+        if match and _is_stale(entry, int(match.group(1))):
             with contextlib.suppress(OSError):
                 if entry.is_dir(follow_symlinks=False):
                     shutil.rmtree(entry.path)
@@ -101,10 +104,7 @@ def clean_stale(folder: Path, prefix: str) -> list[Path]:
     return removed
 
 
-def _is_stale(entry: os.DirEntry, prefix: str) -> bool:
-    match = _PID.match(entry.name, len(prefix))
-    if match is None:
-        return False
+def _is_stale(entry: os.DirEntry, pid: int) -> bool:
     try:
         info = entry.stat(follow_symlinks=False)
     except OSError:
@@ -112,7 +112,7 @@ def _is_stale(entry: os.DirEntry, prefix: str) -> bool:
     if info.st_uid != os.getuid() or not (stat.S_ISREG(info.st_mode)
                                           or stat.S_ISDIR(info.st_mode)):
         return False
-    return not _running(int(match.group(1)))
+    return not _running(pid)
 
 
 def _running(pid: int) -> bool:

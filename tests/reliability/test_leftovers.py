@@ -36,9 +36,10 @@ def test_temporaries_of_killed_writes_are_removed_by_the_next_run(inputs, tmp_pa
     intq-float-<pid>-* folder); the next run removes those of dead processes only."""
     out = tmp_path / "out"
     out.mkdir()
-    stale = [out / f".m.onnx.{_DEAD}-k1ll3d.tmp", private_tmp / f"intq-float-{_DEAD}-abc"]
-    kept = [out / f".m.onnx.{os.getppid()}-alive.tmp", out / f".n.onnx.{_DEAD}-other.tmp",
-            out / ".m.onnx.notes.tmp", private_tmp / f"intq-float-{os.getppid()}-live"]
+    stale = [out / f".m.onnx.{_DEAD}-k1ll3d_x.tmp", private_tmp / f"intq-float-{_DEAD}-abcd1234"]
+    kept = [out / f".m.onnx.{os.getppid()}-alive123.tmp", out / f".n.onnx.{_DEAD}-other123.tmp",
+            out / ".m.onnx.notes.tmp", out / f".m.onnx.{_DEAD}-mine.bak",
+            private_tmp / f"intq-float-{os.getppid()}-live1234"]
     for path in stale + kept:
         path.mkdir() if "intq-float" in path.name else path.write_bytes(b"half a model")
     assert run_cli(_quantize(inputs, out), capsys).code == 0
@@ -48,7 +49,7 @@ def test_temporaries_of_killed_writes_are_removed_by_the_next_run(inputs, tmp_pa
 
 
 def test_library_writers_clean_up_too(tmp_path):
-    (tmp_path / f".w.safetensors.{_DEAD}-x.tmp").write_bytes(b"partial")
+    (tmp_path / f".w.safetensors.{_DEAD}-abcdefgh.tmp").write_bytes(b"partial")
     write_atomic(tmp_path / "w.safetensors", b"data")
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
     assert clean_stale(tmp_path, ".w.safetensors.") == []

@@ -52,7 +52,7 @@ def check_output(path: Path, *, suffix: str, inputs: Iterable[Path],
     except OSError as exc:
         raise IntqError(f"output directory {path.parent} is not writable ({exc.strerror}); "
                         "choose another output path") from None
-    clean_stale(path.parent, f".{path.name}.")
+    clean_stale(path.parent, f".{path.name}.", ".tmp")
     return path
 
 

@@ -56,7 +56,7 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-",
                                    suffix=".tmp")
     except OSError as exc:
-        raise OutputError(exc.errno, f"cannot write {path}: {exc.strerror}") from None
+        raise OutputError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -67,7 +67,8 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError) and not isinstance(exc, OutputError):
-            raise OutputError(exc.errno, f"cannot write {path}: {exc.strerror}") from None
+            raise OutputError(exc.errno, f"cannot write {path}: {exc.strerror or exc}"
+                              ) from None
         raise
     return path
 

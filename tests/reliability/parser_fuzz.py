@@ -1,10 +1,13 @@
 """Damaged inputs for the parser fuzz (tests/reliability/test_fuzz_parsers.py, and the long run
 in benchmarks/fuzz_exporters.py): valid seed files, random byte edits (flips, cuts, insertions;
-header bytes more often), random model spec strings, and one check per parser.
+header bytes more often), random model spec strings, .npz archives built member by member,
+and one check per parser. Damaged ONNX models go through the whole ``intq eval`` /
+``intq bench`` command.
 
 Each check returns "accepted" (the parser succeeded and its result is sane) or "refused" (one
-IntqError line; a ValueError for the IntProgram loader, as it documents) and raises anything
-else: an AssertionError for an insane result, or the parser's own stray exception.
+IntqError line, or exit 1 with one 'intq: error:' line for the commands; a ValueError for the
+IntProgram loader, as it documents) and raises anything else: an AssertionError for an insane
+result, or the parser's own stray exception.
 """
 
 from __future__ import annotations

@@ -41,9 +41,15 @@ class OutputError(IntqError, OSError):
 
 
 def file_mode() -> int:
-    """The mode a new file gets: ``0o666`` minus the process umask."""
-    mask = os.umask(0)
-    os.umask(mask)
+    """The mode a new file gets: ``0o666`` minus the process umask (read from
+    /proc/self/status where it can be, so the umask never changes, even briefly)."""
+    try:
+        line = next(ln for ln in Path("/proc/self/status").read_text().splitlines()
+                    if ln.startswith("Umask:"))
+        mask = int(line.split()[1], 8)
+    except (OSError, StopIteration, IndexError, ValueError):
+        mask = os.umask(0)
+        os.umask(mask)
     return 0o666 & ~mask
 
 

@@ -96,11 +96,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # e.g. Inf activations after a diverging step
         raise IntqError(f"QAT failed: {common.one_line(exc)}; if the training diverged, "
                         "lower --lr") from None
-    try:
-        export_onnx(program, args.output)
-        checkpoint = save_weights(qgm, args.output.with_suffix(".safetensors"))
-    except OSError as exc:  # a full disk
-        raise IntqError(f"cannot write {args.output}: {exc.strerror}") from None
+    export_onnx(program, args.output)  # a full disk: one OutputError line
+    checkpoint = save_weights(qgm, args.output.with_suffix(".safetensors"))
     summary = {
         "model": entry.name,
         "recipe": recipe.name,

@@ -9,7 +9,6 @@ import contextlib
 import dataclasses
 import fnmatch
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -28,6 +27,7 @@ from intq.export.onnx import EXACT_ANY_X86, EXACT_VNNI, export_onnx
 from intq.export.onnx_qdq import ONNX_FORMATS, export_onnx_qdq
 from intq.modelspec import LoadedModel, load_model_spec, spec_label
 from intq.observers.factory import OBSERVER_KINDS
+from intq.outputs import temporary_folder
 from intq.ptq import quantize
 from intq.recipes import (
     DEFAULT_OBSERVER,
@@ -384,8 +384,8 @@ def _integer_run(plan: _Plan, args, loaded: LoadedModel, qgm, calib: Dataset,
         "op_counts": dict(counts.most_common()),
         "int8_size_bytes": len(onnx_bytes),
     }
-    with tempfile.TemporaryDirectory(prefix="intq-float-") as tmp:
-        float_onnx = _float_onnx(loaded.model, calib.x[:1], Path(tmp) / "float.onnx")
+    with temporary_folder("intq-float-") as tmp:
+        float_onnx = _float_onnx(loaded.model, calib.x[:1], tmp / "float.onnx")
         result["float_size_bytes"] = (float_onnx.stat().st_size if float_onnx
                                       else _float32_bytes(loaded.model))
         result["float_size_source"] = "onnx" if float_onnx else "float32 state dict"
@@ -395,10 +395,7 @@ def _integer_run(plan: _Plan, args, loaded: LoadedModel, qgm, calib: Dataset,
         result |= _latency(float_onnx, onnx_bytes, args)
     common.write_output(plan.output, onnx_bytes)
     if plan.program is not None:
-        try:
-            save_program(program, plan.program)
-        except OSError as exc:  # a full disk
-            raise IntqError(f"cannot write {plan.program}: {exc.strerror}") from None
+        save_program(program, plan.program)  # a full disk: one OutputError line
     return result
 
 

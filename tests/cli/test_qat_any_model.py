@@ -105,7 +105,8 @@ def _interrupt_at(monkeypatch, stop: int) -> None:
 
 def test_interrupted_run_writes_nothing_and_resume_equals_uninterrupted(
         user_files, tmp_path, monkeypatch, capsys):
-    whole, resumed, ckpt = tmp_path / "whole.onnx", tmp_path / "resumed.onnx", tmp_path / "ck.safetensors"
+    whole, resumed = tmp_path / "whole.onnx", tmp_path / "resumed.onnx"
+    ckpt = tmp_path / "ck.safetensors"
     assert intq.cli.main(_qat(user_files, whole)) == 0
     with monkeypatch.context() as m:
         _interrupt_at(m, 7)

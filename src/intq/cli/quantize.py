@@ -164,6 +164,9 @@ def run(args: argparse.Namespace) -> int:
             _check_model_runs(loaded, calib, evaluation)
         for text in plan.notes:
             common.note(text)
+        if plan.evaluation == _CALIB_HOLDOUT and evaluation is None:
+            common.note(f"{plan.calib} has {len(calib)} samples, all used for calibration: "
+                        "accuracy cannot be judged; give --eval DATA")
         recipe, leaves = _keep_float(plan.recipe, loaded.model, args.keep_float)
         qgm, calib_seconds = _calibrate(loaded.model, calib, recipe, leaves)
         report = {
@@ -324,8 +327,6 @@ def _split_calibration(plan: _Plan, args: argparse.Namespace) -> tuple[Dataset, 
     n, calib_n = len(data), args.calib_size or _OTHER_SIZES[0]
     if n <= calib_n:
         if args.calib_size is not None or n < _MIN_SPLIT:
-            common.note(f"{plan.calib} has {n} samples, all used for calibration: accuracy "
-                        "cannot be judged; give --eval DATA")
             return data, None
         calib_n = math.ceil(0.8 * n)
     end = min(n, calib_n + (args.eval_size or _OTHER_SIZES[1]))

@@ -44,11 +44,30 @@ MODELS = {
 
 def main() -> None:
     args = _parse()
+    if args.combine:
+        _combine(args)
+        return
     rows = []
     for run in args.runs.split(","):
         name, bits = run.split(":")
-        rows += _compare(name, int(bits), args)
-        _write(rows, args)
+        for row in _compare(name, int(bits), args):
+            rows.append(row)
+            _write(rows, args, [_meta()])
+
+
+def _meta() -> dict:
+    return {"python": platform.python_version(), "cpus": os.cpu_count(),
+            "load_average": os.getloadavg(), "argv": sys.argv[1:]}
+
+
+def _combine(args) -> None:
+    """One table from the JSON files of several runs (e.g. run side by side for CPU time)."""
+    rows, metas = [], []
+    for path in args.combine:
+        result = json.loads(Path(path).read_text())
+        metas.append(result["meta"])
+        rows += [r | {"argv": result["meta"]["argv"]} for r in result["rows"]]
+    _write(rows, args, metas)
 
 
 def _parse() -> argparse.Namespace:
@@ -60,22 +79,26 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--train", type=int, default=256, help="training/calibration crops")
     p.add_argument("--eval", type=int, default=256, help="held-out evaluation crops")
     p.add_argument("--runs", default="lite0:8,lite1:4", help="MODEL:WEIGHT_BITS,...")
-    p.add_argument("--skip-ptq", action="store_true")
+    p.add_argument("--methods", default="ptq,qat", help="ptq, qat or both")
+    p.add_argument("--combine", nargs="+", metavar="JSON",
+                   help="only merge the qat_distill.json files of earlier runs into --out")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
     return p.parse_args()
 
 
-def _compare(name: str, bits: int, args) -> list[dict]:
+def _compare(name: str, bits: int, args):
     spec, extra = MODELS[name]
-    rows = []
+    methods = args.methods.split(",")
     with tempfile.TemporaryDirectory() as tmp:
-        if not args.skip_ptq:
+        if "ptq" in methods:
             ptq = ["quantize", spec, *extra, "--calib", "natural-images", "--calib-size",
                    str(args.train), "--eval", "natural-images", "--eval-size", str(args.eval),
                    "--w-bits", str(bits), "--repeats", "1", "-o", f"{tmp}/ptq.onnx"]
             report, seconds = _intq(ptq)
-            rows.append(_row(name, bits, "PTQ, nearest rounding", report["agreement"],
-                             seconds, f"{args.train} calibration crops"))
+            yield _row(name, bits, "PTQ, nearest rounding", report["agreement"], seconds,
+                       f"{args.train} calibration crops")
+        if "qat" not in methods:
+            return
         qat = ["qat", spec, *extra, "--data", "natural-images", "--n", str(args.train),
                "--eval", "natural-images", "--holdout", str(args.eval), "--steps",
                str(args.steps), "--epochs", str(args.steps), "--batch-size",
@@ -83,11 +106,9 @@ def _compare(name: str, bits: int, args) -> list[dict]:
                str(args.temperature), "--bn-freeze", "0", "--w-bits", str(bits),
                "-o", f"{tmp}/qat.onnx"]
         report, seconds = _intq(qat)
-        rows.append(_row(name, bits, "QAT, distillation (no labels)",
-                         report["agreement"]["onnx"], seconds,
-                         f"{args.steps} steps x {args.batch_size} of {args.train} crops, "
-                         f"lr {args.lr}, T {args.temperature:g}", report["train_seconds"]))
-    return rows
+        yield _row(name, bits, "QAT, distillation (no labels)", report["agreement"]["onnx"],
+                   seconds, f"{args.steps} steps x {args.batch_size} of {args.train} crops, "
+                   f"lr {args.lr}, T {args.temperature:g}", report["train_seconds"])
 
 
 def _intq(argv: list[str]) -> tuple[dict, float]:
@@ -109,18 +130,18 @@ def _row(name, bits, method, agreement, seconds, settings, train_seconds=None) -
             "train_seconds": train_seconds, "settings": settings}
 
 
-def _write(rows: list[dict], args) -> None:
+def _write(rows: list[dict], args, metas: list[dict]) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"python": platform.python_version(), "cpus": os.cpu_count(),
-            "load_average": os.getloadavg(), "argv": sys.argv[1:]}
+    meta = metas[0] if len(metas) == 1 else {"runs": metas}
     (args.out / "qat_distill.json").write_text(json.dumps({"meta": meta, "rows": rows},
                                                           indent=2) + "\n")
+    commands = "; ".join(f"`benchmarks/qat_distill.py {' '.join(m['argv'])}` (load average "
+                         f"{m['load_average'][0]:.1f} at its end)" for m in metas)
     lines = [
         "# Label-free distillation QAT vs PTQ (EfficientNet-Lite0/-Lite1, natural photographs)",
         "",
-        f"Integer ONNX model in ONNX Runtime vs the float model, {args.eval} held-out crops. "
-        f"Load average at the end {meta['load_average'][0]:.1f} on {meta['cpus']} shared "
-        "cores. Produced by `benchmarks/qat_distill.py " + " ".join(sys.argv[1:]) + "`.",
+        "Integer ONNX model in ONNX Runtime vs the float model in PyTorch on held-out crops, "
+        f"{metas[0]['cpus']} shared cores. Produced by {commands}.",
         "",
         "| model | weights | method | top-1 agreement | logit SQNR dB | KL nats | wall s "
         "| training s | settings |",

@@ -148,3 +148,18 @@ def test_two_torchrun_processes_equal_one(user_files, tmp_path):
     assert summary["processes"] == 2
     _states_equal(one.with_suffix(".safetensors"), two.with_suffix(".safetensors"),
                   rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("extra, code, message", [
+    (("--checkpoint-every", "2"), 2, "--checkpoint-every needs --checkpoint FILE"),
+    (("--resume", "missing.safetensors"), 1, "checkpoint missing.safetensors does not exist"),
+    (("--resume", "x.npy"), 1, "checkpoint x.npy is not a valid safetensors file"),
+])
+def test_bad_training_options_are_one_line_errors(user_files, tmp_path, capsys, monkeypatch,
+                                                  extra, code, message):
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "x.npy", np.zeros(3, np.float32))
+    assert intq.cli.main(_qat(user_files, tmp_path / "t.onnx", *extra)) == code
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["x.npy"]

@@ -150,6 +150,7 @@ class _Run:
     holdout: Dataset
     distill: bool
     outputs: tuple[Path, Path]
+    resume: dict[str, torch.Tensor] | None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -175,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
 def _setup(args: argparse.Namespace, world: int) -> _Run:
     outputs = _outputs(args)
     recipe = _recipe(args)
+    resume = _resume_state(args)
     if args.batch_size % world:
         raise UsageError(f"--batch-size {args.batch_size} does not split evenly over {world} "
                          "processes")
@@ -185,7 +187,7 @@ def _setup(args: argparse.Namespace, world: int) -> _Run:
         loaded = load_model_spec(args.model, weights=args.weights)
     distill = args.distill or train.y is None
     _check_model(loaded.model, train, None if distill else train.y)
-    return _Run(loaded, recipe, input_shape, train, holdout, distill, outputs)
+    return _Run(loaded, recipe, input_shape, train, holdout, distill, outputs, resume)
 
 
 def _outputs(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -297,7 +299,7 @@ def _train(setup: _Run, args: argparse.Namespace, rank: int, world: int):
                       teacher=model if setup.distill else None, temperature=args.temperature,
                       epochs=args.epochs, lr=args.lr, batch_size=per_rank,
                       max_steps=args.steps, schedule=schedule, seed=args.seed,
-                      on_step=on_step, resume=_resume_state(args),
+                      on_step=on_step, resume=setup.resume,
                       checkpoint=_checkpoint_writer(args, rank), checkpoint_every=every)
     except ValueError as exc:  # e.g. Inf activations after a diverging step
         raise IntqError(f"QAT failed: {common.one_line(exc)}; if the training diverged, "

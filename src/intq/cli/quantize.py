@@ -8,6 +8,7 @@ import collections
 import contextlib
 import dataclasses
 import fnmatch
+import math
 import sys
 import time
 import warnings
@@ -51,6 +52,9 @@ _OTHER_SIZES = (256, 256)
 _EXPORTABLE_BITS = (2, 8)
 _LATENCY_WARMUP = 5
 _FLOAT_ONNX_OPSET = 17
+_ARRAY_SUFFIXES = (".npy", ".npz")
+_CALIB_HOLDOUT = "<held out of the calibration data>"
+_MIN_SPLIT = 10  # fewer array samples than this are not split into calibration + hold-out
 
 _DESCRIPTION = f"""\
 Post-training quantization (PTQ) of a trained float CNN: calibrate on a few hundred inputs,
@@ -157,7 +161,8 @@ class _Plan:
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     torch.manual_seed(args.seed)
-    with common.warnings_as_notes():
+    # user code (a model factory, its forward) may print: stdout is for the report only
+    with common.warnings_as_notes(), contextlib.redirect_stdout(sys.stderr):
         plan = _plan(args)
         calib, evaluation = _load_data(plan, args)
         with common.status(f"loading {args.model}"):
@@ -165,6 +170,9 @@ def run(args: argparse.Namespace) -> int:
             _check_model_runs(loaded, calib, evaluation)
         for text in plan.notes:
             common.note(text)
+        if plan.evaluation == _CALIB_HOLDOUT and evaluation is None:
+            common.note(f"{plan.calib} has {len(calib)} samples, all used for calibration: "
+                        "accuracy cannot be judged; give --eval DATA")
         recipe, leaves = _keep_float(plan.recipe, loaded.model, args.keep_float)
         qgm, calib_seconds = _calibrate(loaded.model, calib, recipe, leaves)
         report = {
@@ -274,7 +282,11 @@ def _data_specs(args, zoo, input_shape) -> tuple[str, str | None, tuple[str, ...
                          "inputs")
     evaluation = args.eval or default
     notes = []
-    if zoo is None:
+    if args.eval is None and Path(calib).suffix in _ARRAY_SUFFIXES:
+        evaluation = _CALIB_HOLDOUT  # the array's own preprocessing, whatever it was
+        notes.append(f"--eval: samples of {calib} held out from calibration (normalized like "
+                     "it); give --eval DATA to use other data")
+    if zoo is None and evaluation != _CALIB_HOLDOUT:
         for flag, given, used in (("--calib", args.calib, calib), ("--eval", args.eval,
                                                                    evaluation)):
             if given is None and used is not None:
@@ -300,6 +312,8 @@ def _shape_text(shape: tuple[int, ...]) -> str:
 # -- loading and checking ------------------------------------------------------------------
 
 def _load_data(plan: _Plan, args: argparse.Namespace) -> tuple[Dataset, Dataset | None]:
+    if plan.evaluation == _CALIB_HOLDOUT:
+        return _split_calibration(plan, args)
     calib_n = args.calib_size or _DEFAULT_SIZES.get(plan.calib, _OTHER_SIZES)[0]
     calib = common.load_dataset(plan.calib, plan.input_shape, "calibration", calib_n,
                                 "calibration", plan.normalization)
@@ -309,6 +323,22 @@ def _load_data(plan: _Plan, args: argparse.Namespace) -> tuple[Dataset, Dataset 
     evaluation = common.load_dataset(plan.evaluation, plan.input_shape, "evaluation", eval_n,
                                      "evaluation", plan.normalization)
     return calib, evaluation
+
+
+def _split_calibration(plan: _Plan, args: argparse.Namespace) -> tuple[Dataset, Dataset | None]:
+    """Calibration samples first, the next ones (at most the evaluation size) held out; with
+    too few samples for both, 80/20 unless --calib-size asked for them all."""
+    data = common.load_dataset(plan.calib, plan.input_shape, "calibration", None,
+                               "calibration", plan.normalization)
+    n, calib_n = len(data), args.calib_size or _OTHER_SIZES[0]
+    if n <= calib_n:
+        if args.calib_size is not None or n < _MIN_SPLIT:
+            return data, None
+        calib_n = math.ceil(0.8 * n)
+    end = min(n, calib_n + (args.eval_size or _OTHER_SIZES[1]))
+    held = Dataset(f"{data.name}[{calib_n}:{end}] (held out)", data.x[calib_n:end],
+                   None if data.y is None else data.y[calib_n:end])
+    return data.head(calib_n), held
 
 
 def _check_model_runs(loaded: LoadedModel, data: Dataset, evaluation: Dataset | None) -> None:

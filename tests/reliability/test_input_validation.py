@@ -183,8 +183,8 @@ CASES = [
           "data-zero-byte-npy"),
     _case(f"{_QD} {{b}}/not_a_zip.npz", 1, "cannot read {b}/not_a_zip.npz: BadZipFile",
           "data-corrupt-npz"),
-    _case(f"{_QD} {{b}}/huge_header.npy", 1, "cannot read {b}/huge_header.npy: array 'x' "
-          "ends after 64 of 147456 bytes", "data-header-claims-5PiB"),
+    _case(f"{_QD} {{b}}/huge_header.npy", 1, "{b}/huge_header.npy: array 'x' takes "
+          "5364418.0 GiB decompressed, more than the limit", "data-header-claims-5PiB"),
     # data folders
     _case(f"{_QD} {{b}}/empty_folder", 1, "no images found", "folder-empty"),
     _case(f"{_QD} {{b}}/no_images", 1, "no images found", "folder-no-images"),
@@ -241,8 +241,6 @@ CASES = [
     _case(f"{_QAT} --lr 1e30 -o {{o}}/q.onnx", 1, "QAT failed: ", "qat-diverges"),
     _case(f"{_QAT} --seed -1 -o {{o}}/q.onnx", 2, "argument --seed: must be in 0..",
           "qat-negative-seed"),
-    _case(f"qat {_ZOO_W} --data {{b}}/unlabelled28.npz -o {{o}}/q.onnx", 1,
-          "has no labels; QAT needs labelled data", "qat-unlabelled-data"),
     _case(f"qat {_ZOO_W} --data {{b}}/big_labels28.npz -o {{o}}/q.onnx", 1,
           "has labels up to 40 but the model has only 10 classes", "qat-labels-beyond-classes"),
     _case(f"eval {ZOO_MODEL} --reference {{i}}/tiny.py:build", 2,

@@ -104,7 +104,7 @@ def _weights_cases():
                       "{i}/tiny.py:build", "--weights", "{e}/evil.pt"], refused,
                      id="eval-onnx-reference-pt"),
         pytest.param(["qat", ZOO_MODEL, "--weights", "{e}/evil.pt", "-o", "{o}/q.onnx"],
-                     "give a .safetensors file", id="qat-pt"),
+                     "refusing to unpickle", id="qat-pt"),
         pytest.param(["qat", ZOO_MODEL, "--weights", "{e}/evil.safetensors", "-o", "{o}/q.onnx"],
                      "not a valid safetensors file", id="qat-pickle-named-safetensors"),
     ]

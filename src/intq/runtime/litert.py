@@ -1,0 +1,97 @@
+"""LiteRtSession: a thin LiteRT interpreter for models written by intq.export.tflite.
+
+    session = LiteRtSession("model.tflite", threads=1)          # XNNPACK (LiteRT's default)
+    y = session.run(x)                                           # NCHW in, the program's output
+    ref = LiteRtSession(data, ref_kernels=True, preserve_all=True)
+    every = ref.run_all(x)       # program outputs + every integer tensor, in program form
+
+Arrays go in and come out in the program's layout (NCHW): 4-D tensors are transposed to and
+from the model's NHWC at the boundary, and int8 tensors of uint8 program tensors are shifted
+back by 128. `ref_kernels` selects OpResolverType.BUILTIN_REF (the reference kernels, no
+delegate); `preserve_all` keeps intermediate tensors readable (needed by run_all).
+ai_edge_litert is imported when a session is created.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from intq.export.tflite import METADATA_KEY
+
+__all__ = ["LiteRtSession", "read_intq_metadata"]
+
+_TO_NCHW, _TO_NHWC = (0, 3, 1, 2), (0, 2, 3, 1)
+
+
+def read_intq_metadata(model: bytes) -> dict | None:
+    """The "intq" metadata of a .tflite model (None when the model was not written by intq)."""
+    from ai_edge_litert import schema_py_generated as fb
+
+    m = fb.Model.GetRootAs(model, 0)
+    for i in range(m.MetadataLength()):
+        entry = m.Metadata(i)
+        if entry.Name() == METADATA_KEY.encode():
+            return json.loads(m.Buffers(entry.Buffer()).DataAsNumpy().tobytes())
+    return None
+
+
+class LiteRtSession:
+    """LiteRT interpreter with `threads` threads; XNNPACK unless `ref_kernels`."""
+
+    def __init__(self, model: str | os.PathLike | bytes, *, threads: int = 1,
+                 ref_kernels: bool = False, preserve_all: bool = False):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        self.model = model if isinstance(model, bytes) else Path(model).read_bytes()
+        resolver = OpResolverType.BUILTIN_REF if ref_kernels else OpResolverType.AUTO
+        self.interpreter = Interpreter(model_content=self.model, num_threads=threads,
+                                       experimental_op_resolver_type=resolver,
+                                       experimental_preserve_all_tensors=preserve_all)
+        self.meta = read_intq_metadata(self.model)
+        self.inputs = self.interpreter.get_input_details()
+        self.outputs = self.interpreter.get_output_details()
+        self.input_shapes = [tuple(d["shape"]) for d in self.inputs]
+        self.interpreter.allocate_tensors()
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The first input's shape in the program's layout (NCHW for 4-D), batch as stored."""
+        shape = self.input_shapes[0]
+        return tuple(shape[i] for i in _TO_NCHW) if len(shape) == 4 else shape
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """The first output for the first input `x` (program layout)."""
+        self._invoke([x])
+        return self._read(self.outputs[0]["index"], self.outputs[0]["name"])
+
+    def run_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Program outputs and every integer program tensor (needs preserve_all or ref)."""
+        self._invoke([x])
+        names = {d["name"]: d["index"] for d in self.interpreter.get_tensor_details()}
+        wanted = [*self.meta["outputs"], *self.meta["integer_tensors"]]
+        return {n: self._read(names[n], n) for n in wanted}
+
+    def _invoke(self, arrays: list[np.ndarray]) -> None:
+        for detail, x in zip(self.inputs, arrays, strict=True):
+            x = np.asarray(x, np.float32)
+            if x.ndim == 4:
+                x = x.transpose(_TO_NHWC)
+            if tuple(detail["shape"]) != x.shape:
+                self.interpreter.resize_tensor_input(detail["index"], x.shape)
+                self.interpreter.allocate_tensors()
+                detail["shape"] = np.array(x.shape)
+            self.interpreter.set_tensor(detail["index"], np.ascontiguousarray(x))
+        self.interpreter.invoke()
+
+    def _read(self, index: int, name: str) -> np.ndarray:
+        value = self.interpreter.get_tensor(index)
+        meta = self.meta or {"integer_tensors": {}, "float_layouts": {}}
+        info = meta["integer_tensors"].get(name)
+        if info is not None:
+            value = (value.astype(np.int16) - info["offset"]).astype(info["dtype"])
+            nhwc = info["layout"] == "nhwc"
+        else:
+            nhwc = meta["float_layouts"].get(name, "plain") == "nhwc"
+        return value.transpose(_TO_NCHW) if nhwc and value.ndim == 4 else value

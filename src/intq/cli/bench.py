@@ -1,4 +1,5 @@
-"""``intq bench``: latency of ONNX models in ONNX Runtime, alone or against another model."""
+"""``intq bench``: latency of ONNX models in ONNX Runtime and .tflite models in LiteRT, alone
+or against another model."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import argparse
 from pathlib import Path
 
 from intq.cli import _common as common
+from intq.cli import _tflite
 from intq.errors import IntqError
-from intq.eval.latency import LatencyStats, ort_latency, speedup
+from intq.eval.latency import LatencyStats, model_latency, speedup
 
 __all__ = ["add_parser", "run"]
 
@@ -15,14 +17,17 @@ __all__ = ["add_parser", "run"]
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "bench",
-        help="measure the latency of an ONNX model in ONNX Runtime",
-        description="Time an ONNX model in ONNX Runtime (CPU) on random standard-normal "
+        help="measure the latency of an ONNX model (ONNX Runtime) or .tflite model (LiteRT)",
+        description="Time an ONNX model in ONNX Runtime (CPU), or a .tflite model in LiteRT "
+        "(XNNPACK, or its reference kernels with --ref-kernels), on random standard-normal "
         "inputs of its input shape: median, 10th-90th percentiles and minimum over the "
         "repeats, after warm-up runs. With --vs, both models run interleaved in one "
         "measurement (so machine load hits both alike) and the ratio of medians is reported.",
     )
-    p.add_argument("model", type=Path, metavar="MODEL.onnx", help="ONNX model to time")
-    p.add_argument("--vs", type=Path, metavar="OTHER.onnx", help="a second model to compare")
+    p.add_argument("model", type=Path, metavar="MODEL", help=".onnx or .tflite model to time")
+    p.add_argument("--vs", type=Path, metavar="OTHER", help="a second model to compare")
+    p.add_argument("--ref-kernels", action="store_true",
+                   help=".tflite models: LiteRT's reference kernels instead of XNNPACK")
     p.add_argument("--threads", type=common.positive_int, default=1, metavar="N",
                    help="ONNX Runtime intra-op threads (default: 1)")
     p.add_argument("--repeats", type=common.positive_int, default=100, metavar="R",
@@ -40,7 +45,10 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     paths = [args.model] if args.vs is None else [args.model, args.vs]
     for path in paths:
-        common.check_onnx_file(path)
+        if path.suffix == ".tflite":
+            _tflite.tflite_session(path)
+        else:
+            common.check_onnx_file(path)
     stats = _measure(paths, args)
     summary = {
         "models": [{"path": str(p), **s.as_dict()} for p, s in zip(paths, stats, strict=True)],
@@ -48,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         "batch": args.batch,
         "repeats": args.repeats,
         "warmup": args.warmup,
+        "runtimes": [_runtime(p, args.ref_kernels) for p in paths],
         "speedup": None if args.vs is None else speedup(stats[0], stats[1]),
     }
     if args.json:
@@ -59,13 +68,20 @@ def run(args: argparse.Namespace) -> int:
 
 def _measure(paths: list[Path], args: argparse.Namespace) -> list[LatencyStats]:
     try:
-        return ort_latency(paths, threads=args.threads, repeats=args.repeats,
-                           warmup=args.warmup, batch=args.batch, seed=args.seed)
+        return model_latency(paths, threads=args.threads, repeats=args.repeats,
+                             warmup=args.warmup, batch=args.batch, seed=args.seed,
+                             ref_kernels=args.ref_kernels)
     except ValueError as exc:  # inputs that cannot be generated
         raise IntqError(f"cannot time {_names(paths)}: {common.one_line(exc)}") from None
     except Exception as exc:  # onnxruntime's load and run errors have their own types
         raise IntqError(f"not a valid ONNX model: {_names(paths)}: "
                         f"{common.one_line(exc)}") from None
+
+
+def _runtime(path: Path, ref_kernels: bool) -> str:
+    if path.suffix == ".tflite":
+        return _tflite.RUNTIME_LABELS[ref_kernels]
+    return "ONNX Runtime CPU"
 
 
 def _names(paths: list[Path]) -> str:
@@ -89,7 +105,8 @@ def _render(s: dict) -> None:
     if not console.is_terminal:  # a file or pipe: wide enough for whole paths
         console.width = max(80, max(len(m["path"]) for m in s["models"]) + 48)
     console.print(table)
-    setup = (f"ONNX Runtime CPU, {s['threads']} thread{'s' if s['threads'] > 1 else ''}, "
+    runtimes = " vs ".join(dict.fromkeys(s["runtimes"]))
+    setup = (f"{runtimes}, {s['threads']} thread{'s' if s['threads'] > 1 else ''}, "
              f"batch {s['batch']}, {s['repeats']} timed runs after {s['warmup']} warm-up runs")
     if s["speedup"] is not None:
         setup += ", interleaved"

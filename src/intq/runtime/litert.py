@@ -20,9 +20,16 @@ import numpy as np
 
 from intq.export.tflite import METADATA_KEY
 
-__all__ = ["LiteRtSession", "read_intq_metadata"]
+__all__ = ["LiteRtSession", "is_tflite", "read_intq_metadata"]
 
 _TO_NCHW, _TO_NHWC = (0, 3, 1, 2), (0, 2, 3, 1)
+
+
+def is_tflite(model: str | os.PathLike | bytes) -> bool:
+    """True for a path ending in .tflite or bytes carrying the TFLite identifier "TFL3"."""
+    if isinstance(model, bytes):
+        return model[4:8] == b"TFL3"
+    return Path(model).suffix == ".tflite"
 
 
 def read_intq_metadata(model: bytes) -> dict | None:
@@ -56,10 +63,28 @@ class LiteRtSession:
         self.interpreter.allocate_tensors()
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
-        """The first input's shape in the program's layout (NCHW for 4-D), batch as stored."""
-        shape = self.input_shapes[0]
+    def input_shape(self) -> tuple[int | None, ...]:
+        """The first input's shape in the program's layout (NCHW for 4-D); None = dynamic."""
+        detail = self.inputs[0]
+        signature = detail.get("shape_signature", detail["shape"])
+        shape = tuple(None if s == -1 else int(d) for s, d in zip(signature, detail["shape"],
+                                                                 strict=True))
         return tuple(shape[i] for i in _TO_NCHW) if len(shape) == 4 else shape
+
+    def bind(self, x: np.ndarray):
+        """A call without arguments that runs `x` (set input, invoke, read the output): what
+        latency measurements time, the layout change done once here."""
+        self._invoke([x])
+        index, out = self.inputs[0]["index"], self.outputs[0]["index"]
+        nhwc = np.ascontiguousarray(self.interpreter.get_tensor(index))
+        interpreter = self.interpreter
+
+        def call():
+            interpreter.set_tensor(index, nhwc)
+            interpreter.invoke()
+            return interpreter.get_tensor(out)
+
+        return call
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """The first output for the first input `x` (program layout)."""

@@ -75,12 +75,15 @@ _FLOAT_OPS = {"sigmoid": "LOGISTIC", "tanh": "TANH", "relu": "RELU", "hardswish"
 _TO_NCHW, _TO_NHWC = (0, 3, 1, 2), (0, 2, 3, 1)
 
 
-def export_tflite(program: IntProgram, path: str | os.PathLike | None = None) -> bytes:
+def export_tflite(program: IntProgram, path: str | os.PathLike | None = None, *,
+                  intermediates: bool = False) -> bytes:
     """Return the .tflite bytes of `program`; also write them atomically to `path` if given.
 
+    `intermediates=True` makes every integer tensor a model output too (so that a delegate
+    such as XNNPACK must compute and hand each of them out, for agreement measurements).
     Raises ValueError naming the first op LiteRT cannot take (nothing is written then).
     """
-    writer = _Writer(program)
+    writer = _Writer(program, intermediates)
     for op in program.ops:
         writer.emit(op)
     data = writer.finish()
@@ -118,11 +121,16 @@ def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[i
 class _Writer:
     """Collects tensors, buffers and operators of one subgraph."""
 
-    def __init__(self, program: IntProgram):
+    def __init__(self, program: IntProgram, intermediates: bool = False):
         from ai_edge_litert import schema_py_generated as fb
 
         self.fb = fb
+        for op in program.ops:  # before shape inference, which may not know the op either
+            if not hasattr(self, f"emit_{type(op).__name__}"):
+                raise ValueError(f"{op.label}: {type(op).__name__} has no LiteRT form in "
+                                 f"intq.export.tflite")
         self.program = program
+        self.intermediates = intermediates
         self.qt = program.tensors
         self.shapes = infer_shapes(program)
         self.tensors: list = []
@@ -216,11 +224,7 @@ class _Writer:
         return obj
 
     def emit(self, op: Op) -> None:
-        emit = getattr(self, f"emit_{type(op).__name__}", None)
-        if emit is None:
-            raise ValueError(f"{op.label}: {type(op).__name__} has no LiteRT form in "
-                             f"intq.export.tflite")
-        emit(op)
+        getattr(self, f"emit_{type(op).__name__}")(op)
 
     def activation(self, name: str, fused: bool = True) -> tuple[int, str]:
         """(fused activation code, tensor name the op writes) for requantizing op output
@@ -555,6 +559,8 @@ class _Writer:
         graph.tensors, graph.operators = self.tensors, self.operators
         graph.inputs = [self.index[i.name] for i in self.program.inputs]
         graph.outputs = [self.index[n] for n in self.program.outputs]
+        if self.intermediates:
+            graph.outputs += [self.index[n] for n in self.qt]
         graph.name = self.program.metadata.get("name", "intq_program")
         codes = []
         for name in self.opcodes:

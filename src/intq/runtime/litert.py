@@ -98,6 +98,17 @@ class LiteRtSession:
         wanted = [*self.meta["outputs"], *self.meta["integer_tensors"]]
         return {n: self._read(names[n], n) for n in wanted}
 
+    def run_outputs(self, inputs: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every model output by tensor name, in program form (a model written with
+        intermediates=True hands out every integer tensor, from XNNPACK too). `inputs`: the
+        array of a single-input model, or arrays by input name."""
+        if isinstance(inputs, dict):
+            inputs = [inputs[d["name"]] for d in self.inputs]
+        else:
+            inputs = [inputs]
+        self._invoke(inputs)
+        return {d["name"]: self._read(d["index"], d["name"]) for d in self.outputs}
+
     def _invoke(self, arrays: list[np.ndarray]) -> None:
         for detail, x in zip(self.inputs, arrays, strict=True):
             x = np.asarray(x, np.float32)

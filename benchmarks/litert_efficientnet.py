@@ -9,7 +9,10 @@ Models, all from ``intq.zoo.load_model("efficientnet-lite0")`` (published weight
   ``--calib`` natural-image calibration crops, ``export_onnx`` (weight_type s8 on a VNNI CPU,
   else auto), in ONNX Runtime;
 - intq int8 .tflite: ``export_tflite`` of the same IntProgram, in LiteRT 2.3 with XNNPACK
-  (its default) and with its reference kernels (``OpResolverType.BUILTIN_REF``).
+  (its default) and with its reference kernels (``OpResolverType.BUILTIN_REF``);
+- optionally (``--peer-tflite``) the int8 .tflite that the PyTorch-to-LiteRT converter makes
+  (litert-torch's PT2E symmetric per-channel quantizer, converted in a separate environment by
+  ``benchmarks/litert_torch_peer.py``), in LiteRT with XNNPACK.
 
 Latency: ``intq.eval.latency.model_latency``: 1 thread, batch 1, ``--warmup`` untimed rounds,
 then ``--repeats`` rounds that run every model once in rotating order; medians, and ratios of
@@ -29,6 +32,7 @@ Writes benchmarks/results/litert_efficientnet.{json,md}.
 import argparse
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -72,6 +76,7 @@ NORMALIZATION = MODEL_ZOO["efficientnet-lite0"].normalization
 TIMED = {"ORT float32": "float.onnx", "intq int8 ONNX in ORT": "intq.onnx",
          "intq int8 .tflite in LiteRT/XNNPACK": "intq.tflite"}
 TARGET_RATIO = 0.50
+PEER = "litert-torch PT2E int8 .tflite, LiteRT XNNPACK"
 REQUANTIZING = (QConv2d, QAdd, QAvgPool2d, QGlobalAvgPool, QLinear)  # QLinear: integer output
 
 
@@ -100,7 +105,9 @@ def litert_logits(path: Path, x: torch.Tensor, ref_kernels: bool) -> torch.Tenso
 
 
 def fidelity(out: Path, x: torch.Tensor) -> dict:
-    logits = {"ORT float32": ort_logits(out / "float.onnx", x),
+    peer = {PEER: litert_logits(out / "peer.tflite", x, False)} if (
+        out / "peer.tflite").exists() else {}
+    logits = {"ORT float32": ort_logits(out / "float.onnx", x), **peer,
               "intq int8 ONNX in ORT": ort_logits(out / "intq.onnx", x),
               "intq .tflite, LiteRT XNNPACK": litert_logits(out / "intq.tflite", x, False),
               "intq .tflite, LiteRT BUILTIN_REF": litert_logits(out / "intq.tflite", x, True)}
@@ -189,11 +196,14 @@ def xnnpack_op_by_op(program: IntProgram, x: np.ndarray) -> dict:
 
 
 def latency(out: Path, repeats: int, warmup: int) -> list[dict]:
-    stats = model_latency([out / f for f in TIMED.values()], threads=1, repeats=repeats,
+    timed = dict(TIMED)
+    if (out / "peer.tflite").exists():
+        timed[PEER] = "peer.tflite"
+    stats = model_latency([out / f for f in timed.values()], threads=1, repeats=repeats,
                           warmup=warmup, batch=1)
     flt = stats[0]
     return [{"model": label, **s.as_dict(), "ratio_vs_ort_float32": s.median_ms / flt.median_ms}
-            for label, s in zip(TIMED, stats, strict=True)]
+            for label, s in zip(timed, stats, strict=True)]
 
 
 def markdown(r: dict) -> str:
@@ -236,13 +246,16 @@ def main() -> None:
     p.add_argument("--layer-images", type=int, default=8)
     p.add_argument("--repeats", type=int, default=300)
     p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--peer-tflite", type=Path, help="the PyTorch-to-LiteRT converter's model")
     args = p.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="intq-litert-") as tmp:
         out = Path(tmp)
         program, seconds = build(out, args.calib)
+        if args.peer_tflite is not None:
+            shutil.copy(args.peer_tflite, out / "peer.tflite")
         x = load_natural_images("evaluation", args.eval, NORMALIZATION).x
-        sizes = {f: (out / f).stat().st_size for f in TIMED.values()}
+        sizes = {f.name: f.stat().st_size for f in out.glob("*") if f.name != "intq_all.tflite"}
         result = {
             "setup": f"1 thread, batch 1, {args.repeats} interleaved rounds after "
                      f"{args.warmup} warm-up rounds, on {platform.processor() or 'x86-64'} "
@@ -254,7 +267,7 @@ def main() -> None:
             "exactness": exactness(out, program, x[:args.exact_images].numpy()),
             "xnnpack_layers": xnnpack_layers(out, program, x[:args.layer_images].numpy()),
             "xnnpack_op_by_op": xnnpack_op_by_op(program, x[:args.layer_images].numpy()),
-            "ai_edge_torch": "not measured (see BENCHMARKS.md)",
+            "peer": None if args.peer_tflite is None else PEER,
         }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "litert_efficientnet.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -7,8 +7,9 @@
 
 Arrays go in and come out in the program's layout (NCHW): 4-D tensors are transposed to and
 from the model's NHWC at the boundary, and int8 tensors of uint8 program tensors are shifted
-back by 128. `ref_kernels` selects OpResolverType.BUILTIN_REF (the reference kernels, no
-delegate); `preserve_all` keeps intermediate tensors readable (needed by run_all).
+back by 128. A model without intq's metadata (another converter's) is fed and read as is.
+`ref_kernels` selects OpResolverType.BUILTIN_REF (the reference kernels, no delegate);
+`preserve_all` keeps intermediate tensors readable (needed by run_all).
 ai_edge_litert is imported when a session is created.
 """
 
@@ -69,7 +70,15 @@ class LiteRtSession:
         signature = detail.get("shape_signature", detail["shape"])
         shape = tuple(None if s == -1 else int(d) for s, d in zip(signature, detail["shape"],
                                                                  strict=True))
-        return tuple(shape[i] for i in _TO_NCHW) if len(shape) == 4 else shape
+        return tuple(shape[i] for i in _TO_NCHW) if self._nhwc(detail["name"]) else shape
+
+    def _nhwc(self, name: str) -> bool:
+        """True when tensor `name` is NHWC in the model and NCHW in the program."""
+        if self.meta is None:
+            return False
+        info = self.meta["integer_tensors"].get(name)
+        layout = info["layout"] if info else self.meta["float_layouts"].get(name, "plain")
+        return layout == "nhwc"
 
     def bind(self, x: np.ndarray):
         """A call without arguments that runs `x` (set input, invoke, read the output): what
@@ -112,7 +121,7 @@ class LiteRtSession:
     def _invoke(self, arrays: list[np.ndarray]) -> None:
         for detail, x in zip(self.inputs, arrays, strict=True):
             x = np.asarray(x, np.float32)
-            if x.ndim == 4:
+            if x.ndim == 4 and self._nhwc(detail["name"]):
                 x = x.transpose(_TO_NHWC)
             if tuple(detail["shape"]) != x.shape:
                 self.interpreter.resize_tensor_input(detail["index"], x.shape)
@@ -123,11 +132,7 @@ class LiteRtSession:
 
     def _read(self, index: int, name: str) -> np.ndarray:
         value = self.interpreter.get_tensor(index)
-        meta = self.meta or {"integer_tensors": {}, "float_layouts": {}}
-        info = meta["integer_tensors"].get(name)
+        info = self.meta["integer_tensors"].get(name) if self.meta else None
         if info is not None:
             value = (value.astype(np.int16) - info["offset"]).astype(info["dtype"])
-            nhwc = info["layout"] == "nhwc"
-        else:
-            nhwc = meta["float_layouts"].get(name, "plain") == "nhwc"
-        return value.transpose(_TO_NCHW) if nhwc and value.ndim == 4 else value
+        return value.transpose(_TO_NCHW) if self._nhwc(name) and value.ndim == 4 else value

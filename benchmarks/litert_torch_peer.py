@@ -49,8 +49,8 @@ def main() -> None:
                                                          is_dynamic=False))
     graph = quantize_pt2e.prepare_pt2e(graph, quantizer)
     with torch.no_grad():
-        for i in range(0, args.calib, 8):
-            graph(calib[i:i + 8])
+        for i in range(args.calib):  # the exported graph has batch 1
+            graph(calib[i:i + 1])
     graph = quantize_pt2e.convert_pt2e(graph, fold_quantize=False)
     edge = litert_torch.convert(graph, example, quant_config=QuantConfig(pt2e_quantizer=quantizer))
     edge.export(args.output)

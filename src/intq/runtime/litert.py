@@ -7,7 +7,8 @@
 
 Arrays go in and come out in the program's layout (NCHW): 4-D tensors are transposed to and
 from the model's NHWC at the boundary, and int8 tensors of uint8 program tensors are shifted
-back by 128. A model without intq's metadata (another converter's) is fed and read as is.
+back by 128. A model without intq's metadata (another converter's) keeps its layout; its
+integer inputs and outputs are quantized and dequantized with its own parameters.
 `ref_kernels` selects OpResolverType.BUILTIN_REF (the reference kernels, no delegate);
 `preserve_all` keeps intermediate tensors readable (needed by run_all).
 ai_edge_litert is imported when a session is created.
@@ -123,6 +124,8 @@ class LiteRtSession:
             x = np.asarray(x, np.float32)
             if x.ndim == 4 and self._nhwc(detail["name"]):
                 x = x.transpose(_TO_NHWC)
+            if self.meta is None and detail["dtype"] != np.float32:
+                x = _quantize(x, detail)
             if tuple(detail["shape"]) != x.shape:
                 self.interpreter.resize_tensor_input(detail["index"], x.shape)
                 self.interpreter.allocate_tensors()
@@ -132,7 +135,23 @@ class LiteRtSession:
 
     def _read(self, index: int, name: str) -> np.ndarray:
         value = self.interpreter.get_tensor(index)
-        info = self.meta["integer_tensors"].get(name) if self.meta else None
+        if self.meta is None:
+            detail = next(d for d in self.outputs if d["index"] == index)
+            return _dequantize(value, detail) if value.dtype != np.float32 else value
+        info = self.meta["integer_tensors"].get(name)
         if info is not None:
             value = (value.astype(np.int16) - info["offset"]).astype(info["dtype"])
         return value.transpose(_TO_NCHW) if self._nhwc(name) and value.ndim == 4 else value
+
+
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    """float32 -> the integer input of a foreign model (round half away, as TFLite)."""
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    q = np.trunc(x / np.float32(scale) + np.copysign(0.5, x)) + zero_point
+    return np.clip(q, info.min, info.max).astype(detail["dtype"])
+
+
+def _dequantize(q: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    return ((q.astype(np.float32) - zero_point) * np.float32(scale)).astype(np.float32)

@@ -100,7 +100,7 @@ def _round_half_away(v: float) -> int:
     return int(np.sign(v) * np.floor(abs(v) + 0.5))
 
 
-def tflite_activation_range(qt: QTensor, act: str) -> tuple[int, int]:
+def _activation_range(qt: QTensor, act: str) -> tuple[int, int]:
     """[min, max] TFLite's CalculateActivationRangeQuantized gives an int8 output of `qt`."""
     z = qt.zero_point + _offset(qt)
     scale = np.float32(qt.scale)
@@ -232,7 +232,7 @@ class _Writer:
         qt = self.qt[name]
         clamp = (qt.qmin + _offset(qt), qt.qmax + _offset(qt))
         for act in ("NONE", "RELU", "RELU6") if fused else ("NONE",):
-            if tflite_activation_range(qt, act) == clamp:
+            if _activation_range(qt, act) == clamp:
                 return getattr(self.fb.ActivationFunctionType, act), name
         return self.fb.ActivationFunctionType.NONE, f"{name}/unclamped"
 

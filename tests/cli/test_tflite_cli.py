@@ -1,15 +1,18 @@
-"""``intq eval`` and ``intq bench`` on .tflite files: LiteRT with XNNPACK or, with
---ref-kernels, its reference kernels (whose logits are the reference interpreter's); bad
-files are one-line errors."""
+"""``intq quantize -o OUT.tflite`` writes the IntProgram as LiteRT runs it; ``intq eval`` and
+``intq bench`` on .tflite files: LiteRT with XNNPACK or, with --ref-kernels, its reference
+kernels (whose logits are the reference interpreter's); bad files are one-line errors."""
 
 import json
+import textwrap
 
+import numpy as np
 import pytest
 
 from intq.cli import main
+from intq.convert.serialize import load_program
 from intq.convert.synthetic import RandomNet
 from intq.export.tflite import export_tflite
-from intq.runtime import run_reference
+from intq.runtime import LiteRtSession, run_reference
 from intq.zoo import load_fashion_mnist
 
 
@@ -59,3 +62,35 @@ def test_bad_files_are_one_line_errors(tmp_path, capsys):
         assert main(argv) == 1
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+TINY = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+
+    def build():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU6(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    """
+)
+
+
+def test_quantize_writes_tflite_that_litert_runs_as_the_program(tmp_path, capsys):
+    (tmp_path / "tiny.py").write_text(TINY)
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.standard_normal((16, 1, 12, 12)).astype(np.float32))
+    np.savez(tmp_path / "xy.npz", x=rng.standard_normal((10, 1, 12, 12)).astype(np.float32),
+             y=rng.integers(0, 10, 10))
+    out, saved = tmp_path / "m.tflite", tmp_path / "m.safetensors"
+    report = _json(capsys, ["quantize", f"{tmp_path / 'tiny.py'}:build", "--calib",
+                            str(tmp_path / "x.npy"), "--eval", str(tmp_path / "xy.npz"),
+                            "--repeats", "3", "-o", str(out), "--save-program", str(saved)])
+    assert report["runtime"] == "LiteRT" and report["int8_size_bytes"] == out.stat().st_size
+    assert out.read_bytes()[4:8] == b"TFL3"
+    x = rng.standard_normal((5, 1, 12, 12)).astype(np.float32)
+    want = run_reference(load_program(saved), x, mode="fixed_point")
+    got = LiteRtSession(out, ref_kernels=True).run(x)
+    np.testing.assert_array_equal(got, next(iter(want.values())))

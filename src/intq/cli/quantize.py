@@ -595,8 +595,12 @@ def _footer_lines(r: dict) -> list[str]:
         lines.append(f"program      {r['quantized_ops']} integer ops ({ops}), "
                      f"{r['float_ops']} float ops")
         vnni = "has" if r["cpu_has_vnni"] else "lacks"
-        lines.append(f"ONNX         {r['onnx_weight_type']} weights: exact on {r['exact_on']} "
-                     f"(this CPU {vnni} VNNI)")
+        if r.get("runtime") == "LiteRT":
+            lines.append("LiteRT       int8 .tflite, NHWC input: exact in LiteRT's reference "
+                         "kernels; XNNPACK rounds in float (1 LSB per op, BENCHMARKS.md §9)")
+        else:
+            lines.append(f"ONNX         {r['onnx_weight_type']} weights: exact on "
+                         f"{r['exact_on']} (this CPU {vnni} VNNI)")
     if r["program"]:
         lines.append(f"IntProgram   {r['program']}")
     lines.append(f"done in {r['seconds']:.1f} s")

@@ -597,7 +597,7 @@ def _footer_lines(r: dict) -> list[str]:
         vnni = "has" if r["cpu_has_vnni"] else "lacks"
         if r.get("runtime") == "LiteRT":
             lines.append("LiteRT       int8 .tflite, NHWC input: exact in LiteRT's reference "
-                         "kernels; XNNPACK rounds in float (1 LSB per op, BENCHMARKS.md §9)")
+                         "kernels; XNNPACK rounds in float (1 LSB per op; BENCHMARKS.md, LiteRT)")
         else:
             lines.append(f"ONNX         {r['onnx_weight_type']} weights: exact on "
                          f"{r['exact_on']} (this CPU {vnni} VNNI)")

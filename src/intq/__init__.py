@@ -40,6 +40,7 @@ __all__ = [
     "convert_to_program",
     "run_reference",
     "export_onnx",
+    "export_onnx_qdq",
     "export_tflite",
     "load_program",
     "save_program",
@@ -50,7 +51,8 @@ __all__ = [
     "__version__",
 ]
 
-_LAZY = {"export_onnx": "intq.export.onnx", "export_tflite": "intq.export.tflite"}
+_LAZY = {"export_onnx": "intq.export.onnx", "export_onnx_qdq": "intq.export.onnx_qdq",
+         "export_tflite": "intq.export.tflite"}
 
 
 def __getattr__(name: str):

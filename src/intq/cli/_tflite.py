@@ -5,9 +5,7 @@ from pathlib import Path
 from intq.cli import _common as common
 from intq.errors import IntqError
 
-__all__ = ["RUNTIME_LABELS", "is_model_file", "tflite_session", "tflite_runner"]
-
-RUNTIME_LABELS = {False: "LiteRT, XNNPACK", True: "LiteRT, reference kernels"}
+__all__ = ["is_model_file", "tflite_runner", "tflite_session"]
 
 
 def is_model_file(name: str | Path) -> bool:

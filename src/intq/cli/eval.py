@@ -17,7 +17,11 @@ from intq.zoo.data import load_data
 from intq.zoo.dataset import Dataset
 from intq.zoo.registry import MODEL_ZOO, ZooModel, get_zoo_model, load_model, load_weights
 
-__all__ = ["add_parser", "run", "summarize_predictions"]
+__all__ = ["RUNTIMES", "add_parser", "run", "summarize_predictions"]
+
+RUNTIMES = ("onnxruntime", "openvino")
+_RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO, f32 precision",
+                  "litert": "LiteRT, XNNPACK", "litert-ref": "LiteRT, reference kernels"}
 
 _SHOWN_CLASSES = 5
 
@@ -64,6 +68,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--batch-size", type=common.positive_int, default=64, metavar="B", help="default: 64"
     )
+    parser.add_argument(
+        "--runtime", choices=RUNTIMES, default="onnxruntime",
+        help="ONNX MODEL only: onnxruntime (default) or openvino (the 'openvino' extra; "
+        "f32 inference precision), e.g. for a QDQ model from 'intq quantize --onnx-format qdq'",
+    )
     parser.add_argument("--ref-kernels", action="store_true",
                         help=".tflite MODEL: LiteRT's reference kernels instead of XNNPACK")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -76,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
     if args.reference is not None:
         raise UsageError("--reference compares an ONNX model with a float model; give "
                          "MODEL.onnx")
+    if args.runtime != "onnxruntime":
+        raise UsageError("--runtime applies to an ONNX MODEL; a zoo model runs in PyTorch")
     entry = get_zoo_model(args.model)
     data = load_data(args.data or entry.dataset, input_shape=entry.input_shape,
                      split="evaluation", n=args.n,
@@ -164,13 +175,13 @@ def _run_onnx(args: argparse.Namespace) -> int:
     if path.suffix == ".tflite":
         run, shape = _tflite.tflite_runner(path, threads=torch.get_num_threads(),
                                            ref_kernels=args.ref_kernels)
-        kind, runtime = "tflite", _tflite.RUNTIME_LABELS[args.ref_kernels]
+        kind, runtime = "tflite", "litert-ref" if args.ref_kernels else "litert"
     else:
         if args.ref_kernels:
             raise UsageError("--ref-kernels selects LiteRT kernels; give MODEL.tflite")
         path = common.check_onnx_file(path)
         shape = common.onnx_input_shape(path)
-        run, kind, runtime = None, "onnx", "ONNX Runtime"
+        run, kind, runtime = None, "onnx", args.runtime
     if len(shape) != 4 or None in shape[1:]:
         raise IntqError(f"{path}: input shape {_dims(shape)} is not an image batch (N, C, H, W) "
                         "with fixed C, H, W")
@@ -181,8 +192,10 @@ def _run_onnx(args: argparse.Namespace) -> int:
     data = load_data(_onnx_data_spec(args, shape[1:]), input_shape=shape[1:],
                      split="evaluation", n=args.n,
                      normalization=common.normalization(args, reference))
-    logits = common.onnx_logits(run or _ort_run(path), data, args.batch_size,
-                                fixed_batch=shape[0], what=str(path))
+    if run is None:
+        run = _openvino_run(path) if args.runtime == "openvino" else _ort_run(path)
+    logits = common.onnx_logits(run, data, args.batch_size, fixed_batch=shape[0],
+                                what=str(path))
     summary = {
         "model": str(path),
         "kind": kind,
@@ -228,6 +241,27 @@ def _ort_run(path: Path):
     return run
 
 
+def _openvino_run(path: Path):
+    from intq.runtime.openvino import OpenVinoSession
+
+    try:
+        session = OpenVinoSession(path, threads=torch.get_num_threads())
+    except ImportError as exc:
+        raise IntqError(str(exc)) from None
+    except Exception as exc:  # OpenVINO's read and compile errors are RuntimeErrors
+        raise IntqError(f"OpenVINO cannot load {path}: {common.one_line(exc)}") from None
+    if len(session.outputs) != 1:
+        raise IntqError(f"{path} has outputs {session.outputs}; intq eval needs one (logits)")
+
+    def run(x):
+        try:
+            return session.run(x)
+        except Exception as exc:
+            raise IntqError(f"OpenVINO failed on {path}: {common.one_line(exc)}") from None
+
+    return run
+
+
 def _reference(args: argparse.Namespace, data: Dataset, logits: torch.Tensor) -> dict:
     loaded = load_model_spec(args.reference, weights=args.weights)
     try:
@@ -250,7 +284,7 @@ def _reference(args: argparse.Namespace, data: Dataset, logits: torch.Tensor) ->
 def _format_onnx(s: dict) -> str:
     labels = "with labels" if s["labelled"] else "without labels: confidence only"
     lines = [
-        f"model             {s['model']} ({s['runtime']})",
+        f"model             {s['model']} ({_RUNTIME_NAMES[s['runtime']]})",
         f"data              {s['data']}, {s['samples']} samples {labels}",
     ]
     if s["labelled"]:

@@ -25,6 +25,7 @@ from intq.errors import IntqError, UsageError
 from intq.eval import evaluate_model, top1_accuracy
 from intq.eval.latency import model_latency, speedup
 from intq.export.onnx import EXACT_ANY_X86, EXACT_VNNI, export_onnx
+from intq.export.onnx_qdq import ONNX_FORMATS, export_onnx_qdq
 from intq.export.tflite import export_tflite
 from intq.modelspec import LoadedModel, load_model_spec, spec_label
 from intq.observers.factory import OBSERVER_KINDS
@@ -126,6 +127,11 @@ def add_parser(subparsers) -> None:
     out.add_argument("-o", "--output", type=Path, metavar="OUT.onnx",
                      help="integer model to write: .onnx, or .tflite for LiteRT "
                      "(default: MODEL.int8.onnx)")
+    out.add_argument("--onnx-format", choices=ONNX_FORMATS, default="qoperator",
+                     help="qoperator (default: QLinearConv, QGemm, ... for ONNX Runtime) or qdq "
+                     "(QuantizeLinear/DequantizeLinear around float ops, int8 weights: for "
+                     "OpenVINO, TensorRT and other QDQ consumers; see 'intq eval/bench "
+                     "--runtime openvino')")
     out.add_argument("--save-program", type=Path, metavar="FILE",
                      help="also write the IntProgram (.safetensors, see intq.convert.serialize)")
     out.add_argument("--repeats", type=common.positive_int, default=50, metavar="R",
@@ -364,10 +370,11 @@ def _data_info(data: Dataset) -> dict:
 
 def _integer_run(plan: _Plan, args, loaded: LoadedModel, qgm, calib: Dataset,
                  evaluation: Dataset | None) -> dict:
-    weight_type = "s8" if cpu_has_vnni() else "auto"
+    qdq = args.onnx_format == "qdq"
+    weight_type = "s8" if qdq or cpu_has_vnni() else "auto"
     with common.status("converting to an integer program and ONNX"):
         program = _convert(qgm, plan.input_shape)
-        onnx_bytes = _export(program, weight_type)
+        onnx_bytes = _export(program, weight_type, args.onnx_format)
         tflite = plan.output.suffix == ".tflite"
         model_bytes = _export_tflite(program) if tflite else onnx_bytes
     counts = collections.Counter(type(op).__name__ for op in program.ops)
@@ -376,6 +383,7 @@ def _integer_run(plan: _Plan, args, loaded: LoadedModel, qgm, calib: Dataset,
         "program": None if plan.program is None else str(plan.program),
         "simulated_only": False,
         "simulated_reason": None,
+        "onnx_format": args.onnx_format,
         "onnx_weight_type": weight_type,
         "exact_on": EXACT_VNNI if weight_type == "s8" else EXACT_ANY_X86,
         "cpu_has_vnni": cpu_has_vnni(),
@@ -410,8 +418,10 @@ def _convert(qgm, input_shape: tuple[int, int, int]) -> IntProgram:
         raise IntqError(f"integer conversion failed: {common.one_line(exc)}") from exc
 
 
-def _export(program: IntProgram, weight_type: str) -> bytes:
+def _export(program: IntProgram, weight_type: str, onnx_format: str) -> bytes:
     try:
+        if onnx_format == "qdq":
+            return export_onnx_qdq(program).SerializeToString()
         return export_onnx(program, weight_type=weight_type).SerializeToString()
     except ValueError as exc:
         raise IntqError(f"ONNX export failed: {common.one_line(exc)}") from exc
@@ -599,7 +609,8 @@ def _footer_lines(r: dict) -> list[str]:
             lines.append("LiteRT       int8 .tflite, NHWC input: exact in LiteRT's reference "
                          "kernels; XNNPACK rounds in float (1 LSB per op; BENCHMARKS.md, LiteRT)")
         else:
-            lines.append(f"ONNX         {r['onnx_weight_type']} weights: exact on "
+            qdq = " (QDQ format)" if r["onnx_format"] == "qdq" else ""
+            lines.append(f"ONNX         {r['onnx_weight_type']} weights{qdq}: exact on "
                          f"{r['exact_on']} (this CPU {vnni} VNNI)")
     if r["program"]:
         lines.append(f"IntProgram   {r['program']}")

@@ -4,10 +4,11 @@
     qm = intq.quantize(model, calib_x, recipe="sym-per-channel-8")   # PTQ, simulated int8
     program = intq.convert_to_program(qm, input_shape=(3, 224, 224))  # integer-only program
     intq.export_onnx(program, "model.int8.onnx")                      # run it in ONNX Runtime
+    intq.export_tflite(program, "model.int8.tflite")                  # or in LiteRT
     outputs = intq.run_reference(program, x)                          # the bit-exact oracle
 
 Quantization-aware training: ``intq.prepare_qat`` / ``intq.convert_qat``. Heavy modules
-(ONNX export) load on first use.
+(ONNX and LiteRT export) load on first use.
 """
 
 from importlib import import_module
@@ -40,6 +41,7 @@ __all__ = [
     "run_reference",
     "export_onnx",
     "export_onnx_qdq",
+    "export_tflite",
     "load_program",
     "save_program",
     # building blocks and errors
@@ -49,7 +51,8 @@ __all__ = [
     "__version__",
 ]
 
-_LAZY = {"export_onnx": "intq.export.onnx", "export_onnx_qdq": "intq.export.onnx_qdq"}
+_LAZY = {"export_onnx": "intq.export.onnx", "export_onnx_qdq": "intq.export.onnx_qdq",
+         "export_tflite": "intq.export.tflite"}
 
 
 def __getattr__(name: str):

@@ -36,7 +36,8 @@ def test_pool_requants():
     assert r.multiplier_f32[0] == f32(f32(0.1) * f32(1 / 9)) / f32(0.05)
     g = global_avgpool_requant(0.1, 49, 0.05)
     assert g.multiplier_f32[0] == f32(0.1) / (f32(0.05) * f32(49))
-    assert (int(g.m0[0]), int(g.shift[0])) == _m0_shift(float(f32(0.1)) / (float(f32(0.05)) * 49))
+    m0, shift = _m0_shift(float(f32(0.1)) / float(f32(0.05)))  # TFLite MEAN: S_in / S_out,
+    assert (int(g.m0[0]), int(g.shift[0])) == ((m0 << 5) // 49, shift - 5)  # then 1/49 in ints
 
 
 def test_add_requant_matches_tflite_prepare():

@@ -1,5 +1,5 @@
-"""``intq bench``: latency of ONNX models in ONNX Runtime or OpenVINO, alone or against
-another model."""
+"""``intq bench``: latency of ONNX models in ONNX Runtime or OpenVINO and of .tflite models in
+LiteRT, alone or against another model."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from intq.cli import _common as common
+from intq.cli import _tflite
 from intq.errors import IntqError
 from intq.eval.latency import LatencyStats, measure_latency, onnx_feed, ort_session, speedup
 from intq.runtime.budget import RunBudget
@@ -15,7 +16,8 @@ __all__ = ["RUNTIMES", "add_parser", "run"]
 
 RUNTIMES = ("onnxruntime", "openvino")
 _RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime CPU",
-                  "openvino": "OpenVINO CPU (INFERENCE_PRECISION_HINT f32)"}
+                  "openvino": "OpenVINO CPU (INFERENCE_PRECISION_HINT f32)",
+                  "litert": "LiteRT, XNNPACK", "litert-ref": "LiteRT, reference kernels"}
 
 
 def add_parser(subparsers) -> None:
@@ -28,8 +30,11 @@ def add_parser(subparsers) -> None:
         "repeats, after warm-up runs. With --vs, both models run interleaved in one "
         "measurement (so machine load hits both alike) and the ratio of medians is reported.",
     )
-    p.add_argument("model", type=Path, metavar="MODEL.onnx", help="ONNX model to time")
-    p.add_argument("--vs", type=Path, metavar="OTHER.onnx", help="a second model to compare")
+    p.add_argument("model", type=Path, metavar="MODEL",
+                   help="ONNX model to time, or a .tflite model (run in LiteRT)")
+    p.add_argument("--vs", type=Path, metavar="OTHER", help="a second model to compare")
+    p.add_argument("--ref-kernels", action="store_true",
+                   help=".tflite models: LiteRT's reference kernels instead of XNNPACK")
     p.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime",
                    help="runtime of MODEL: onnxruntime (default) or openvino (the 'openvino' "
                    "extra; f32 inference precision, one stream), e.g. for a QDQ model")
@@ -52,8 +57,14 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     paths = [args.model] if args.vs is None else [args.model, args.vs]
     runtimes = [args.runtime, args.vs_runtime or args.runtime][:len(paths)]
+    litert = "litert-ref" if args.ref_kernels else "litert"
+    runtimes = [litert if p.suffix == ".tflite" else r for p, r in zip(paths, runtimes,
+                                                                        strict=True)]
     for path in paths:
-        common.check_onnx_file(path)
+        if path.suffix == ".tflite":
+            _tflite.tflite_session(path)
+        else:
+            common.check_onnx_file(path)
     stats, batches = _measure(paths, runtimes, args)
     summary = {
         "models": [{"path": str(p), "runtime": r, "batch": b, **s.as_dict()}
@@ -100,6 +111,8 @@ def _batch(feed: dict) -> int | None:
 def _call(path: Path, runtime: str, args: argparse.Namespace):
     """(a no-argument call running `path` once on seeded standard-normal inputs, the batch
     size it runs with)."""
+    if runtime.startswith("litert"):
+        return _litert_call(path, runtime == "litert-ref", args)
     if runtime == "openvino":
         from intq.runtime.openvino import OpenVinoSession
 
@@ -110,6 +123,15 @@ def _call(path: Path, runtime: str, args: argparse.Namespace):
     feed = onnx_feed(session, args.batch, args.seed)
     budget = RunBudget(str(path))
     return (lambda: budget.run(session, None, feed)), _batch(feed)
+
+
+def _litert_call(path: Path, ref_kernels: bool, args: argparse.Namespace):
+    import numpy as np
+
+    session = _tflite.tflite_session(path, threads=args.threads, ref_kernels=ref_kernels)
+    shape = [args.batch if d is None else d for d in session.input_shape]
+    x = np.random.default_rng(args.seed).standard_normal(shape).astype(np.float32)
+    return session.bind(x), shape[0]
 
 
 def _names(paths: list[Path]) -> str:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from intq.cli import _common as common
+from intq.cli import _tflite
 from intq.errors import IntqError, UsageError
 from intq.eval import evaluate_model, mean_max_softmax, top1_accuracy, top1_histogram
 from intq.modelspec import load_model_spec
@@ -19,7 +20,8 @@ from intq.zoo.registry import MODEL_ZOO, ZooModel, get_zoo_model, load_model, lo
 __all__ = ["RUNTIMES", "add_parser", "run", "summarize_predictions"]
 
 RUNTIMES = ("onnxruntime", "openvino")
-_RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO, f32 precision"}
+_RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO, f32 precision",
+                  "litert": "LiteRT, XNNPACK", "litert-ref": "LiteRT, reference kernels"}
 
 _SHOWN_CLASSES = 5
 
@@ -27,16 +29,18 @@ _SHOWN_CLASSES = 5
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="evaluate a float zoo model or an ONNX model on a dataset",
-        description="Run a float zoo model or an ONNX model (in ONNX Runtime) over a dataset "
+        help="evaluate a float zoo model or an ONNX/LiteRT model on a dataset",
+        description="Run a float zoo model, an ONNX model (in ONNX Runtime) or a .tflite model "
+        "(in LiteRT, XNNPACK unless --ref-kernels) over a dataset "
         "and print its top-1 accuracy (labelled data) or its confidence (mean max-softmax and "
         "the histogram of its top-1 classes, for data without labels such as natural-images). "
-        "For an ONNX model, --reference REF also runs a float model on the same data and "
-        "reports how closely the ONNX model follows it: top-1 agreement, top-5 agreement and "
+        "For an ONNX or .tflite model, --reference REF also runs a float model on the same "
+        "data and reports how closely the model follows it: top-1 agreement, top-5 agreement and "
         "overlap, logit SQNR and KL divergence.",
     )
     parser.add_argument(
-        "model", metavar="MODEL", help="zoo model name (see 'intq zoo') or an ONNX file"
+        "model", metavar="MODEL",
+        help="zoo model name (see 'intq zoo'), an ONNX file or a LiteRT .tflite file"
     )
     parser.add_argument(
         "--data",
@@ -69,12 +73,14 @@ def add_parser(subparsers) -> None:
         help="ONNX MODEL only: onnxruntime (default) or openvino (the 'openvino' extra; "
         "f32 inference precision), e.g. for a QDQ model from 'intq quantize --onnx-format qdq'",
     )
+    parser.add_argument("--ref-kernels", action="store_true",
+                        help=".tflite MODEL: LiteRT's reference kernels instead of XNNPACK")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.model.endswith(".onnx"):
+    if _tflite.is_model_file(args.model):
         return _run_onnx(args)
     if args.reference is not None:
         raise UsageError("--reference compares an ONNX model with a float model; give "
@@ -163,10 +169,19 @@ def _format(s: dict) -> str:
 
 
 def _run_onnx(args: argparse.Namespace) -> int:
-    path = common.check_onnx_file(Path(args.model))
+    path = Path(args.model)
     if args.weights is not None and args.reference is None:
         raise UsageError("--weights belongs to the float model of --reference; give --reference")
-    shape = common.onnx_input_shape(path)
+    if path.suffix == ".tflite":
+        run, shape = _tflite.tflite_runner(path, threads=torch.get_num_threads(),
+                                           ref_kernels=args.ref_kernels)
+        kind, runtime = "tflite", "litert-ref" if args.ref_kernels else "litert"
+    else:
+        if args.ref_kernels:
+            raise UsageError("--ref-kernels selects LiteRT kernels; give MODEL.tflite")
+        path = common.check_onnx_file(path)
+        shape = common.onnx_input_shape(path)
+        run, kind, runtime = None, "onnx", args.runtime
     if len(shape) != 4 or None in shape[1:]:
         raise IntqError(f"{path}: input shape {_dims(shape)} is not an image batch (N, C, H, W) "
                         "with fixed C, H, W")
@@ -177,13 +192,14 @@ def _run_onnx(args: argparse.Namespace) -> int:
     data = load_data(_onnx_data_spec(args, shape[1:]), input_shape=shape[1:],
                      split="evaluation", n=args.n,
                      normalization=common.normalization(args, reference))
-    run_model = _openvino_run(path) if args.runtime == "openvino" else _ort_run(path)
-    logits = common.onnx_logits(run_model, data, args.batch_size, fixed_batch=shape[0],
+    if run is None:
+        run = _openvino_run(path) if args.runtime == "openvino" else _ort_run(path)
+    logits = common.onnx_logits(run, data, args.batch_size, fixed_batch=shape[0],
                                 what=str(path))
     summary = {
         "model": str(path),
-        "kind": "onnx",
-        "runtime": args.runtime,
+        "kind": kind,
+        "runtime": runtime,
         "data": data.name,
         **summarize_predictions(logits, data.y),
         "reference": None if args.reference is None else _reference(args, data, logits),

@@ -23,9 +23,10 @@ from intq.convert.program import IntProgram
 from intq.convert.serialize import save_program
 from intq.errors import IntqError, UsageError
 from intq.eval import evaluate_model, top1_accuracy
-from intq.eval.latency import ort_latency, speedup
+from intq.eval.latency import model_latency, speedup
 from intq.export.onnx import EXACT_ANY_X86, EXACT_VNNI, export_onnx
 from intq.export.onnx_qdq import ONNX_FORMATS, export_onnx_qdq
+from intq.export.tflite import export_tflite
 from intq.modelspec import LoadedModel, load_model_spec, spec_label
 from intq.observers.factory import OBSERVER_KINDS
 from intq.outputs import temporary_folder
@@ -77,8 +78,10 @@ model in PyTorch; -o is then refused.
 
 Output: MODEL.int8.onnx (MODEL.wNaM.onnx for other bit widths) in the current directory,
 written only when the whole run succeeds (temp file + rename; nothing is left on errors or
-Ctrl-C). ONNX weights are int8 on CPUs with VNNI (fastest, exact there), otherwise the
-types that are exact on every x86-64 CPU; the report says which.
+Ctrl-C). -o OUT.tflite writes a LiteRT model instead (int8, NHWC input; agreement and
+latency are then LiteRT's, with XNNPACK). ONNX weights are int8 on CPUs with VNNI
+(fastest, exact there), otherwise the types that are exact on every x86-64 CPU; the report
+says which.
 """
 
 
@@ -126,7 +129,8 @@ def add_parser(subparsers) -> None:
                    "float; repeatable (simulated: no ONNX file)")
     out = p.add_argument_group("output")
     out.add_argument("-o", "--output", type=Path, metavar="OUT.onnx",
-                     help="integer ONNX model to write (default: MODEL.int8.onnx)")
+                     help="integer model to write: .onnx, or .tflite for LiteRT "
+                     "(default: MODEL.int8.onnx)")
     out.add_argument("--onnx-format", choices=ONNX_FORMATS, default="qoperator",
                      help="qoperator (default: QLinearConv, QGemm, ... for ONNX Runtime) or qdq "
                      "(QuantizeLinear/DequantizeLinear around float ops, int8 weights: for "
@@ -216,7 +220,9 @@ def _plan(args: argparse.Namespace) -> _Plan:
     inputs = _input_paths(args)
     if reason is None:
         default = Path(f"{spec_label(args.model)}.{_bits_label(recipe)}.onnx")
-        output = common.check_output_path(args.output or default, suffix=".onnx", inputs=inputs)
+        target = args.output or default
+        suffix = ".tflite" if target.suffix == ".tflite" else ".onnx"
+        output = common.check_output_path(target, suffix=suffix, inputs=inputs)
     if args.save_program is not None:
         program = common.check_output_path(args.save_program, suffix=".safetensors",
                                            inputs=[*inputs, *filter(None, [output])])
@@ -399,6 +405,8 @@ def _integer_run(plan: _Plan, args, loaded: LoadedModel, qgm, calib: Dataset,
     with common.status("converting to an integer program and ONNX"):
         program = _convert(qgm, plan.input_shape)
         onnx_bytes = _export(program, weight_type, args.onnx_format)
+        tflite = plan.output.suffix == ".tflite"
+        model_bytes = _export_tflite(program) if tflite else onnx_bytes
     counts = collections.Counter(type(op).__name__ for op in program.ops)
     result = {
         "output": str(plan.output),
@@ -412,18 +420,19 @@ def _integer_run(plan: _Plan, args, loaded: LoadedModel, qgm, calib: Dataset,
         "quantized_ops": len(program.ops) - counts["FloatOp"],
         "float_ops": counts["FloatOp"],
         "op_counts": dict(counts.most_common()),
-        "int8_size_bytes": len(onnx_bytes),
+        "int8_size_bytes": len(model_bytes),
+        "runtime": "LiteRT" if tflite else "ONNX Runtime",
     }
     with temporary_folder("intq-float-") as tmp:
         float_onnx = _float_onnx(loaded.model, calib.x[:1], tmp / "float.onnx")
         result["float_size_bytes"] = (float_onnx.stat().st_size if float_onnx
                                       else _float32_bytes(loaded.model))
         result["float_size_source"] = "onnx" if float_onnx else "float32 state dict"
-        result["size_ratio"] = result["float_size_bytes"] / len(onnx_bytes)
+        result["size_ratio"] = result["float_size_bytes"] / len(model_bytes)
         if evaluation is not None:
-            result |= _compare(loaded.model, _ort_runner(onnx_bytes), evaluation)
-        result |= _latency(float_onnx, onnx_bytes, args)
-    common.write_output(plan.output, onnx_bytes)
+            result |= _compare(loaded.model, _ort_runner(model_bytes), evaluation)
+        result |= _latency(float_onnx, model_bytes, args)
+    common.write_output(plan.output, model_bytes)
     if plan.program is not None:
         save_program(program, plan.program)  # a full disk: one OutputError line
     return result
@@ -443,6 +452,13 @@ def _export(program: IntProgram, weight_type: str, onnx_format: str) -> bytes:
         return export_onnx(program, weight_type=weight_type).SerializeToString()
     except ValueError as exc:
         raise IntqError(f"ONNX export failed: {common.one_line(exc)}") from exc
+
+
+def _export_tflite(program: IntProgram) -> bytes:
+    try:
+        return export_tflite(program)
+    except ValueError as exc:
+        raise IntqError(f"LiteRT export failed: {common.one_line(exc)}") from exc
 
 
 def _float_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Path | None:
@@ -466,9 +482,11 @@ def _float32_bytes(model: nn.Module) -> int:
     return sum(4 * t.numel() for t in model.state_dict().values() if t.is_floating_point())
 
 
-def _ort_runner(onnx_bytes: bytes):
-    session = OrtSession(onnx_bytes, threads=torch.get_num_threads())
-    return session.run
+def _ort_runner(model_bytes: bytes):
+    from intq.runtime.litert import LiteRtSession, is_tflite
+
+    runtime = LiteRtSession if is_tflite(model_bytes) else OrtSession
+    return runtime(model_bytes, threads=torch.get_num_threads()).run
 
 
 def _compare(float_model: nn.Module, candidate, evaluation: Dataset) -> dict:
@@ -493,7 +511,7 @@ def _accuracy(reference, logits, labels) -> dict | None:
 def _latency(float_onnx: Path | None, onnx_bytes: bytes, args) -> dict:
     models = [onnx_bytes] if float_onnx is None else [float_onnx, onnx_bytes]
     with common.status(f"measuring latency ({args.repeats} runs per model)"):
-        stats = ort_latency(models, threads=1, repeats=args.repeats, warmup=_LATENCY_WARMUP,
+        stats = model_latency(models, threads=1, repeats=args.repeats, warmup=_LATENCY_WARMUP,
                             batch=1, seed=args.seed)
     latency = {"threads": 1, "batch": 1, "int8": stats[-1].as_dict(),
                "float": None if float_onnx is None else stats[0].as_dict()}
@@ -557,7 +575,8 @@ def _header_lines(r: dict) -> list[str]:
         lines.append("evaluation   none (give --eval DATA)")
     else:
         labels = "with labels" if ev["labelled"] else "no labels: agreement with float only"
-        versus = "PyTorch, simulated" if r["simulated_only"] else "integer model in ONNX Runtime"
+        versus = ("PyTorch, simulated" if r["simulated_only"]
+                  else f"integer model in {r['runtime']}")
         lines.append(f"evaluation   {ev['samples']} samples of {ev['data']}, {labels} "
                      f"({versus})")
     return lines
@@ -604,16 +623,22 @@ def _footer_lines(r: dict) -> list[str]:
         spreads = ", ".join(f"{k} {_ms(v['p10_ms'])[:-3]}-{_ms(v['p90_ms'])}"
                             for k, v in (("float", lat["float"]), ("int8", lat["int8"]))
                             if v is not None)
-        lines.append(f"latency      ONNX Runtime, 1 thread, batch 1, median of "
+        runtime = ("ONNX Runtime" if r.get("runtime", "ONNX Runtime") == "ONNX Runtime"
+                   else f"float in ONNX Runtime, int8 in {r['runtime']} (XNNPACK)")
+        lines.append(f"latency      {runtime}, 1 thread, batch 1, median of "
                      f"{lat['int8']['repeats']} interleaved runs (p10-p90: {spreads})")
     if r["quantized_ops"] is not None:
         ops = ", ".join(f"{n} {name}" for name, n in r["op_counts"].items())
         lines.append(f"program      {r['quantized_ops']} integer ops ({ops}), "
                      f"{r['float_ops']} float ops")
         vnni = "has" if r["cpu_has_vnni"] else "lacks"
-        qdq = " (QDQ format)" if r["onnx_format"] == "qdq" else ""
-        lines.append(f"ONNX         {r['onnx_weight_type']} weights{qdq}: exact on "
-                     f"{r['exact_on']} (this CPU {vnni} VNNI)")
+        if r.get("runtime") == "LiteRT":
+            lines.append("LiteRT       int8 .tflite, NHWC input: exact in LiteRT's reference "
+                         "kernels; XNNPACK rounds in float (1 LSB per op; BENCHMARKS.md, LiteRT)")
+        else:
+            qdq = " (QDQ format)" if r["onnx_format"] == "qdq" else ""
+            lines.append(f"ONNX         {r['onnx_weight_type']} weights{qdq}: exact on "
+                         f"{r['exact_on']} (this CPU {vnni} VNNI)")
     if r["program"]:
         lines.append(f"IntProgram   {r['program']}")
     lines.append(f"done in {r['seconds']:.1f} s")

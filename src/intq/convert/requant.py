@@ -7,10 +7,14 @@ So the IntProgram stores, for each requantizing op, the multiplier each runtime 
 |-----------------|--------------------------------------------|-------------------------------|
 | QConv2d/QLinear | f32(f32(S_in·S_w[c]) / S_out) QLinearConv  | S_in·S_w[c] / S_out           |
 | QAvgPool2d      | conv form, S_w = f32(1/(kh·kw))            | conv form, same S_w           |
-| QGlobalAvgPool  | f32(S_in / f32(S_out·f32(count))) (MLAS)   | S_in / (S_out·count)          |
+| QGlobalAvgPool  | f32(S_in / f32(S_out·f32(count))) (MLAS)   | TFLite MEAN (below)           |
 | QAdd            | f32(S_a / S_y), f32(S_b / S_y) QLinearAdd  | TFLite ADD, left shift 20     |
 
 The fixed-point form is (m0, shift) = quantize_multiplier(real) with real ≈ m0·2^(shift - 31).
+TFLite's int8 MEAN (reference_ops::QuantizedMeanOrSum) does not quantize S_in/(S_out·count): it
+quantizes S_in/S_out, then folds 1/count in integers: e = min(floor(log2 count), 32, 31 + shift),
+m0' = floor(m0·2^e / count), shift' = shift - e. QGlobalAvgPool stores that (m0', shift'), so
+that the reference interpreter equals LiteRT's MEAN bit for bit.
 """
 
 import numpy as np
@@ -24,6 +28,7 @@ __all__ = [
     "avgpool_weight_scale",
     "conv_requant",
     "global_avgpool_requant",
+    "tflite_mean_multiplier",
 ]
 
 
@@ -66,14 +71,27 @@ def global_avgpool_requant(input_scale: float, count: int, output_scale: float) 
     """Global average pool over `count` = H·W pixels.
 
     float32: S_in / (S_out·float32(count)) in float32 (MLAS QLinearGlobalAveragePool).
-    fixed point: float64 S_in / (S_out·count).
+    fixed point: TFLite MEAN's multiplier, see tflite_mean_multiplier.
     """
     if not isinstance(count, int) or count < 1:
         raise ValueError(f"global_avgpool_requant: count must be an int >= 1, got {count!r}")
     s_in, s_out = _scale(input_scale, "input_scale"), _scale(output_scale, "output_scale")
     mult = s_in / (s_out * np.float32(count))
-    m0, shift = quantize_multiplier(np.array([np.float64(s_in) / (np.float64(s_out) * count)]))
-    return Requant(np.array([mult], dtype=np.float32), m0, shift)
+    m0, shift = tflite_mean_multiplier(s_in, s_out, count)
+    return Requant(np.array([mult], dtype=np.float32), np.array([m0]), np.array([shift]))
+
+
+def tflite_mean_multiplier(input_scale, output_scale, count: int) -> tuple[int, int]:
+    """(m0, shift) of TFLite's int8 MEAN over `count` values, integer division truncating.
+
+    (m0, shift) = quantize_multiplier(float64 S_in / S_out); e = min(floor(log2 count), 32,
+    31 + shift); returns (floor(m0·2^e / count), shift - e) (reduce.h QuantizedMeanOrSum).
+    """
+    m0, shift = quantize_multiplier(np.array([np.float64(np.float32(input_scale))
+                                              / np.float64(np.float32(output_scale))]))
+    m0, shift = int(m0[0]), int(shift[0])
+    e = min(count.bit_length() - 1, 32, 31 + shift)
+    return (m0 << e) // count, shift - e
 
 
 def add_requant(a_scale: float, b_scale: float, output_scale: float, bits: int = 8) -> AddRequant:

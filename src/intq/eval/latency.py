@@ -27,6 +27,7 @@ __all__ = [
     "LatencyStats",
     "latency_stats",
     "measure_latency",
+    "model_latency",
     "onnx_feed",
     "ort_latency",
     "ort_session",
@@ -139,4 +140,25 @@ def ort_latency(models: Sequence[str | os.PathLike | bytes], *, threads: int = 1
     for session in sessions:
         feed = onnx_feed(session, batch, seed)
         calls.append(lambda s=session, f=feed: s.run(None, f))
+    return measure_latency(calls, repeats=repeats, warmup=warmup)
+
+
+def model_latency(models: Sequence[str | os.PathLike | bytes], *, threads: int = 1,
+                  repeats: int = 50, warmup: int = 5, batch: int = 1, seed: int = 0,
+                  ref_kernels: bool = False) -> list[LatencyStats]:
+    """ort_latency for ONNX models and LiteRT for .tflite ones (XNNPACK, or its reference
+    kernels), all measured interleaved; a .tflite model gets the same seeded NCHW input."""
+    from intq.runtime.litert import LiteRtSession, is_tflite
+
+    calls = []
+    for model in models:
+        if is_tflite(model):
+            session = LiteRtSession(model, threads=threads, ref_kernels=ref_kernels)
+            shape = [batch if d is None else d for d in session.input_shape]
+            x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+            calls.append(session.bind(x))
+        else:
+            session = ort_session(model, threads)
+            feed = onnx_feed(session, batch, seed)
+            calls.append(lambda s=session, f=feed: s.run(None, f))
     return measure_latency(calls, repeats=repeats, warmup=warmup)

@@ -15,7 +15,8 @@ where a fused ReLU/ReLU6 narrows the output range, and a channel Pad before a st
 
 Types. Weights that fit 4 bits (int8 in [-8, 7]) are stored as packed INT4 initializers and
 cast to int8 in the graph (ONNX Runtime folds the Cast into an int8 initializer at session load:
-the file halves, the kernels and integers stay those of int8 weights). Activations are uint8 (an int8 tensor is written as q + 128 with zero point + 128,
+the file halves, the kernels and integers stay those of int8 weights). Activations are uint8
+(an int8 tensor is written as q + 128 with zero point + 128,
 which changes no result); 16-bit activations and weights above 8 bits are refused. Weights
 (`weight_type`):
     "auto" (default): int8 when every weight and the weight zero point lie in [-64, 63],

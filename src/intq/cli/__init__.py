@@ -15,7 +15,7 @@ from intq.errors import IntqError, UsageError
 __all__ = ["main"]
 
 # Sub-command modules, each with ``add_parser(subparsers)`` and ``run(args) -> int``.
-_COMMANDS = ("zoo", "train", "quantize", "qat", "eval", "bench")
+_COMMANDS = ("zoo", "train", "quantize", "qat", "eval", "bench", "inspect")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -8,17 +8,17 @@ along the x axis. matplotlib loads on first use (Agg backend, no display needed)
 
 from __future__ import annotations
 
-import os
+import io
 
 from intq.report.sensitivity import Sensitivity
 
-__all__ = ["plot_sensitivity"]
+__all__ = ["sensitivity_png"]
 
 _COLOURS = {"weight": "tab:blue", "activation": "tab:orange"}
 
 
-def plot_sensitivity(table: Sensitivity, path: str | os.PathLike, title: str = "") -> None:
-    """Write the two-panel bar chart of ``table`` to ``path`` (PNG)."""
+def sensitivity_png(table: Sensitivity, title: str = "") -> bytes:
+    """The two-panel bar chart of ``table`` as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,11 +39,14 @@ def plot_sensitivity(table: Sensitivity, path: str | os.PathLike, title: str = "
     bottom.set_xticks(list(idx), [r.name for r in rows], rotation=90, fontsize=5)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in _COLOURS.values()]
     top.legend([*handles, top.lines[0]], [*_COLOURS, "all on"], fontsize=8, loc="lower right")
-    top.set_title(title or f"quantizer sensitivity ({table.samples} samples; all on: "
-                  f"{table.all_on_sqnr_db:.1f} dB, agreement {table.all_on_agreement:.3f})")
+    baseline = (f"{table.samples} samples; all on: {table.all_on_sqnr_db:.1f} dB, "
+                f"top-1 agreement {table.all_on_agreement:.3f}")
+    top.set_title(f"{title or 'quantizer sensitivity'}\n{baseline}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
+    return buffer.getvalue()
 
 
 def _finite(value: float, cap: float = 120.0) -> float:

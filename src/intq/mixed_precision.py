@@ -5,7 +5,7 @@ The search space is what ONNX Runtime really runs: every conv/linear at 8- or 4-
 bits. (16-bit activations and weights, and layers kept in float, run only in the reference
 interpreter, so the search does not offer them.)
 
-1. Calibrate the recipe at 8-bit weights once (``intq.ptq.quantize``).
+1. Calibrate the recipe at 8-bit weights once (``intq.ptq.quantize``): candidate 0.
 2. Sensitivity: for each layer, swap only its weight quantizer for a 4-bit one (calibrated on
    its weights, with its bias correction redone for them: input means from one pass) and
    measure the logit noise it adds on held-out inputs, ``1/SQNR_layer - 1/SQNR_all8`` (linear
@@ -50,6 +50,7 @@ __all__ = [
     "Candidate",
     "LayerCost",
     "MixedPrecision",
+    "MixedPrecisionSearch",
     "choose_mixed_precision",
     "parse_size",
 ]
@@ -130,35 +131,44 @@ def choose_mixed_precision(model: nn.Module, calib: torch.Tensor, holdout: torch
 
     ``holdout``: inputs not in ``calib`` on which agreement with ``model`` is measured.
     ``progress``: a callable taking one line of text, or None."""
-    if target_agreement is None and max_size is None:
-        raise ValueError("give target_agreement and/or max_size")
-    say = progress or (lambda _text: None)
-    search = _Search(model, calib, holdout, recipe, weight_type, leaf_modules, say)
-    say("ranking layers by 4-bit sensitivity per byte")
-    search.rank_layers()
-    k = search.smallest_fitting(max_size) if max_size is not None else 0
-    if target_agreement is not None:
-        k = search.largest_agreeing(k, target_agreement)
-    return search.result(k)
+    search = MixedPrecisionSearch(model, calib, holdout, recipe, weight_type=weight_type,
+                                  leaf_modules=leaf_modules, progress=progress)
+    return search.choose(target_agreement=target_agreement, max_size=max_size)
 
 
-class _Search:
-    """The candidates along one sensitivity order, each measured at most once."""
+class MixedPrecisionSearch:
+    """One sensitivity order and the candidates along it, each measured at most once: several
+    budgets can be chosen from one search."""
 
-    def __init__(self, model, calib, holdout, recipe, weight_type, leaf_modules, say):
+    def __init__(self, model: nn.Module, calib: torch.Tensor, holdout: torch.Tensor,
+                 recipe: Recipe, *, weight_type: str = "auto", leaf_modules=(), progress=None):
         self.model, self.calib, self.holdout = model, calib, holdout
         self.high = _with_weight_bits(recipe, HIGH_BITS)
         self.low_spec = dataclasses.replace(recipe.weight, bits=LOW_BITS)
-        self.weight_type, self.leaf_modules, self.say = weight_type, tuple(leaf_modules), say
+        self.weight_type, self.leaf_modules = weight_type, tuple(leaf_modules)
+        self.say = progress or (lambda _text: None)
         with torch.no_grad():
             self.reference = torch.cat([model(b) for b in holdout.split(_BATCH)])
         self.order: list[LayerCost] = []
         self.points: dict[int, tuple[Candidate, fx.GraphModule, IntProgram, bytes]] = {}
 
+    def choose(self, *, target_agreement: float | None = None,
+               max_size: int | None = None) -> MixedPrecision:
+        """The configuration meeting the budget; BudgetError if none does."""
+        if target_agreement is None and max_size is None:
+            raise ValueError("give target_agreement and/or max_size")
+        if not self.order:
+            self.say("ranking layers by 4-bit sensitivity per byte")
+            self.rank_layers()
+        k = self.smallest_fitting(max_size) if max_size is not None else 0
+        if target_agreement is not None:
+            k = self.largest_agreeing(k, target_agreement)
+        return self.result(k)
+
     # -- step 2: the order ------------------------------------------------------------------
     def rank_layers(self) -> None:
-        qgm = quantize(self.model, self.calib, self.high, leaf_modules=self.leaf_modules,
-                       progress=False)
+        self.measure(0)  # the all-8-bit model, calibrated once, is the one ranked
+        qgm = self.points[0][1]
         base = logit_sqnr_db(self.reference, _logits(qgm, self.holdout))
         self.ranked, self.means = qgm, _input_means(qgm, self.calib)
         costs = []

@@ -215,8 +215,8 @@ class MixedPrecisionSearch:
             logits = _ort_logits(onnx_bytes, self.holdout)
             point = Candidate(k, len(onnx_bytes), top1_agreement(self.reference, logits),
                               logit_sqnr_db(self.reference, logits))
-            self.say(f"{k} of {len(self.order)} layers at {LOW_BITS} bits: "
-                     f"{point.size_bytes / 1e6:.3f} MB, agreement {point.agreement:.3f}")
+            self.say(f"{k} layers at {LOW_BITS}-bit weights: {point.size_bytes / 1e6:.3f} MB, "
+                     f"agreement {point.agreement:.3f}")
             self.points[k] = (point, qgm, program, onnx_bytes)
         return self.points[k][0]
 

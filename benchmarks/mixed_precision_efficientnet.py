@@ -10,7 +10,8 @@ packed INT4). Also writes the chosen bits per layer and the sensitivity chart of
 model (each quantizer alone on / alone off).
 
     .venv/bin/python benchmarks/mixed_precision_efficientnet.py [--max-size 3.5MB]
-        [--target-agreement 0.85] [--calib 256] [--holdout 128] [--eval 256]
+        [--target-agreement 0.85] [--calib 128] [--holdout 96] [--eval 128]
+        [--rank-samples 24] [--sensitivity-samples 8]
 Writes benchmarks/results/mixed_precision_efficientnet.{json,md,png}.
 """
 
@@ -80,7 +81,7 @@ def run(args) -> tuple[list[dict], bytes, object]:
         refs = {split: (x, torch.cat([model(b) for b in x.split(32)]))
                 for split, x in (("holdout", holdout), ("eval", evalx))}
     search = MixedPrecisionSearch(model, calib, holdout, get_recipe("sym-per-channel-8"),
-                                  weight_type=WEIGHT_TYPE,
+                                  weight_type=WEIGHT_TYPE, rank_samples=args.rank_samples,
                                   progress=lambda t: print(t, file=sys.stderr))
     start = time.perf_counter()
     search.rank_layers()  # calibrates uniform W8 (candidate 0) and ranks the layers
@@ -108,7 +109,8 @@ def run(args) -> tuple[list[dict], bytes, object]:
 def to_markdown(rows: list[dict], args) -> str:
     lines = [
         f"EfficientNet-Lite0, {args.calib} calibration crops, budget judged on {args.holdout} "
-        f"held-out calibration-stream crops, {args.eval} evaluation crops; every model is the "
+        f"held-out calibration-stream crops (layers ranked on the first {args.rank_samples}), "
+        f"{args.eval} evaluation crops; every model is the "
         f"exported ONNX file run in ONNX Runtime ({WEIGHT_TYPE} weights, 8-bit activations).",
         "",
         "| setting | W4 layers | ONNX size MB | agree (held out) | SQNR dB (held out) | "
@@ -136,10 +138,11 @@ def to_markdown(rows: list[dict], args) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calib", type=int, default=256)
-    parser.add_argument("--holdout", type=int, default=128)
-    parser.add_argument("--eval", type=int, default=256)
-    parser.add_argument("--sensitivity-samples", type=int, default=16)
+    parser.add_argument("--calib", type=int, default=128)
+    parser.add_argument("--holdout", type=int, default=96)
+    parser.add_argument("--eval", type=int, default=128)
+    parser.add_argument("--rank-samples", type=int, default=24)
+    parser.add_argument("--sensitivity-samples", type=int, default=8)
     parser.add_argument("--max-size", default="3.5MB")
     parser.add_argument("--target-agreement", type=float, default=0.85)
     parser.add_argument("--unreachable", type=float, default=0.99,

@@ -138,11 +138,14 @@ def choose_mixed_precision(model: nn.Module, calib: torch.Tensor, holdout: torch
 
 class MixedPrecisionSearch:
     """One sensitivity order and the candidates along it, each measured at most once: several
-    budgets can be chosen from one search."""
+    budgets can be chosen from one search. ``rank_samples``: the first that many held-out
+    inputs rank the layers (default: all); agreement is always measured on all of them."""
 
     def __init__(self, model: nn.Module, calib: torch.Tensor, holdout: torch.Tensor,
-                 recipe: Recipe, *, weight_type: str = "auto", leaf_modules=(), progress=None):
+                 recipe: Recipe, *, weight_type: str = "auto", leaf_modules=(), progress=None,
+                 rank_samples: int | None = None):
         self.model, self.calib, self.holdout = model, calib, holdout
+        self.rank_samples = len(holdout) if rank_samples is None else rank_samples
         self.high = _with_weight_bits(recipe, HIGH_BITS)
         self.low_spec = dataclasses.replace(recipe.weight, bits=LOW_BITS)
         self.weight_type, self.leaf_modules = weight_type, tuple(leaf_modules)
@@ -169,13 +172,14 @@ class MixedPrecisionSearch:
     def rank_layers(self) -> None:
         self.measure(0)  # the all-8-bit model, calibrated once, is the one ranked
         qgm = self.points[0][1]
-        base = logit_sqnr_db(self.reference, _logits(qgm, self.holdout))
+        x, reference = self.holdout[: self.rank_samples], self.reference[: self.rank_samples]
+        base = logit_sqnr_db(reference, _logits(qgm, x))
         self.ranked, self.means = qgm, _input_means(qgm, self.calib)
         costs = []
         for name, layer in quant_layers(qgm):
             restore = _to_low_bits(layer, self.low_spec, self.means[name])
             try:
-                sqnr = logit_sqnr_db(self.reference, _logits(qgm, self.holdout))
+                sqnr = logit_sqnr_db(reference, _logits(qgm, x))
             finally:
                 restore()
             costs.append(_layer_cost(name, layer, sqnr, base))

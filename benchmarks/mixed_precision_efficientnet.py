@@ -55,9 +55,10 @@ def _row(setting: str, onnx_bytes: bytes, refs: dict, seconds: float, **extra) -
 
 
 def _point_row(search: MixedPrecisionSearch, k: int, setting: str, refs: dict,
-               seconds: float) -> dict:
+               start: float) -> dict:
+    """Row of candidate k, timed from ``start`` (perf_counter) to its measurement."""
     search.measure(k)
-    return _row(setting, search.points[k][3], refs, seconds)
+    return _row(setting, search.points[k][3], refs, time.perf_counter() - start)
 
 
 def _mixed(search: MixedPrecisionSearch, refs: dict, budget: dict) -> dict:
@@ -85,11 +86,10 @@ def run(args) -> tuple[list[dict], bytes, object]:
                                   progress=lambda t: print(t, file=sys.stderr))
     start = time.perf_counter()
     search.rank_layers()  # calibrates uniform W8 (candidate 0) and ranks the layers
-    rows = [_point_row(search, 0, "uniform W8 per-channel", refs, time.perf_counter() - start)]
+    rows = [_point_row(search, 0, "uniform W8 per-channel", refs, start)]
     print(rows[-1], file=sys.stderr)
     start = time.perf_counter()
-    rows.append(_point_row(search, len(search.order), "uniform W4 per-channel", refs,
-                           time.perf_counter() - start))
+    rows.append(_point_row(search, len(search.order), "uniform W4 per-channel", refs, start))
     print(rows[-1], file=sys.stderr)
     budgets = []
     if args.max_size:

@@ -61,9 +61,10 @@ def test_vs_reports_both_models_and_their_ratio(models, capsys):
 def test_single_model_and_fixed_batch(models, capsys):
     out = _json(capsys, ["bench", models["fixed"], "--repeats", "3", "--threads", "2"])
     assert out["speedup"] is None and len(out["models"]) == 1 and out["threads"] == 2
+    assert out["batch"] == out["models"][0]["batch"] == 3  # the model's own batch, not --batch
     assert main(["bench", models["fixed"], "--repeats", "3"]) == 0
     text = capsys.readouterr().out
-    assert "median" in text and "1 thread, batch 1, 3 timed runs after 10 warm-up runs" in text
+    assert "median" in text and "1 thread, batch 3, 3 timed runs after 10 warm-up runs" in text
 
 
 def _error(capsys, argv, code=1) -> str:

@@ -1,10 +1,13 @@
 """Damaged inputs for the parser fuzz (tests/reliability/test_fuzz_parsers.py, and the long run
 in benchmarks/fuzz_exporters.py): valid seed files, random byte edits (flips, cuts, insertions;
-header bytes more often), random model spec strings, and one check per parser.
+header bytes more often), random model spec strings, .npz archives built member by member,
+and one check per parser. Damaged ONNX models go through the whole ``intq eval`` /
+``intq bench`` command.
 
 Each check returns "accepted" (the parser succeeded and its result is sane) or "refused" (one
-IntqError line; a ValueError for the IntProgram loader, as it documents) and raises anything
-else: an AssertionError for an insane result, or the parser's own stray exception.
+IntqError line, or exit 1 with one 'intq: error:' line for the commands; a ValueError for the
+IntProgram loader, as it documents) and raises anything else: an AssertionError for an insane
+result, or the parser's own stray exception.
 """
 
 from __future__ import annotations
@@ -236,6 +239,131 @@ def check_spec(folder: Path, template: str, source: str) -> str:
     return "accepted"
 
 
+# -- ONNX models given to intq eval / intq bench ---------------------------------------------
+
+@functools.cache
+def onnx_files() -> dict[str, bytes]:
+    """An intq-exported integer CNN (dynamic batch) and a float classifier (fixed batch)."""
+    from intq.export import export_onnx
+
+    from .hostile_onnx import classifier
+
+    with tempfile.TemporaryDirectory() as tmp:
+        float_model = classifier(Path(tmp) / "c.onnx", 2).read_bytes()
+    program = random_cnn(0, batch=None, size=8, float_logits=True)
+    return {"int8": export_onnx(program).SerializeToString(), "float": float_model}
+
+
+_ONNX_DATA = {"int8": (3, 8, 8), "float": (1, 12, 12)}
+
+
+def check_onnx_cli(folder: Path, kind: str, data: bytes, command: str) -> str:
+    """``intq eval`` / ``intq bench`` on a damaged model, in this process with a 5 s budget
+    per run: exit 0 with a report, or exit 1 with exactly one 'intq: error:' line."""
+    import contextlib
+    import os
+
+    from intq.cli import main
+
+    path = folder / "model.onnx"
+    path.write_bytes(data)
+    x = np.random.default_rng(0).standard_normal((3, *_ONNX_DATA[kind])).astype(np.float32)
+    np.save(folder / "x.npy", x)
+    argv = ["eval", str(path), "--data", str(folder / "x.npy")] if command == "eval" else [
+        "bench", str(path), "--repeats", "1", "--warmup", "0"]
+    out, err = io.StringIO(), io.StringIO()
+    previous = os.environ.get("INTQ_ORT_SECONDS")
+    os.environ["INTQ_ORT_SECONDS"] = "5"
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(argv)
+    finally:
+        if previous is None:
+            del os.environ["INTQ_ORT_SECONDS"]
+        else:
+            os.environ["INTQ_ORT_SECONDS"] = previous
+    lines = err.getvalue().splitlines()
+    if code == 0:
+        assert out.getvalue() and all(ln.startswith("intq: ") for ln in lines), lines
+        return "accepted"
+    assert code == 1 and out.getvalue() == "", (code, out.getvalue(), lines)
+    assert len(lines) >= 1 and lines[-1].startswith("intq: error: "), lines
+    assert all(ln.startswith("intq: ") and not ln.startswith("intq: error: ")
+               for ln in lines[:-1]), lines
+    return "refused"
+
+
+# -- .npz archives built member by member ----------------------------------------------------
+
+_DTYPES = ["<f4", ">f4", "<f8", "<i8", "<u8", "|u1", "|b1", "<c8", "<f2", "|V4", "|O"]
+_MEMBER = st.tuples(
+    st.sampled_from(["x", "y", "z", "x.npy", "y\n", "d/x.npy"]),
+    st.sampled_from(_DTYPES),
+    st.one_of(st.just(()), st.tuples(st.integers(0, 5)),
+              st.tuples(st.integers(0, 5), st.integers(1, 2), st.integers(3, 5),
+                        st.integers(3, 5))),
+    st.integers(-64, 64),  # bytes of data beyond (+) or short of (-) what the header claims
+    st.booleans(),  # compressed
+    st.sampled_from([(1, 0), (2, 0), (3, 0), (9, 9)]),  # .npy format version
+)
+_GOOD_X = st.tuples(st.just("x"), st.just("<f4"),
+                   st.tuples(st.integers(1, 5), st.just(1), st.just(4), st.just(4)),
+                   st.integers(0, 64), st.booleans(), st.sampled_from([(1, 0), (2, 0)]))
+NPZ_ARCHIVES = st.tuples(st.tuples(st.lists(_GOOD_X, max_size=1),
+                                   st.lists(_MEMBER, max_size=3)).map(lambda t: t[0] + t[1]),
+                         st.one_of(st.none(), st.integers(1, 4)),  # n
+                         st.sampled_from([None, 256, 1 << 20]))  # INTQ_MAX_ARRAY_BYTES
+
+
+def _member_bytes(dtype: str, shape: tuple, extra: int, version: tuple[int, int]) -> bytes:
+    header = f"{{'descr': '{dtype}', 'fortran_order': False, 'shape': {shape}, }}".encode()
+    size = 2 if version == (1, 0) else 4
+    header += b" " * (-(len(header) + 8 + size + 1) % 64) + b"\n"
+    count = int(np.prod(shape))
+    if dtype in ("|V4", "|O"):  # raw bytes; never unpickled
+        payload = bytes(range(256)) * (count * 8 // 256 + 1)
+    else:
+        payload = (np.arange(count) % 7).astype(dtype).tobytes()
+    payload = (payload + bytes(max(0, extra)))[: max(0, len(payload) + extra)]
+    return (b"\x93NUMPY" + bytes(version) + len(header).to_bytes(size, "little") + header
+            + payload)
+
+
+def check_npz_archive(folder: Path, members: list, n: int | None, limit: int | None) -> str:
+    """An archive of members with any names, dtypes (pickled objects included), shapes,
+    compression, format versions and too much or too little data; read with and without
+    ``n`` and a size limit: a sane result or one IntqError line."""
+    import os
+    import zipfile
+
+    path = folder / "data.npz"
+    with zipfile.ZipFile(path, "w") as archive, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile: "Duplicate name"
+        for name, dtype, shape, extra, compressed, version in members:
+            member = name if name.endswith(".npy") else f"{name}.npy"
+            archive.writestr(member, _member_bytes(dtype, shape, extra, version),
+                             zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED)
+    previous = os.environ.pop("INTQ_MAX_ARRAY_BYTES", None)
+    if limit is not None:
+        os.environ["INTQ_MAX_ARRAY_BYTES"] = str(limit)
+    try:
+        shape = data_input_shape(str(path))
+        assert shape is None or len(shape) == 3, shape
+        try:
+            loaded = load_user_data(path, input_shape=(1, 4, 4), n=n)
+        except IntqError as exc:
+            assert "\n" not in str(exc), exc
+            return "refused"
+    finally:
+        os.environ.pop("INTQ_MAX_ARRAY_BYTES", None)
+        if previous is not None:
+            os.environ["INTQ_MAX_ARRAY_BYTES"] = previous
+    assert loaded.x.dtype == torch.float32 and loaded.x.shape[1:] == (1, 4, 4)
+    assert torch.isfinite(loaded.x).all() and 1 <= len(loaded) <= (n or 5)
+    assert loaded.y is None or (loaded.y.shape == (len(loaded),) and (loaded.y >= 0).all())
+    return "accepted"
+
+
 def _shape():
     return st.sampled_from([(1, 6, 6), (3, 5, 7)])
 
@@ -254,4 +382,8 @@ PARSERS = {
         {"program": weights_files()["program.safetensors"]}).map(lambda t: (t[1],))),
         check_program),
     "model spec strings": (_spec(), check_spec),
+    "ONNX models (eval, bench)": (st.deferred(lambda: st.tuples(
+        _damaged(onnx_files()), st.sampled_from(["eval", "bench"])).map(
+            lambda t: (*t[0], t[1]))), check_onnx_cli),
+    ".npz archives (members)": (NPZ_ARCHIVES, check_npz_archive),
 }

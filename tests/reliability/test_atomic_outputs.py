@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import safetensors.torch
 
 from intq.convert.serialize import load_program, save_program
 from intq.convert.synthetic import random_cnn
@@ -126,14 +125,7 @@ def test_qat_ctrl_c_while_writing_the_onnx(inputs, tmp_path, capsys, monkeypatch
 
 
 def test_qat_ctrl_c_while_writing_the_checkpoint(inputs, tmp_path, capsys, monkeypatch):
-    real = safetensors.torch.save_file
-
-    def half_then_interrupt(tensors, path, *args, **kwargs):
-        real(tensors, path, *args, **kwargs)
-        Path(path).write_bytes(Path(path).read_bytes()[:100])
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(safetensors.torch, "save_file", half_then_interrupt)
+    _fail_writes_to(monkeypatch, "q.safetensors", KeyboardInterrupt())
     assert run_cli(_qat(inputs, tmp_path), capsys).code == 130
     assert [p.name for p in tmp_path.iterdir()] == ["q.onnx"]
 

@@ -1,5 +1,6 @@
 """Fuzz of the input parsers (short CI run): valid .npy/.npz, image, weights and IntProgram
-files with random byte edits, random bytes, and random model spec strings. Every outcome is a
+files with random byte edits, random bytes, random model spec strings, damaged ONNX models
+run by ``intq eval`` / ``intq bench``, and .npz archives built member by member. Every outcome is a
 success with a sane result or one IntqError (ValueError for the IntProgram loader, as
 documented); never another exception. benchmarks/fuzz_exporters.py runs them longer."""
 
@@ -15,6 +16,8 @@ from .parser_fuzz import (
     PARSERS,
     check_array_file,
     check_image,
+    check_npz_archive,
+    check_onnx_cli,
     check_program,
     check_random_bytes,
     check_spec,
@@ -60,6 +63,18 @@ def test_damaged_program_files(tmp_path, case):
 @given(PARSERS["model spec strings"][0])
 def test_model_spec_strings(tmp_path, case):
     check_spec(tmp_path, *case)
+
+
+@FUZZ
+@given(PARSERS["ONNX models (eval, bench)"][0])
+def test_damaged_onnx_models_in_eval_and_bench(tmp_path, case):
+    check_onnx_cli(tmp_path, *case)
+
+
+@FUZZ
+@given(PARSERS[".npz archives (members)"][0])
+def test_npz_archives_member_by_member(tmp_path, case):
+    check_npz_archive(tmp_path, *case)
 
 
 def test_image_claiming_a_huge_size_is_refused(tmp_path):

@@ -155,7 +155,7 @@ def test_bad_npy_inputs(tmp_path, x, message):
 @pytest.mark.parametrize(
     ("arrays", "message"),
     [
-        ({"inputs": np.zeros((2, 1, 4, 4), np.float32)}, "needs an array 'x'.*it has inputs"),
+        ({"inputs": np.zeros((2, 1, 4, 4), np.float32)}, "needs an array 'x'.*it has 'inputs'"),
         (
             {"x": np.zeros((2, 1, 4, 4), np.float32), "y": np.array([0.0, 1.0])},
             r"labels 'y' as integers of shape \(2,\), got float64",

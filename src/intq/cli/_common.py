@@ -7,9 +7,7 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from intq.errors import IntqError, UsageError
+from intq.cli import _paths
+from intq.errors import IntqError, printable
 from intq.eval import (
     logit_sqnr_db,
     mean_kl_divergence,
@@ -25,7 +24,10 @@ from intq.eval import (
     topk_agreement,
     topk_overlap,
 )
+from intq.outputs import write_atomic
 from intq.progress import progress_bar
+from intq.runtime.budget import control_flow_nodes, memory_exceeded
+from intq.zoo.arrays import array_shape
 from intq.zoo.data import DATASET_SHAPES, DATASETS, load_data
 from intq.zoo.dataset import Dataset
 from intq.zoo.normalization import NORMALIZATIONS, Normalization
@@ -62,13 +64,15 @@ _INTQ_DIR = str(Path(__file__).resolve().parents[1])
 
 
 def positive(kind: type):
-    """argparse type: a number of type ``kind`` (int, float) that is > 0."""
+    """argparse type: a finite number of type ``kind`` (int, float) that is > 0."""
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
         if not value > 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
         return value
@@ -128,7 +132,7 @@ def status(text: str) -> Iterator[None]:
 
 def note(message: str) -> None:
     """One line on stderr, prefixed ``intq:``."""
-    print(f"intq: {message}", file=sys.stderr)
+    print(f"intq: {printable(message)}", file=sys.stderr)
 
 
 def one_line(exc: BaseException) -> str:
@@ -151,14 +155,10 @@ def data_input_shape(spec: str | None) -> tuple[int, int, int] | None:
         return DATASET_SHAPES[spec]
     path = Path(spec)
     try:
-        if path.suffix == ".npy" and path.is_file():
-            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
-        elif path.suffix == ".npz" and path.is_file():
-            with path.open("rb") as f, np.load(f, allow_pickle=False) as arrays:
-                shape = arrays["x"].shape
-        else:
+        if path.suffix not in (".npy", ".npz") or not path.is_file():
             return None
-    except Exception:  # unreadable or malformed: loading the data reports why
+        shape = array_shape(path)  # the header only
+    except (IntqError, KeyError, OSError):  # unreadable or malformed: loading reports why
         return None
     return tuple(int(d) for d in shape[1:]) if len(shape) == 4 else None
 
@@ -198,52 +198,17 @@ def load_dataset(spec: str, input_shape: tuple[int, int, int], split: str, n: in
     return data
 
 
-def check_output_path(path: Path, *, suffix: str, inputs: list[Path]) -> Path:
-    """``path`` if it can be written: ends in ``suffix``, its directory exists, and it is not
-    a directory or one of the ``inputs`` (never overwritten)."""
-    if path.suffix != suffix:
-        raise UsageError(f"output {path}: the file name must end in {suffix}")
-    if not path.parent.is_dir():
-        raise IntqError(f"output directory {path.parent} does not exist; create it first")
-    if path.is_dir():
-        raise IntqError(f"output {path} is a directory; give a file name")
-    for source in inputs:
-        if source.exists() and path.exists() and path.samefile(source):
-            raise IntqError(f"output {path} is an input file; choose another name")
-    try:  # the only sure test (permissions, read-only mounts, root), before any slow work
-        tempfile.TemporaryFile(dir=path.parent).close()
-    except OSError as exc:
-        raise IntqError(f"output directory {path.parent} is not writable ({exc.strerror}); "
-                        "choose another output path") from None
-    return path
+def check_output_path(path: Path, *, suffix: str, inputs: list[Path],
+                      rewrites: Path | None = None) -> Path:
+    """``path`` if it can be written (see ``_paths.check_output``): never one of ``inputs``
+    or of the zoo's shipped files (but ``rewrites``), never a directory or device."""
+    return _paths.check_output(path, suffix=suffix, inputs=inputs, rewrites=rewrites)
 
 
 def write_output(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file in ``path``'s directory, then rename it onto
-    ``path``: ``path`` is never partial, and an error or Ctrl-C leaves no temporary file.
-    The file gets the usual permissions (0666 minus the umask)."""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise IntqError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):  # a full disk, a vanished directory
-            raise IntqError(f"cannot write {path}: {exc.strerror}") from None
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """Write ``data`` to ``path`` atomically (``intq.outputs.write_atomic``): ``path`` is
+    never partial; an error or Ctrl-C leaves no temporary file; mode 0666 minus the umask."""
+    write_atomic(path, data)
 
 
 def print_json(obj) -> None:
@@ -279,7 +244,8 @@ def warnings_as_notes() -> Iterator[None]:
 
 
 def onnx_input_shape(path: Path) -> tuple[int | None, ...]:
-    """The shape of the single graph input of an ONNX file (None for a dynamic dimension)."""
+    """The shape of the single graph input of an ONNX file (None for a dynamic dimension:
+    a symbol, or a negative size such as -1); a size 0 is an IntqError."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
@@ -289,7 +255,11 @@ def onnx_input_shape(path: Path) -> tuple[int | None, ...]:
         raise IntqError(f"{path}: the model has {len(inputs)} inputs; intq needs exactly one "
                         "(an image batch)")
     dims = inputs[0].type.tensor_type.shape.dim
-    return tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+    if any(d.HasField("dim_value") and d.dim_value == 0 for d in dims):
+        raise IntqError(f"{path}: the input has a dimension of size 0, so no sample can run "
+                        "through it; export the model with sizes >= 1")
+    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                 for d in dims)
 
 
 def agreement(reference: torch.Tensor, logits: torch.Tensor) -> dict:
@@ -306,21 +276,28 @@ def agreement(reference: torch.Tensor, logits: torch.Tensor) -> dict:
 
 
 def check_onnx_file(path: Path) -> Path:
-    """``path`` if it holds an ONNX model that passes ``onnx.checker``; else one IntqError."""
+    """``path`` if it holds an ONNX model that passes ``onnx.checker`` and has no control
+    flow (``runtime.budget.control_flow_nodes``); else one IntqError."""
     import onnx
 
     if not path.is_file():
         raise IntqError(f"ONNX model {path} does not exist")
     try:
         onnx.checker.check_model(str(path))
+        nodes = control_flow_nodes(onnx.load(str(path), load_external_data=False))
     except Exception as exc:  # the checker raises several unrelated types
         raise IntqError(f"not a valid ONNX model: {path}: {one_line(exc)}") from None
+    if nodes:
+        raise IntqError(f"refusing {path}: it has {len(nodes)} control-flow node(s) (first: "
+                        f"{nodes[0]}), whose work a file does not bound; intq runs "
+                        "feed-forward models (no Loop, Scan or If)")
     return path
 
 
 def ort_error(path: Path, exc: Exception) -> IntqError:
     """The one-line error for an ONNX Runtime failure to load or run ``path``."""
-    return IntqError(f"not a valid ONNX model: {path}: {one_line(exc)}")
+    return memory_exceeded(str(path), exc) or IntqError(
+        f"not a valid ONNX model: {path}: {one_line(exc)}")
 
 
 def onnx_logits(run: Callable[[np.ndarray], np.ndarray], data: Dataset, batch_size: int, *,

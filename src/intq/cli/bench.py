@@ -9,6 +9,7 @@ from pathlib import Path
 from intq.cli import _common as common
 from intq.errors import IntqError
 from intq.eval.latency import LatencyStats, measure_latency, onnx_feed, ort_session, speedup
+from intq.runtime.budget import RunBudget
 
 __all__ = ["RUNTIMES", "add_parser", "run"]
 
@@ -53,12 +54,12 @@ def run(args: argparse.Namespace) -> int:
     runtimes = [args.runtime, args.vs_runtime or args.runtime][:len(paths)]
     for path in paths:
         common.check_onnx_file(path)
-    stats = _measure(paths, runtimes, args)
+    stats, batches = _measure(paths, runtimes, args)
     summary = {
-        "models": [{"path": str(p), "runtime": r, **s.as_dict()}
-                   for p, r, s in zip(paths, runtimes, stats, strict=True)],
+        "models": [{"path": str(p), "runtime": r, "batch": b, **s.as_dict()}
+                   for p, r, s, b in zip(paths, runtimes, stats, batches, strict=True)],
         "threads": args.threads,
-        "batch": args.batch,
+        "batch": batches[0] if len(set(batches)) == 1 else batches,
         "repeats": args.repeats,
         "warmup": args.warmup,
         "speedup": None if args.vs is None else speedup(stats[0], stats[1]),
@@ -70,33 +71,45 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _measure(paths: list[Path], runtimes: list[str],
-             args: argparse.Namespace) -> list[LatencyStats]:
-    """Interleaved latency of each model in its runtime (intq.eval.latency.measure_latency)."""
+def _measure(paths: list[Path], runtimes: list[str], args: argparse.Namespace
+             ) -> tuple[list[LatencyStats], list[int | None]]:
+    """Interleaved latency of each model in its runtime (ONNX Runtime within the budgets of
+    ``runtime.budget``: models from outside) and the batch size each one actually ran with."""
     try:
-        calls = [_call(path, runtime, args) for path, runtime in zip(paths, runtimes,
-                                                                      strict=True)]
-        return measure_latency(calls, repeats=args.repeats, warmup=args.warmup)
+        calls, batches = [], []
+        for path, runtime in zip(paths, runtimes, strict=True):
+            call, batch = _call(path, runtime, args)
+            calls.append(call)
+            batches.append(batch)
+        return measure_latency(calls, repeats=args.repeats, warmup=args.warmup), batches
     except ImportError as exc:  # the openvino extra is missing
         raise IntqError(str(exc)) from None
+    except IntqError:  # over the time or memory budget
+        raise
     except ValueError as exc:  # inputs that cannot be generated
         raise IntqError(f"cannot time {_names(paths)}: {common.one_line(exc)}") from None
     except Exception as exc:  # the runtimes' load and run errors have their own types
-        raise IntqError(f"not a valid ONNX model: {_names(paths)}: "
-                        f"{common.one_line(exc)}") from None
+        raise common.ort_error(_names(paths), exc) from None
+
+
+def _batch(feed: dict) -> int | None:
+    shapes = [value.shape for value in feed.values() if getattr(value, "ndim", 0)]
+    return shapes[0][0] if shapes else None
 
 
 def _call(path: Path, runtime: str, args: argparse.Namespace):
-    """A no-argument call running `path` once on seeded standard-normal inputs."""
+    """(a no-argument call running `path` once on seeded standard-normal inputs, the batch
+    size it runs with)."""
     if runtime == "openvino":
         from intq.runtime.openvino import OpenVinoSession
 
         session = OpenVinoSession(path, threads=args.threads, batch=args.batch)
         feed = session.random_feed(args.seed)
-        return lambda: session.run_all(feed)
-    session = ort_session(path, args.threads)
+        return (lambda: session.run_all(feed)), _batch(feed)
+    session = ort_session(path, args.threads, budget=True)
     feed = onnx_feed(session, args.batch, args.seed)
-    return lambda: session.run(None, feed)
+    budget = RunBudget(str(path))
+    return (lambda: budget.run(session, None, feed)), _batch(feed)
 
 
 def _names(paths: list[Path]) -> str:
@@ -124,7 +137,8 @@ def _render(s: dict) -> None:
     console.print(table)
     names = " vs ".join(dict.fromkeys(_RUNTIME_NAMES[m["runtime"]] for m in s["models"]))
     setup = (f"{names}, {s['threads']} thread{'s' if s['threads'] > 1 else ''}, "
-             f"batch {s['batch']}, {s['repeats']} timed runs after {s['warmup']} warm-up runs")
+             f"{_batch_text(s['batch'])}, {s['repeats']} timed runs after {s['warmup']} "
+             "warm-up runs")
     if s["speedup"] is not None:
         setup += ", interleaved"
         a, b = (m["path"] for m in s["models"])
@@ -132,3 +146,9 @@ def _render(s: dict) -> None:
         verdict = f"{ratio:.2f}x faster than" if ratio >= 1 else f"{1 / ratio:.2f}x slower than"
         console.print(f"{a} is {verdict} {b} (ratio of medians)", markup=False)
     console.print(setup, markup=False)
+
+
+def _batch_text(batch) -> str:
+    if isinstance(batch, list):
+        return "batches " + " / ".join(str(b) for b in batch)
+    return f"batch {batch}"

@@ -210,7 +210,7 @@ def _ort_run(path: Path):
     from intq.runtime.onnxruntime import OrtSession
 
     try:
-        session = OrtSession(path, threads=torch.get_num_threads())
+        session = OrtSession(path, threads=torch.get_num_threads(), budget=True)
     except Exception as exc:  # onnxruntime's load errors have their own types
         raise common.ort_error(path, exc) from None
     if len(session.outputs) != 1:
@@ -219,6 +219,8 @@ def _ort_run(path: Path):
     def run(x):
         try:
             return session.run(x)
+        except IntqError:  # over the time or memory budget
+            raise
         except Exception as exc:
             raise IntqError(f"ONNX Runtime failed on {path}: {common.one_line(exc)}") from None
 

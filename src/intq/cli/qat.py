@@ -1,120 +1,209 @@
-"""``intq qat``: fine-tune a float model with quantization-aware training, export ONNX."""
+"""``intq qat``: fine-tune a float model with quantization-aware training, export ONNX.
+
+With labels, the loss is cross-entropy; without (or with ``--distill``) the float model is
+the teacher and the loss its KL divergence to the QAT model (``intq.qat.distill``). Under
+``torchrun`` every process takes its share of each global batch (``intq.qat.distributed``)
+and only rank 0 writes files.
+"""
+
+from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import sys
+import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from intq.cli import _common as common
+from intq.cli._distributed import process_group
 from intq.errors import IntqError, UsageError
+from intq.modelspec import LoadedModel, load_model_spec
 from intq.recipes import DEFAULT_RECIPE, Recipe, get_recipe, recipe_names
-from intq.zoo.data import DATASETS, load_data
 from intq.zoo.dataset import Dataset
-from intq.zoo.registry import ZooModel, get_zoo_model, load_model, load_weights, save_weights
+from intq.zoo.registry import MODEL_ZOO
 
 __all__ = ["add_parser", "run"]
 
 _MAX_HOLDOUT = 5000
+_DEFAULT_BN_FREEZE = 0.5
+# Settings a resumed run must share with the run that wrote the checkpoint.
+_RUN_KEYS = ("model", "weights", "data", "n", "eval", "holdout", "recipe", "w_bits", "a_bits",
+             "per_channel", "equalize", "epochs", "steps", "batch_size", "lr", "seed",
+             "distill", "temperature", "bn_freeze", "normalize")
+
+_DESCRIPTION = """\
+Fine-tune a trained float model with simulated quantization (BN folded with the paper's
+correction; BN statistics frozen after --bn-freeze of the steps, activation ranges after
+three quarters), then write the integer model as ONNX and the QAT state as safetensors.
+
+MODEL, --weights and DATA are taken as by 'intq quantize'. With labels in DATA (a zoo
+dataset with labels, class sub-folders, a .npz with y) the loss is cross-entropy; without
+labels, or with --distill, it is distillation from the float model: T^2 KL(softmax(float/T)
+|| softmax(qat/T)). A hold-out (of DATA, or --eval DATA) measures the float, simulated and
+ONNX Runtime models: accuracy with labels, agreement with the float model always.
+
+Several processes: torchrun --nproc_per_node N -m intq.cli qat ... (same arguments; the
+--batch-size global batch is split over the processes; only rank 0 writes).
+Files are written only when the whole run succeeds; --checkpoint files are complete.
+"""
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "qat",
-        help="fine-tune a model with quantization-aware training and export ONNX",
-        description="Fine-tune a trained float model with simulated quantization (BN folded "
-        "with the paper's correction; BN frozen after half the steps, activation ranges "
-        "after three quarters), then write the integer model as ONNX and the QAT state as "
-        "safetensors. A hold-out of the training data measures float, simulated and ONNX "
-        "Runtime accuracy.",
-    )
-    parser.add_argument("model", metavar="MODEL", help="zoo model name (see 'intq zoo')")
-    parser.add_argument("--data", metavar="DATA", help=f"{' | '.join(DATASETS)} | a folder "
-                        "of labelled images | a .npz (x, y) file; default: the model's dataset "
-                        "(its training split)")
-    parser.add_argument("--epochs", type=common.positive(int), default=1, metavar="N",
-                        help="default: 1")
-    parser.add_argument("--steps", type=common.positive(int), metavar="N",
-                        help="stop after N steps (default: all steps of the epochs)")
-    parser.add_argument("--recipe", default=DEFAULT_RECIPE, metavar="NAME",
-                        help=f"{' | '.join(recipe_names())} (default: {DEFAULT_RECIPE})")
-    parser.add_argument("--w-bits", type=int, metavar="N", help="weight bits (2-8)")
-    parser.add_argument("--a-bits", type=int, default=8, metavar="N",
-                        help="activation bits (default: 8)")
-    granularity = parser.add_mutually_exclusive_group()
-    granularity.add_argument("--per-channel", dest="per_channel", action="store_true",
-                             default=None, help="one weight scale per output channel")
-    granularity.add_argument("--per-tensor", dest="per_channel", action="store_false",
-                             help="one weight scale per tensor")
-    common.add_equalize_argument(parser)
-    parser.add_argument("--weights", type=Path, metavar="FILE",
-                        help="float .safetensors to start from (default: the shipped weights)")
-    parser.add_argument("--lr", type=common.positive(float), default=0.005,
-                        help="peak learning rate, cosine decay (default: 0.005)")
-    parser.add_argument("--batch-size", type=common.positive(int), default=64, metavar="B",
-                        help="default: 64")
-    parser.add_argument("--holdout", type=common.positive(int), metavar="N",
-                        help=f"validation samples held out of DATA (default: 10%%, at most "
-                        f"{_MAX_HOLDOUT})")
-    parser.add_argument("--n", type=common.positive(int), metavar="N",
-                        help="use only the first N samples of DATA")
-    common.add_normalize_argument(parser)
-    parser.add_argument("--seed", type=common.int_in_range(0, 2**64 - 1), default=0,
-                        help="shuffling seed (default: 0)")
+        "qat", help="fine-tune a model with quantization-aware training and export ONNX",
+        description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", metavar="MODEL",
+                        help="zoo name, FILE.py:FACTORY or package.module:FACTORY")
+    parser.add_argument("--weights", type=Path, metavar="FILE", help="state dict: "
+                        ".safetensors, or torch.save'd tensors (never unpickles code)")
+    parser.add_argument("--input-shape", type=common.parse_input_shape, metavar="C,H,W",
+                        help="input shape of a model outside the zoo (default: DATA's)")
+    _add_data_arguments(parser)
+    _add_training_arguments(parser)
+    _add_recipe_arguments(parser)
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.onnx",
                         help="ONNX file; the QAT state goes next to it as OUT.safetensors")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from intq.convert.from_graph import convert_to_program
-    from intq.export.onnx import export_onnx
-    from intq.qat import convert_qat, prepare_qat, train_qat
+def _add_data_arguments(parser) -> None:
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", metavar="DATA", help=f"training data: {common.DATA_HELP}; "
+                      "default: the zoo model's dataset (its training split)")
+    data.add_argument("--n", type=common.positive_int, metavar="N",
+                      help="use only the first N samples of DATA")
+    data.add_argument("--eval", metavar="DATA", help="held-out data (its evaluation split); "
+                      "default: a hold-out of DATA")
+    data.add_argument("--holdout", type=common.positive_int, metavar="N",
+                      help=f"hold-out samples (default: 10%% of DATA, at most {_MAX_HOLDOUT}; "
+                      "with --eval: its default size)")
+    common.add_normalize_argument(data)
 
-    inputs = [Path(p) for p in (args.weights, args.data) if p is not None]
-    for path, suffix in ((args.output, ".onnx"), (args.output.with_suffix(".safetensors"),
-                                                  ".safetensors")):
-        common.check_output_path(path, suffix=suffix, inputs=inputs)
-    entry = get_zoo_model(args.model)
-    recipe = _recipe(args)
-    train, holdout = _split(_labelled_data(entry, args), args.holdout)
-    model = _float_model(entry, args.weights)
-    _check_labels(model, train)
-    qgm = prepare_qat(model, train.x[:2], recipe)
+
+def _add_training_arguments(parser) -> None:
+    train = parser.add_argument_group("training")
+    train.add_argument("--epochs", type=common.positive_int, default=1, metavar="N",
+                       help="default: 1")
+    train.add_argument("--steps", type=common.positive_int, metavar="N",
+                       help="stop after N steps (default: all steps of the epochs)")
+    train.add_argument("--lr", type=common.positive(float), default=0.005,
+                       help="peak learning rate, cosine decay (default: 0.005)")
+    train.add_argument("--batch-size", type=common.positive_int, default=64, metavar="B",
+                       help="global batch, split over torchrun processes (default: 64)")
+    train.add_argument("--bn-freeze", type=_fraction, default=_DEFAULT_BN_FREEZE, metavar="F",
+                       help="freeze BN statistics after this fraction of the steps (0: use "
+                       f"the float model's from the start; default: {_DEFAULT_BN_FREEZE})")
+    train.add_argument("--distill", action="store_true",
+                       help="distill from the float model even when DATA has labels")
+    train.add_argument("--temperature", type=common.positive(float), default=1.0,
+                       metavar="T", help="distillation temperature (default: 1)")
+    train.add_argument("--seed", type=common.int_in_range(0, 2**64 - 1), default=0,
+                       help="shuffling seed (default: 0)")
+    train.add_argument("--checkpoint", type=Path, metavar="FILE.safetensors",
+                       help="write the training state here (atomically) every "
+                       "--checkpoint-every steps")
+    train.add_argument("--checkpoint-every", type=common.positive_int, metavar="N",
+                       help="steps between checkpoints (default: one epoch)")
+    train.add_argument("--resume", type=Path, metavar="FILE.safetensors",
+                       help="continue the run that wrote this checkpoint")
+
+
+def _add_recipe_arguments(parser) -> None:
+    q = parser.add_argument_group("quantization")
+    q.add_argument("--recipe", default=DEFAULT_RECIPE, metavar="NAME",
+                   help=f"{' | '.join(recipe_names())} (default: {DEFAULT_RECIPE})")
+    q.add_argument("--w-bits", type=int, metavar="N", help="weight bits (2-8)")
+    q.add_argument("--a-bits", type=int, default=8, metavar="N",
+                   help="activation bits (default: 8)")
+    granularity = q.add_mutually_exclusive_group()
+    granularity.add_argument("--per-channel", dest="per_channel", action="store_true",
+                             default=None, help="one weight scale per output channel")
+    granularity.add_argument("--per-tensor", dest="per_channel", action="store_false",
+                             help="one weight scale per tensor")
+    common.add_equalize_argument(q)
+
+
+def _fraction(text: str) -> float:
     try:
-        with _progress(sys.stderr.isatty() and not args.json) as on_step:
-            train_qat(qgm, train.x, train.y, epochs=args.epochs, lr=args.lr,
-                      batch_size=args.batch_size, max_steps=args.steps, seed=args.seed,
-                      on_step=on_step)
-        deployable = convert_qat(qgm)
-        program = convert_to_program(deployable, entry.input_shape)
-    except ValueError as exc:  # e.g. Inf activations after a diverging step
-        raise IntqError(f"QAT failed: {common.one_line(exc)}; if the training diverged, "
-                        "lower --lr") from None
-    try:
-        export_onnx(program, args.output)
-        checkpoint = save_weights(qgm, args.output.with_suffix(".safetensors"))
-    except OSError as exc:  # a full disk
-        raise IntqError(f"cannot write {args.output}: {exc.strerror}") from None
-    summary = {
-        "model": entry.name,
-        "recipe": recipe.name,
-        "equalize": recipe.equalize,
-        "onnx": str(args.output),
-        "checkpoint": str(checkpoint),
-        "train_samples": len(train),
-        "holdout_samples": len(holdout),
-        "float_accuracy": _accuracy(model, holdout),
-        "qat_simulated_accuracy": _accuracy(deployable, holdout),
-        "onnx_accuracy": _onnx_accuracy(args.output, holdout),
-    }
-    print(json.dumps(summary, indent=2) if args.json else _format(summary))
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """What the processes train: the float model, data, recipe and where outputs go."""
+
+    loaded: LoadedModel
+    recipe: Recipe
+    input_shape: tuple[int, int, int]
+    train: Dataset
+    holdout: Dataset
+    distill: bool
+    outputs: tuple[Path, Path]
+    resume: dict[str, torch.Tensor] | None
+
+
+def run(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    with process_group() as (rank, world), contextlib.redirect_stdout(sys.stderr), \
+            common.warnings_as_notes():
+        setup = _setup(args, world)
+        qgm, train_seconds = _train(setup, args, rank, world)
+        if rank != 0:
+            return 0
+        summary = _finish(setup, qgm, args) | {"processes": world,
+                                               "train_seconds": round(train_seconds, 1)}
+    summary["seconds"] = round(time.perf_counter() - start, 1)
+    if args.json:
+        common.print_json(summary)
+    else:
+        print(_format(summary))
     return 0
+
+
+# -- set-up: everything checked before training ----------------------------------------
+
+def _setup(args: argparse.Namespace, world: int) -> _Run:
+    outputs = _outputs(args)
+    recipe = _recipe(args)
+    resume = _resume_state(args)
+    if args.batch_size % world:
+        raise UsageError(f"--batch-size {args.batch_size} does not split evenly over {world} "
+                         "processes")
+    zoo = MODEL_ZOO.get(args.model)
+    input_shape = _input_shape(args, zoo)
+    train, holdout = _data(args, zoo, input_shape)
+    with common.status(f"loading {args.model}"):
+        loaded = load_model_spec(args.model, weights=args.weights)
+    distill = args.distill or train.y is None
+    _check_model(loaded.model, train, None if distill else train.y)
+    return _Run(loaded, recipe, input_shape, train, holdout, distill, outputs, resume)
+
+
+def _outputs(args: argparse.Namespace) -> tuple[Path, Path]:
+    inputs = [Path(p) for p in (args.weights, args.data, args.eval, args.resume) if p]
+    inputs.append(Path(args.model.rsplit(":", 1)[0]))
+    onnx_path = common.check_output_path(args.output, suffix=".onnx", inputs=inputs)
+    state = common.check_output_path(args.output.with_suffix(".safetensors"),
+                                     suffix=".safetensors", inputs=inputs)
+    if args.checkpoint is not None:
+        common.check_output_path(args.checkpoint, suffix=".safetensors",
+                                 inputs=[p for p in inputs if p != args.resume])
+        if args.checkpoint in (onnx_path, state):
+            raise UsageError(f"--checkpoint {args.checkpoint} is an output of the run")
+    if args.checkpoint_every is not None and args.checkpoint is None:
+        raise UsageError("--checkpoint-every needs --checkpoint FILE")
+    return onnx_path, state
 
 
 def _recipe(args: argparse.Namespace) -> Recipe:
@@ -130,24 +219,33 @@ def _recipe(args: argparse.Namespace) -> Recipe:
     return recipe
 
 
-def _labelled_data(entry: ZooModel, args: argparse.Namespace) -> Dataset:
-    data = load_data(args.data or entry.dataset, input_shape=entry.input_shape,
-                     split="calibration", n=args.n,
-                     normalization=common.normalization(args, entry))
-    if data.y is None:
-        raise IntqError(f"{data.name} has no labels; QAT needs labelled data (class "
-                        "sub-folders or a .npz with x and y)")
-    if len(data) < 2:
-        raise IntqError(f"{data.name} has {len(data)} sample(s); QAT needs at least 2")
-    return data
+def _input_shape(args: argparse.Namespace, zoo) -> tuple[int, int, int]:
+    if zoo is not None:
+        if args.input_shape not in (None, zoo.input_shape):
+            raise UsageError(f"--input-shape: {zoo.name} takes inputs of shape "
+                             f"{','.join(map(str, zoo.input_shape))}")
+        return zoo.input_shape
+    shape = args.input_shape or common.data_input_shape(args.data)
+    if shape is None:
+        raise UsageError(f"give --input-shape C,H,W for {args.model} (not a zoo model), or "
+                         "--data as a dataset or a .npy/.npz file")
+    return shape
 
 
-def _check_labels(model: nn.Module, data: Dataset) -> None:
-    with torch.no_grad():
-        classes = model(data.x[:1]).shape[1]
-    if int(data.y.max()) >= classes:
-        raise IntqError(f"{data.name} has labels up to {int(data.y.max())} but the model has "
-                        f"only {classes} classes")
+def _data(args: argparse.Namespace, zoo, input_shape) -> tuple[Dataset, Dataset]:
+    spec = args.data or (zoo.dataset if zoo is not None else None)
+    if spec is None:
+        raise UsageError(f"give --data DATA for {args.model} (not a zoo model)")
+    normalization = common.normalization(args, zoo)
+    data = common.load_dataset(spec, input_shape, "calibration", args.n, "training",
+                               normalization)
+    if args.eval is None:
+        return _split(data, args.holdout)
+    holdout = common.load_dataset(args.eval, input_shape, "evaluation", args.holdout,
+                                  "evaluation", normalization)
+    if args.eval == spec and spec not in ("fashion-mnist", "natural-images"):
+        common.note("warning: --eval is the training data, so the hold-out is not held out")
+    return data, holdout
 
 
 def _split(data: Dataset, holdout: int | None) -> tuple[Dataset, Dataset]:
@@ -158,34 +256,103 @@ def _split(data: Dataset, holdout: int | None) -> tuple[Dataset, Dataset]:
         raise UsageError(f"--holdout {size} leaves no training data out of {n} samples")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
     train, val = order[: n - size], order[n - size :]
-    return (Dataset(data.name, data.x[train], data.y[train]),
-            Dataset(f"{data.name} hold-out", data.x[val], data.y[val]))
+    return _subset(data, train, data.name), _subset(data, val, f"{data.name} hold-out")
 
 
-def _float_model(entry: ZooModel, weights: Path | None) -> nn.Module:
-    if weights is None:
-        return load_model(entry.name)
-    if weights.suffix != ".safetensors":
-        raise IntqError(f"--weights {weights}: give a .safetensors file (intq never unpickles "
-                        ".pt/.pth)")
-    return load_weights(load_model(entry.name, pretrained=False), weights).eval()
+def _subset(data: Dataset, idx: torch.Tensor, name: str) -> Dataset:
+    return Dataset(name, data.x[idx], None if data.y is None else data.y[idx])
 
 
-def _accuracy(model: nn.Module, data: Dataset) -> float:
-    from intq.zoo.train import evaluate_accuracy
+def _check_model(model: nn.Module, data: Dataset, labels: torch.Tensor | None) -> None:
+    """The model must map two samples to (batch, classes) logits covering the labels."""
+    try:
+        with torch.no_grad():
+            logits = model(data.x[:2])
+    except Exception as exc:
+        raise IntqError(f"the model fails on {data.name} inputs of shape "
+                        f"{tuple(data.x[:2].shape)}: {common.one_line(exc)}") from None
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise IntqError(f"the model must return (batch, classes) logits, got {got}")
+    if labels is not None and int(labels.max()) >= logits.shape[1]:
+        raise IntqError(f"{data.name} has labels up to {int(labels.max())} but the model has "
+                        f"only {logits.shape[1]} classes")
 
-    return evaluate_accuracy(model, data)
+
+# -- training ------------------------------------------------------------------------------
+
+def _train(setup: _Run, args: argparse.Namespace, rank: int, world: int):
+    from intq.qat import QATSchedule, make_distributed, prepare_qat, train_qat
+
+    model, train = setup.loaded.model, setup.train
+    qgm = prepare_qat(model, train.x[:2], setup.recipe)
+    trained = make_distributed(qgm) if world > 1 else qgm
+    per_rank = args.batch_size // world
+    total = _total_steps(len(train), args.batch_size, world, args.epochs, args.steps)
+    schedule = dataclasses.replace(QATSchedule.for_total_steps(total),
+                                   bn_freeze_step=int(total * args.bn_freeze))
+    every = args.checkpoint_every or max(1, total // args.epochs)
+    start = time.perf_counter()
+    try:
+        with _progress(rank == 0 and common.progress_enabled()) as on_step:
+            train_qat(trained, train.x, None if setup.distill else train.y,
+                      teacher=model if setup.distill else None, temperature=args.temperature,
+                      epochs=args.epochs, lr=args.lr, batch_size=per_rank,
+                      max_steps=args.steps, schedule=schedule, seed=args.seed,
+                      on_step=on_step, resume=setup.resume,
+                      checkpoint=_checkpoint_writer(args, rank), checkpoint_every=every)
+    except ValueError as exc:  # e.g. Inf activations after a diverging step
+        raise IntqError(f"QAT failed: {common.one_line(exc)}; if the training diverged, "
+                        "lower --lr") from None
+    return qgm, time.perf_counter() - start
 
 
-def _onnx_accuracy(path: Path, data: Dataset, batch_size: int = 256) -> float:
-    from intq.runtime.onnxruntime import OrtSession
+def _total_steps(n: int, global_batch: int, world: int, epochs: int, steps: int | None) -> int:
+    per_epoch = n // global_batch if world > 1 else -(-n // global_batch)
+    if per_epoch == 0:
+        raise IntqError(f"{n} training samples make no global batch of {global_batch} "
+                        f"over {world} processes; lower --batch-size")
+    return per_epoch * epochs if steps is None else min(steps, per_epoch * epochs)
 
-    session = OrtSession(path)
-    correct = 0
-    for x, y in data.batches(batch_size):
-        logits = session.run(x.numpy())
-        correct += int((np.argmax(logits, axis=1) == y.numpy()).sum())
-    return correct / len(data)
+
+def _run_settings(args: argparse.Namespace) -> dict[str, str]:
+    return {"intq_qat_run": json.dumps({k: _plain(getattr(args, k)) for k in _RUN_KEYS})}
+
+
+def _plain(value):
+    return str(value) if isinstance(value, Path) else value
+
+
+def _checkpoint_writer(args: argparse.Namespace, rank: int):
+    if args.checkpoint is None or rank != 0:
+        return None
+    from intq.qat import save_checkpoint
+
+    def write(state: dict[str, torch.Tensor]) -> None:
+        try:
+            save_checkpoint(state, args.checkpoint, _run_settings(args))
+        except OSError as exc:
+            raise IntqError(f"cannot write {args.checkpoint}: {exc.strerror}") from None
+
+    return write
+
+
+def _resume_state(args: argparse.Namespace) -> dict[str, torch.Tensor] | None:
+    if args.resume is None:
+        return None
+    from intq.qat import load_checkpoint
+
+    state, metadata = load_checkpoint(args.resume)
+    saved = json.loads(metadata.get("intq_qat_run", "null") or "null")
+    if not isinstance(saved, dict):
+        raise IntqError(f"--resume {args.resume}: not a checkpoint of 'intq qat'")
+    ours = json.loads(_run_settings(args)["intq_qat_run"])
+    differ = [k for k in _RUN_KEYS if saved.get(k) != ours[k]]
+    if differ:
+        shown = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)} (now {ours[k]})"
+                          for k in differ)
+        raise IntqError(f"--resume {args.resume} comes from a run with other settings: {shown}")
+    return state
 
 
 @contextlib.contextmanager
@@ -203,19 +370,88 @@ def _progress(enabled: bool):
         task = bar.add_task("qat", total=None)
 
         def on_step(p) -> None:
-            text = f"epoch {p.epoch} loss {p.loss:.4f} train acc {p.accuracy:.2%}"
+            text = f"epoch {p.epoch} loss {p.loss:.4f} top-1 {p.accuracy:.2%}"
             bar.update(task, completed=p.step, total=p.total_steps, description=text)
 
         yield on_step
 
 
+# -- rank 0: convert, export, evaluate, write ------------------------------------------------
+
+def _finish(setup: _Run, qgm, args: argparse.Namespace) -> dict:
+    from intq.convert.from_graph import convert_to_program
+    from intq.export.onnx import export_onnx
+    from intq.qat import convert_qat
+    from intq.zoo.registry import save_weights
+
+    try:
+        with common.status("converting to an integer program and ONNX"):
+            deployable = convert_qat(qgm)
+            onnx_bytes = export_onnx(convert_to_program(deployable, setup.input_shape)
+                                     ).SerializeToString()
+    except ValueError as exc:
+        raise IntqError(f"conversion after QAT failed: {common.one_line(exc)}") from None
+    quality = _evaluate(setup, deployable, onnx_bytes)
+    onnx_path, state_path = setup.outputs
+    common.write_output(onnx_path, onnx_bytes)
+    try:
+        save_weights(qgm, state_path)
+    except OSError as exc:  # a full disk
+        raise IntqError(f"cannot write {state_path}: {exc.strerror}") from None
+    return {
+        "model": setup.loaded.label,
+        "model_spec": setup.loaded.spec,
+        "weights": setup.loaded.weights,
+        "recipe": setup.recipe.name,
+        "equalize": setup.recipe.equalize,
+        "loss": f"distillation (T={args.temperature:g})" if setup.distill else "cross-entropy",
+        "onnx": str(onnx_path),
+        "checkpoint": str(state_path),
+        "train_samples": len(setup.train),
+        "holdout_samples": len(setup.holdout),
+    } | quality
+
+
+def _evaluate(setup: _Run, deployable: nn.Module, onnx_bytes: bytes) -> dict:
+    """Float, simulated and ONNX Runtime logits on the hold-out: accuracies (with labels)
+    and agreement with the float model."""
+    from intq.eval import evaluate_model
+    from intq.runtime.onnxruntime import OrtSession
+
+    data, show = setup.holdout, common.progress_enabled()
+    reference = evaluate_model(setup.loaded.model, data, progress=show)
+    simulated = evaluate_model(deployable, data, progress=show)
+    session = OrtSession(onnx_bytes, threads=torch.get_num_threads())
+    ort = common.onnx_logits(session.run, data, 64, what="the integer model")
+    labels = data.y
+    return {
+        "float_accuracy": _accuracy(reference, labels),
+        "qat_simulated_accuracy": _accuracy(simulated, labels),
+        "onnx_accuracy": _accuracy(ort, labels),
+        "agreement": {"simulated": common.agreement(reference, simulated),
+                      "onnx": common.agreement(reference, ort)},
+    }
+
+
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor | None) -> float | None:
+    from intq.eval import top1_accuracy
+
+    return None if labels is None else top1_accuracy(logits, labels)
+
+
 def _format(s: dict) -> str:
-    return "\n".join([
+    lines = [
         f"model            {s['model']} ({s['recipe']}"
-        + (" + cross-layer equalization)" if s["equalize"] else ")"),
-        f"data             {s['train_samples']} training, {s['holdout_samples']} hold-out",
-        f"hold-out top-1   float {s['float_accuracy']:.2%}, QAT simulated "
-        f"{s['qat_simulated_accuracy']:.2%}, ONNX Runtime {s['onnx_accuracy']:.2%}",
-        f"written          {s['onnx']} and {s['checkpoint']}",
-    ])
+        + (" + cross-layer equalization)" if s["equalize"] else ")") + f", {s['loss']}",
+        f"data             {s['train_samples']} training, {s['holdout_samples']} hold-out; "
+        f"{s['processes']} process(es), {s['train_seconds']:.1f} s training",
+    ]
+    if s["float_accuracy"] is not None:
+        lines.append(f"hold-out top-1   float {s['float_accuracy']:.2%}, QAT simulated "
+                     f"{s['qat_simulated_accuracy']:.2%}, ONNX Runtime {s['onnx_accuracy']:.2%}")
+    agree = s["agreement"]["onnx"]
+    lines.append(f"vs float (ONNX)  top-1 agreement {agree['top1']:.2%}, logit SQNR "
+                 f"{agree['sqnr_db']:.1f} dB, KL {agree['kl_divergence']:.4f} nats")
+    lines.append(f"written          {s['onnx']} and {s['checkpoint']}")
+    return "\n".join(lines)
 

@@ -8,8 +8,8 @@ import collections
 import contextlib
 import dataclasses
 import fnmatch
+import math
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -30,6 +30,7 @@ from intq.export.onnx import EXACT_ANY_X86, EXACT_VNNI, export_onnx
 from intq.export.onnx_qdq import ONNX_FORMATS, export_onnx_qdq
 from intq.modelspec import LoadedModel, load_model_spec, spec_label
 from intq.observers.factory import OBSERVER_KINDS
+from intq.outputs import temporary_folder
 from intq.ptq import quantize
 from intq.recipes import (
     DEFAULT_OBSERVER,
@@ -53,6 +54,9 @@ _OTHER_SIZES = (256, 256)
 _EXPORTABLE_BITS = (2, 8)
 _LATENCY_WARMUP = 5
 _FLOAT_ONNX_OPSET = 17
+_ARRAY_SUFFIXES = (".npy", ".npz")
+_CALIB_HOLDOUT = "<held out of the calibration data>"
+_MIN_SPLIT = 10  # fewer array samples than this are not split into calibration + hold-out
 
 _DESCRIPTION = f"""\
 Post-training quantization (PTQ) of a trained float CNN: calibrate on a few hundred inputs,
@@ -161,7 +165,8 @@ class _Plan:
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     torch.manual_seed(args.seed)
-    with common.warnings_as_notes():
+    # user code (a model factory, its forward) may print: stdout is for the report only
+    with common.warnings_as_notes(), contextlib.redirect_stdout(sys.stderr):
         plan = _plan(args)
         mixed_cli.check(args, plan.simulated_reason)
         report_dir.check(args)
@@ -171,6 +176,9 @@ def run(args: argparse.Namespace) -> int:
             _check_model_runs(loaded, calib, evaluation)
         for text in plan.notes:
             common.note(text)
+        if plan.evaluation == _CALIB_HOLDOUT and evaluation is None:
+            common.note(f"{plan.calib} has {len(calib)} samples, all used for calibration: "
+                        "accuracy cannot be judged; give --eval DATA")
         recipe, leaves = _keep_float(plan.recipe, loaded.model, args.keep_float)
         mixed = None
         if mixed_cli.requested(args):
@@ -289,7 +297,11 @@ def _data_specs(args, zoo, input_shape) -> tuple[str, str | None, tuple[str, ...
                          "inputs")
     evaluation = args.eval or default
     notes = []
-    if zoo is None:
+    if args.eval is None and Path(calib).suffix in _ARRAY_SUFFIXES:
+        evaluation = _CALIB_HOLDOUT  # the array's own preprocessing, whatever it was
+        notes.append(f"--eval: samples of {calib} held out from calibration (normalized like "
+                     "it); give --eval DATA to use other data")
+    if zoo is None and evaluation != _CALIB_HOLDOUT:
         for flag, given, used in (("--calib", args.calib, calib), ("--eval", args.eval,
                                                                    evaluation)):
             if given is None and used is not None:
@@ -315,6 +327,8 @@ def _shape_text(shape: tuple[int, ...]) -> str:
 # -- loading and checking ------------------------------------------------------------------
 
 def _load_data(plan: _Plan, args: argparse.Namespace) -> tuple[Dataset, Dataset | None]:
+    if plan.evaluation == _CALIB_HOLDOUT:
+        return _split_calibration(plan, args)
     calib_n = args.calib_size or _DEFAULT_SIZES.get(plan.calib, _OTHER_SIZES)[0]
     calib = common.load_dataset(plan.calib, plan.input_shape, "calibration", calib_n,
                                 "calibration", plan.normalization)
@@ -324,6 +338,22 @@ def _load_data(plan: _Plan, args: argparse.Namespace) -> tuple[Dataset, Dataset 
     evaluation = common.load_dataset(plan.evaluation, plan.input_shape, "evaluation", eval_n,
                                      "evaluation", plan.normalization)
     return calib, evaluation
+
+
+def _split_calibration(plan: _Plan, args: argparse.Namespace) -> tuple[Dataset, Dataset | None]:
+    """Calibration samples first, the next ones (at most the evaluation size) held out; with
+    too few samples for both, 80/20 unless --calib-size asked for them all."""
+    data = common.load_dataset(plan.calib, plan.input_shape, "calibration", None,
+                               "calibration", plan.normalization)
+    n, calib_n = len(data), args.calib_size or _OTHER_SIZES[0]
+    if n <= calib_n:
+        if args.calib_size is not None or n < _MIN_SPLIT:
+            return data, None
+        calib_n = math.ceil(0.8 * n)
+    end = min(n, calib_n + (args.eval_size or _OTHER_SIZES[1]))
+    held = Dataset(f"{data.name}[{calib_n}:{end}] (held out)", data.x[calib_n:end],
+                   None if data.y is None else data.y[calib_n:end])
+    return data.head(calib_n), held
 
 
 def _check_model_runs(loaded: LoadedModel, data: Dataset, evaluation: Dataset | None) -> None:
@@ -399,8 +429,8 @@ def _integer_run(plan: _Plan, args, loaded: LoadedModel, qgm, calib: Dataset,
         "op_counts": dict(counts.most_common()),
         "int8_size_bytes": len(onnx_bytes),
     }
-    with tempfile.TemporaryDirectory(prefix="intq-float-") as tmp:
-        float_onnx = _float_onnx(loaded.model, calib.x[:1], Path(tmp) / "float.onnx")
+    with temporary_folder("intq-float-") as tmp:
+        float_onnx = _float_onnx(loaded.model, calib.x[:1], tmp / "float.onnx")
         result["float_size_bytes"] = (float_onnx.stat().st_size if float_onnx
                                       else _float32_bytes(loaded.model))
         result["float_size_source"] = "onnx" if float_onnx else "float32 state dict"
@@ -410,10 +440,7 @@ def _integer_run(plan: _Plan, args, loaded: LoadedModel, qgm, calib: Dataset,
         result |= _latency(float_onnx, onnx_bytes, args)
     common.write_output(plan.output, onnx_bytes)
     if plan.program is not None:
-        try:
-            save_program(program, plan.program)
-        except OSError as exc:  # a full disk
-            raise IntqError(f"cannot write {plan.program}: {exc.strerror}") from None
+        save_program(program, plan.program)  # a full disk: one OutputError line
     return result
 
 

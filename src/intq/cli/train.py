@@ -6,7 +6,9 @@ import sys
 from pathlib import Path
 
 from intq.cli import _common as common
+from intq.errors import IntqError
 from intq.zoo import load_fashion_mnist, save_weights, train_zoo_model
+from intq.zoo.registry import WEIGHTS_DIR
 
 __all__ = ["add_parser", "run"]
 
@@ -22,7 +24,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("model", metavar="MODEL", help="zoo model name (see 'intq zoo')")
     parser.add_argument("--epochs", type=common.positive(int),
                         help="epochs (default: the recipe's)")
-    parser.add_argument("--seed", type=int, help="random seed (default: the recipe's)")
+    parser.add_argument("--seed", type=common.int_in_range(0, 2**64 - 1),
+                        help="random seed (default: the recipe's)")
     parser.add_argument("--lr", type=common.positive(float), help="peak learning rate")
     parser.add_argument("--threads", type=common.positive(int), help="torch CPU threads")
     parser.add_argument(
@@ -36,8 +39,8 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     output = common.check_output_path(
-        args.output or Path(f"{args.model}.safetensors"), suffix=".safetensors", inputs=[]
-    )
+        args.output or Path(f"{args.model}.safetensors"), suffix=".safetensors", inputs=[],
+        rewrites=WEIGHTS_DIR / f"{args.model}.safetensors")
     train_data = test_data = None
     if args.subset is not None:
         train_data = load_fashion_mnist("train").head(args.subset)
@@ -52,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         train_data=train_data,
         test_data=test_data,
     )
+    _check_finite(result.model)
     save_weights(result.model, output)
     summary = {
         "model": args.model,
@@ -73,3 +77,11 @@ def run(args: argparse.Namespace) -> int:
         )
     return 0
 
+
+def _check_finite(model) -> None:
+    """Training that diverged (NaN or Inf weights) fails; nothing is written."""
+    bad = [name for name, t in model.state_dict().items()
+           if t.is_floating_point() and not t.isfinite().all()]
+    if bad:
+        raise IntqError(f"training diverged: {len(bad)} weight tensor(s) hold NaN or Inf "
+                        f"(first: {bad[0]}); nothing written; lower --lr")

@@ -33,10 +33,8 @@ defect raises ValueError naming the file and the problem. Writes are atomic (tem
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 
@@ -67,6 +65,7 @@ from intq.convert.requant import (
     conv_requant,
     global_avgpool_requant,
 )
+from intq.outputs import write_atomic
 
 __all__ = ["atomic_write_bytes", "load_program", "pack_bits", "save_program", "unpack_bits"]
 
@@ -107,18 +106,8 @@ def unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to a temp file next to `path`, fsync it, then os.replace onto `path`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write `data` to `path` atomically (``intq.outputs.write_atomic``)."""
+    write_atomic(path, data)
 
 
 def save_program(program: IntProgram, path: str | os.PathLike) -> None:

@@ -20,6 +20,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from intq.runtime.budget import limit_memory
+from intq.runtime.onnxruntime import session_options
+
 __all__ = [
     "LatencyStats",
     "latency_stats",
@@ -88,32 +91,38 @@ def speedup(fast: LatencyStats, slow: LatencyStats) -> float:
     return slow.median_ms / fast.median_ms
 
 
-def ort_session(model: str | os.PathLike | bytes, threads: int = 1):
-    """An onnxruntime CPU InferenceSession with ``threads`` intra-op threads."""
+def ort_session(model: str | os.PathLike | bytes, threads: int = 1, *,
+                budget: bool = False):
+    """An onnxruntime CPU InferenceSession with ``threads`` intra-op threads, quiet; with
+    ``budget``, its memory capped (``runtime.budget.limit_memory``)."""
     import onnxruntime as ort
 
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"ort_session: threads must be an int >= 1, got {threads!r}")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
+    options = session_options(threads)
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if budget:
+        limit_memory(options)
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def onnx_feed(session, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
-    """Standard-normal inputs for every input of ``session``: a dynamic first dimension
-    becomes ``batch``; any other dynamic dimension raises ValueError."""
+    """Standard-normal inputs for every input of ``session``: a dynamic first dimension (a
+    symbol or a negative size) becomes ``batch``; a first dimension 0 or any other dynamic
+    dimension raises ValueError."""
     rng = np.random.default_rng(seed)
     feed = {}
     for arg in session.get_inputs():
         if arg.type not in _NUMPY_TYPES:
             raise ValueError(f"input {arg.name!r} has type {arg.type}; only float inputs "
                              f"({', '.join(_NUMPY_TYPES)}) can be generated")
-        shape = [batch if i == 0 and not isinstance(d, int) else d
+        if arg.shape and arg.shape[0] == 0:
+            raise ValueError(f"input {arg.name!r} has shape {arg.shape}: a batch of 0 "
+                             "samples, nothing to time; export it with a batch >= 1")
+        shape = [batch if i == 0 and not (isinstance(d, int) and d > 0) else d
                  for i, d in enumerate(arg.shape)]
-        dynamic = [i for i, d in enumerate(shape) if not isinstance(d, int)]
+        dynamic = [i for i, d in enumerate(shape) if not (isinstance(d, int) and d > 0)]
         if dynamic:
             raise ValueError(f"input {arg.name!r} has shape {arg.shape}: dynamic axis "
                              f"{dynamic[0]} besides the batch; export it with a fixed size")

@@ -4,11 +4,18 @@
     schedule = QATSchedule.for_total_steps(steps)
     for step, (x, y) in enumerate(batches):
         apply_schedule(qgm, schedule, step)
-        loss = F.cross_entropy(qgm(x), y); ...
+        loss = F.cross_entropy(qgm(x), y); ...   # or distillation_loss(qgm(x), teacher(x))
     program = convert_to_program(convert_qat(qgm), input_shape)
 """
 
 from intq.qat.bn_fold import QATConvBn2d
+from intq.qat.checkpoint import (
+    load_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+    training_state,
+)
+from intq.qat.distill import distillation_loss
 from intq.qat.distributed import GlobalBatchEMAObserver, make_distributed
 from intq.qat.prepare import EMA_DECAY, convert_qat, prepare_qat, qat_layers, qat_recipe
 from intq.qat.schedule import QATSchedule, apply_schedule
@@ -22,9 +29,14 @@ __all__ = [
     "QATSchedule",
     "apply_schedule",
     "convert_qat",
+    "distillation_loss",
+    "load_checkpoint",
     "make_distributed",
     "prepare_qat",
     "qat_layers",
     "qat_recipe",
+    "restore_training_state",
+    "save_checkpoint",
     "train_qat",
+    "training_state",
 ]

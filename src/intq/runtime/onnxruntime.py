@@ -7,6 +7,8 @@
 Integer tensors exported with `intermediates=True` come back in their IntProgram dtype
 (int8 tensors run as uint8 = q + 128 inside the model and are shifted back), ready to compare
 with run_reference(..., return_all=True). onnxruntime is imported when a session is created.
+ONNX Runtime's own log is off (``session_options``); ``budget=True`` runs a model intq did not
+write within the time and memory limits of ``intq.runtime.budget``.
 """
 
 import json
@@ -18,8 +20,24 @@ from pathlib import Path
 import numpy as np
 
 from intq.export.onnx import EXACT_ANY_X86
+from intq.runtime.budget import RunBudget, limit_memory
 
-__all__ = ["OrtSession", "cpu_has_vnni"]
+__all__ = ["OrtSession", "cpu_has_vnni", "session_options"]
+
+_QUIET = 4  # ONNX Runtime's log severity "fatal": its errors reach intq as exceptions only
+
+
+def session_options(threads: int):
+    """CPU ``SessionOptions``: ``threads`` intra-op threads, one inter-op thread, and no
+    log output of ONNX Runtime's own (errors come back as exceptions, which intq reports)."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(_QUIET)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = _QUIET
+    return options
 
 
 def cpu_has_vnni() -> bool | None:
@@ -39,14 +57,18 @@ def cpu_has_vnni() -> bool | None:
 class OrtSession:
     """ONNX Runtime CPU session (default providers) with `threads` intra-op threads."""
 
-    def __init__(self, model: str | os.PathLike | bytes, threads: int = 1):
+    def __init__(self, model: str | os.PathLike | bytes, threads: int = 1, *,
+                 budget: bool = False):
         import onnxruntime as ort
 
         if not isinstance(threads, int) or threads < 1:
             raise ValueError(f"OrtSession: threads must be an int >= 1, got {threads!r}")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
+        options = session_options(threads)
+        what = "the ONNX model" if isinstance(model, bytes) else str(model)
+        self._budget = None
+        if budget:
+            limit_memory(options)
+            self._budget = RunBudget(what)
         source = model if isinstance(model, bytes) else str(model)
         self._session = ort.InferenceSession(source, options,
                                              providers=["CPUExecutionProvider"])
@@ -67,17 +89,22 @@ class OrtSession:
         if len(self.outputs) != 1:
             raise ValueError(f"OrtSession.run: the model has outputs {self.outputs}; "
                              f"use run_all")
-        return self._session.run(self.outputs[:1], self._feed(inputs))[0]
+        return self._run(self.outputs[:1], self._feed(inputs))[0]
 
     def run_all(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Program outputs and exported integer tensors (in IntProgram dtypes) by name."""
         names = self.outputs + self.intermediates
-        values = self._session.run(names, self._feed(inputs))
+        values = self._run(names, self._feed(inputs))
         out = dict(zip(names, values, strict=True))
         for name in self.intermediates:
             if self.dtypes.get(name) == "int8":
                 out[name] = (out[name].astype(np.int16) - 128).astype(np.int8)
         return out
+
+    def _run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self._budget is None:
+            return self._session.run(names, feed)
+        return self._budget.run(self._session, names, feed)
 
     def _feed(self, inputs) -> dict[str, np.ndarray]:
         if not isinstance(inputs, Mapping):

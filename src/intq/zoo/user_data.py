@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from intq.errors import IntqError
+from intq.zoo.arrays import array_names, read_array
 from intq.zoo.dataset import Dataset
 from intq.zoo.normalization import Normalization, default_normalization
 
@@ -26,6 +27,7 @@ __all__ = ["IMAGE_SUFFIXES", "load_user_data"]
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 _MODES = {1: "L", 3: "RGB"}
+_MAX_LABEL = 2**31 - 1
 
 
 def load_user_data(
@@ -66,18 +68,13 @@ def _load_image_folder(folder: Path, input_shape: tuple[int, int, int], n: int |
 
 def _load_array_file(path: Path, input_shape: tuple[int, int, int], n: int | None) -> Dataset:
     """Inputs from a ``.npy`` (float32 NCHW) or ``.npz`` (``x``, optional ``y``) file."""
-    arrays = _read_arrays(path)
-    x, y = _head(arrays["x"], n), _head(arrays["y"], n)
+    arrays = _read_arrays(path, n)
+    x, y = arrays["x"], arrays["y"]
     _check_inputs(path, x, input_shape)
     if y is not None:
         _check_labels(path, y, len(x))
         y = torch.from_numpy(y.astype(np.int64))
     return Dataset(f"file:{path}", torch.from_numpy(np.array(x, dtype=np.float32)), y)
-
-
-def _head(a: np.ndarray | None, n: int | None) -> np.ndarray | None:
-    """The first ``n`` rows of ``a``; a 0-d array (or None) as is, for the checks to report."""
-    return a if a is None or a.ndim == 0 else a[:n]
 
 
 def _list_images(folder: Path) -> tuple[list[Path], list[int] | None]:
@@ -133,34 +130,14 @@ def _preprocess_image(path: Path, input_shape: tuple[int, int, int]) -> np.ndarr
     return np.asarray(resized).reshape(height, width, channels)
 
 
-def _read_arrays(path: Path) -> dict[str, np.ndarray | None]:
-    """``{"x": ..., "y": ... or None}`` read with ``allow_pickle=False``."""
-    try:
-        if path.suffix == ".npy":
-            return {"x": np.load(path, allow_pickle=False), "y": None}
-        with np.load(path, allow_pickle=False) as archive:
-            if "x" not in archive.files:
-                raise IntqError(
-                    f"{path}: a .npz needs an array 'x' (and optionally 'y'); "
-                    f"it has {', '.join(archive.files) or 'no arrays'}"
-                )
-            y = archive["y"] if "y" in archive.files else None
-            return {"x": archive["x"], "y": y}
-    except ValueError as exc:
-        if "Object arrays" in str(exc):
-            raise IntqError(
-                f"{path} holds Python objects, which intq never unpickles; "
-                "save plain numeric arrays (np.save / np.savez)"
-            ) from None
-        if "pickled" in str(exc):  # numpy: "This file contains pickled (object) data"
-            raise IntqError(
-                f"cannot read {path}: not a NumPy .npy/.npz file (intq never unpickles)"
-            ) from None
-        raise IntqError(f"cannot read {path}: {exc}") from None
-    except IntqError:
-        raise
-    except Exception as exc:  # malformed files: numpy, zipfile and zlib raise many types
-        raise IntqError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+def _read_arrays(path: Path, n: int | None) -> dict[str, np.ndarray | None]:
+    """``{"x": ..., "y": ... or None}``: the first ``n`` rows of each (``zoo.arrays``)."""
+    names = array_names(path)
+    if "x" not in names:
+        raise IntqError(f"{path}: a .npz needs an array 'x' (and optionally 'y'); "
+                        f"it has {', '.join(map(repr, names)) or 'no arrays'}")
+    y = read_array(path, "y", n) if "y" in names else None
+    return {"x": read_array(path, "x", n), "y": y}
 
 
 def _check_inputs(path: Path, x: np.ndarray, input_shape: tuple[int, int, int]) -> None:
@@ -187,3 +164,6 @@ def _check_labels(path: Path, y: np.ndarray, count: int) -> None:
         )
     if count and y.min() < 0:
         raise IntqError(f"{path}: labels must be >= 0, got {y.min()}")
+    if count and int(y.max()) > _MAX_LABEL:  # uint64 beyond int64 would wrap to negative
+        raise IntqError(f"{path}: labels are class indices and must be below 2^31, got "
+                        f"{int(y.max())}")

@@ -74,9 +74,9 @@ def _weight_dtypes(model: onnx.ModelProto) -> set[int]:
 @pytest.mark.parametrize("bits, weight_type, dtypes, exact_on", [
     (8, "auto", {TensorProto.UINT8}, EXACT_ANY_X86),
     (7, "auto", {TensorProto.INT8}, EXACT_ANY_X86),
-    (4, "auto", {TensorProto.INT8}, EXACT_ANY_X86),
+    (4, "auto", {TensorProto.INT4}, EXACT_ANY_X86),
     (8, "s8", {TensorProto.INT8}, EXACT_VNNI),
-    (4, "s8", {TensorProto.INT8}, EXACT_ANY_X86),
+    (4, "s8", {TensorProto.INT4}, EXACT_ANY_X86),
     (4, "u8", {TensorProto.UINT8}, EXACT_ANY_X86),
 ])
 def test_exporter_weight_types(bits, weight_type, dtypes, exact_on):

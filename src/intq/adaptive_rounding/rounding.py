@@ -48,8 +48,9 @@ class AdaRoundSettings:
     sampled output positions per step; ``lr``: Adam learning rate; ``reg_weight``: λ;
     ``beta``: (start, end) of the annealing; ``warm_start``: fraction of the iterations
     without regularizer; ``check_every``: steps between two early-stop checks;
-    ``images``: calibration samples used (the first ones); ``column_budget``: at most
-    that many input values (columns x patch size) are kept for one layer."""
+    ``images``: calibration samples used (the first ones; both models' activations of all of
+    them are held in memory, about 1 GB for EfficientNet-Lite0 at 64); ``column_budget``: at
+    most that many input values (columns x patch size) are kept for one layer."""
 
     iterations: int = 1000
     batch_columns: int = 256
@@ -58,7 +59,7 @@ class AdaRoundSettings:
     beta: tuple[float, float] = (20.0, 2.0)
     warm_start: float = 0.2
     check_every: int = 50
-    images: int = 256
+    images: int = 64
     column_budget: int = 2**24
     seed: int = 0
 

@@ -7,12 +7,14 @@
     intq.export_tflite(program, "model.int8.tflite")                  # or in LiteRT
     outputs = intq.run_reference(program, x)                          # the bit-exact oracle
 
-Quantization-aware training: ``intq.prepare_qat`` / ``intq.convert_qat``. Heavy modules
+Learned weight rounding (AdaRound): ``intq.adaround`` (PTQ with it). Quantization-aware
+training: ``intq.prepare_qat`` / ``intq.convert_qat``. Heavy modules
 (ONNX and LiteRT export) load on first use.
 """
 
 from importlib import import_module
 
+from intq.adaptive_rounding import AdaRoundSettings, adaround
 from intq.convert import load_program, save_program
 from intq.convert.from_graph import convert_to_program
 from intq.errors import IntqError, UsageError
@@ -33,6 +35,8 @@ __all__ = [
     "recipe_names",
     # workflows
     "quantize",
+    "adaround",
+    "AdaRoundSettings",
     "prepare_qat",
     "convert_qat",
     "layer_report",

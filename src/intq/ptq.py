@@ -32,6 +32,7 @@ from intq.recipes import DEFAULT_RECIPE, Recipe, get_recipe
 __all__ = [
     "CALIBRATION_ENGINES",
     "calibrate",
+    "calibration_batches",
     "prepare_ptq",
     "quantize",
     "set_fake_quant",
@@ -230,6 +231,12 @@ def _warn_if_constant(q: Quantizer, owner: str) -> None:
         warnings.warn(f"the activation after {owner} is the constant {value:g} on every "
                       "calibration input, so its range is degenerate; check the calibration "
                       "data", stacklevel=3)
+
+
+def calibration_batches(data: Batches, batch_size: int = 32) -> list[torch.Tensor]:
+    """``data`` (a tensor, split in ``batch_size`` batches, or an iterable of batches) as a
+    list of checked float batches."""
+    return list(_batches(data, batch_size))
 
 
 def _batches(data: Batches, batch_size: int) -> Iterator[torch.Tensor]:

@@ -164,9 +164,10 @@ def data_input_shape(spec: str | None) -> tuple[int, int, int] | None:
 
 
 def add_equalize_argument(parser) -> None:
-    """``--equalize / --no-equalize``: cross-layer equalization (None: the recipe's default)."""
+    """``--equalize / --no-equalize`` (alias ``--cle / --no-cle``): cross-layer equalization
+    (None: the recipe's default)."""
     parser.add_argument(
-        "--equalize", action=argparse.BooleanOptionalAction, default=None,
+        "--equalize", "--cle", action=argparse.BooleanOptionalAction, default=None,
         help="cross-layer equalization: rescale consecutive layers to equal per-channel weight "
         "ranges before quantizing (relu6 between them becomes relu); default: on for "
         "per-tensor weights with quantized activations")

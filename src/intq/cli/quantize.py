@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from intq.adaptive_rounding import AdaRoundSettings, adaround
 from intq.cli import _common as common
 from intq.cli import _mixed as mixed_cli
 from intq.cli import _report_dir as report_dir
@@ -122,6 +123,9 @@ def add_parser(subparsers) -> None:
     granularity.add_argument("--per-channel", dest="per_channel", action="store_true",
                              help="one weight scale per output channel")
     common.add_equalize_argument(q)
+    q.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=True,
+                   help="remove the mean output shift of weight quantization from the biases "
+                   "(default: on)")
     q.add_argument("--weight-only", action="store_true",
                    help="quantize weights only (simulated: no ONNX file)")
     q.add_argument("--observer", choices=OBSERVER_KINDS, default=DEFAULT_OBSERVER,
@@ -129,6 +133,7 @@ def add_parser(subparsers) -> None:
     q.add_argument("--keep-float", action="append", default=[], metavar="NAME",
                    help="keep this module (qualified name, or fnmatch pattern of layers) in "
                    "float; repeatable (simulated: no ONNX file)")
+    _add_adaround_options(p)
     out = p.add_argument_group("output")
     out.add_argument("-o", "--output", type=Path, metavar="OUT.onnx",
                      help="integer model to write: .onnx, or .tflite for LiteRT "
@@ -149,6 +154,20 @@ def add_parser(subparsers) -> None:
     report_dir.add_argument(out)
     mixed_cli.add_arguments(p)
     p.set_defaults(run=run)
+
+
+def _add_adaround_options(p) -> None:
+    ada = p.add_argument_group("AdaRound: learned weight rounding (intq.adaptive_rounding)")
+    ada.add_argument("--adaround", action="store_true",
+                     help="learn each weight's rounding (up or down) layer by layer so the "
+                     "layer's output matches the float model's on the calibration data")
+    defaults = AdaRoundSettings()
+    ada.add_argument("--adaround-iters", type=common.positive_int, default=defaults.iterations,
+                     metavar="N", help=f"optimizer steps per layer at most (default: "
+                     f"{defaults.iterations}; stops early when the rounding settles)")
+    ada.add_argument("--adaround-images", type=common.positive_int, default=defaults.images,
+                     metavar="N", help="calibration samples AdaRound learns from (default: "
+                     f"{defaults.images}, at most the calibration set)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
             qgm, calib_seconds, mixed = mixed_cli.search(args, loaded.model, calib, recipe)
             recipe = mixed.recipe
         else:
-            qgm, calib_seconds = _calibrate(loaded.model, calib, recipe, leaves)
+            qgm, calib_seconds = _calibrate(loaded.model, calib, recipe, leaves, args)
         report_files = report_dir.contents(args, qgm, calib, evaluation, mixed)
         report = {
             "model": loaded.label,
@@ -197,6 +216,8 @@ def run(args: argparse.Namespace) -> int:
             "weights": loaded.weights,
             "recipe": recipe.name,
             "equalize": recipe.equalize,
+            "bias_correction": args.bias_correction,
+            "adaround": args.adaround,
             "weight_spec": recipe.weight.describe(),
             "activation_spec": None if recipe.weight_only else recipe.activation.describe(),
             "keep_float": list(args.keep_float),
@@ -397,11 +418,19 @@ def _keep_float(recipe: Recipe, model: nn.Module, names: list[str]):
     return recipe, leaves
 
 
-def _calibrate(model: nn.Module, calib: Dataset, recipe: Recipe, leaves: list[str]):
+def _calibrate(model: nn.Module, calib: Dataset, recipe: Recipe, leaves: list[str], args):
     start = time.perf_counter()
     try:
-        qgm = quantize(model, calib.x, recipe, leaf_modules=leaves,
-                       progress=common.progress_enabled())
+        if args.adaround:
+            settings = AdaRoundSettings(iterations=args.adaround_iters,
+                                        images=args.adaround_images)
+            qgm = adaround(model, calib.x, recipe, settings=settings, leaf_modules=leaves,
+                           bias_correction=args.bias_correction,
+                           progress=common.progress_enabled())
+        else:
+            qgm = quantize(model, calib.x, recipe, leaf_modules=leaves,
+                           bias_correction=args.bias_correction,
+                           progress=common.progress_enabled())
     except ValueError as exc:
         raise IntqError(f"calibration failed: {common.one_line(exc)}") from exc
     return qgm, time.perf_counter() - start
@@ -581,7 +610,9 @@ def _header_lines(r: dict) -> list[str]:
     lines = [
         f"{r['model']} ({r['weights']} weights) -> {target}",
         f"recipe       {r['recipe']}"
-        + (" + cross-layer equalization" if r["equalize"] else ""),
+        + (" + cross-layer equalization" if r["equalize"] else "")
+        + (" + AdaRound" if r["adaround"] else "")
+        + (" + bias correction" if r["bias_correction"] else ""),
         f"calibration  {calib['samples']} samples of {calib['data']} in "
         f"{r['calibration_seconds']:.1f} s",
     ]

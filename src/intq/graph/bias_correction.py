@@ -53,7 +53,7 @@ class InputMeans:
 
 def correct_bias(layer: QuantConv2d | QuantLinear, input_mean: torch.Tensor) -> None:
     """Subtract the expected output shift of the weight quantization from ``layer``'s bias."""
-    w = layer.layer.weight.detach().double()
+    w = getattr(layer, "float_weight", layer.layer.weight).detach().double()
     with torch.no_grad():
         dw = layer.quantized_weight().double() - w
     shift = _output_shift(layer, dw, input_mean)

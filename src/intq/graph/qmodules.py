@@ -50,6 +50,11 @@ class _QuantLayer(nn.Module):
         return self._input_quantizer
 
     def quantized_weight(self) -> torch.Tensor:
+        """Q_w(W); with weight fake quant off, the float model's weight (``float_weight``, kept
+        by AdaRound when it puts W on the grid) if there is one."""
+        float_weight = getattr(self, "float_weight", None)
+        if float_weight is not None and not self.weight_quantizer.fake_quant:
+            return float_weight
         return self.weight_quantizer(self.layer.weight)
 
     def simulated_bias(self) -> torch.Tensor | None:

@@ -1,0 +1,203 @@
+"""Learned up-or-down rounding of one layer's weights (Nagel et al. 2020, "AdaRound").
+
+Each weight is rounded to ``floor(w/s)`` or ``floor(w/s) + 1``; a continuous V chooses:
+
+    W̃(V) = s·(clamp(floor(W/s) + z + h(V), qmin, qmax) - z)
+    h(V) = clamp(σ(V)·(ζ - γ) + γ, 0, 1),   ζ = 1.1, γ = -0.1      (rectified sigmoid)
+
+and V minimizes the layer's output reconstruction error plus an annealed regularizer that
+drives every h(V) to exactly 0 or 1:
+
+    L(V) = mean_m Σ_o (f(W̃(V)·x̃_m + b)_o - t_{o,m})²  +  λ·Σ (1 - |2h(V) - 1|^β)
+
+x̃_m: the layer's input in the model quantized so far, t_m = f(W·x_m + b): the float model's
+output (activation f included where it is fused). The regularizer is off for the first
+``warm_start`` of the iterations, then β follows a cosine from 20 to 2 (as AIMET). Adam on V,
+one random batch of columns per step. The run stops early once the rounding has settled:
+every h(V) exactly 0 or 1 and the hard rounding unchanged since the previous check.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from intq.graph.fused import apply_activation
+
+__all__ = [
+    "AdaRoundSettings",
+    "LayerProblem",
+    "RoundingResult",
+    "annealed_beta",
+    "learn_rounding",
+    "rectified_sigmoid",
+    "rectified_sigmoid_inverse",
+    "reconstruction_error",
+    "rounding_regularizer",
+]
+
+ZETA, GAMMA = 1.1, -0.1
+_EVAL_COLUMNS = 4096  # columns per chunk when scoring a whole layer
+
+
+@dataclass(frozen=True)
+class AdaRoundSettings:
+    """How hard to optimize each layer. ``iterations``: Adam steps at most; ``batch_columns``:
+    sampled output positions per step; ``lr``: Adam learning rate; ``reg_weight``: λ;
+    ``beta``: (start, end) of the annealing; ``warm_start``: fraction of the iterations
+    without regularizer; ``check_every``: steps between two early-stop checks;
+    ``images``: calibration samples used (the first ones; both models' activations of all of
+    them are held in memory, about 1 GB for EfficientNet-Lite0 at 64); ``column_budget``: at
+    most that many input values (columns x patch size) are kept for one layer."""
+
+    iterations: int = 1000
+    batch_columns: int = 256
+    lr: float = 1e-2
+    reg_weight: float = 0.01
+    beta: tuple[float, float] = (20.0, 2.0)
+    warm_start: float = 0.2
+    check_every: int = 50
+    images: int = 64
+    column_budget: int = 2**24
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "batch_columns", "check_every", "images", "column_budget"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"AdaRoundSettings: {name} must be >= 1, "
+                                 f"got {getattr(self, name)}")
+        if not self.lr > 0 or not self.reg_weight >= 0:
+            raise ValueError("AdaRoundSettings: lr must be > 0 and reg_weight >= 0")
+        if not 0 <= self.warm_start < 1:
+            raise ValueError("AdaRoundSettings: warm_start must be in [0, 1), "
+                             f"got {self.warm_start}")
+        if not self.beta[0] >= self.beta[1] > 0:
+            raise ValueError(f"AdaRoundSettings: beta must be (start, end), start >= end > 0, "
+                             f"got {self.beta}")
+
+
+@dataclass
+class LayerProblem:
+    """One layer's rounding problem in grouped form (``intq.adaround.columns``): weights
+    W_g / s as floor (G, O/G, K) and remainder in [0, 1), scale and zero point (G, O/G, 1),
+    grid [qmin, qmax], the round-to-nearest weights (G, O/G, K), bias (G, O/G, 1) or None,
+    the quantized-model input columns X̃_g (G, K, M), the float model's pre-activation
+    W·x + b (G, O/G, M) and the fused activation f (the target is f(W·x + b))."""
+
+    floor: torch.Tensor
+    remainder: torch.Tensor
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+    qmin: int
+    qmax: int
+    nearest: torch.Tensor
+    bias: torch.Tensor | None
+    inputs: torch.Tensor
+    preactivation: torch.Tensor
+    activation: str | None
+
+    def __post_init__(self) -> None:
+        self.target = apply_activation(self.preactivation, self.activation)
+
+    def weight(self, h: torch.Tensor) -> torch.Tensor:
+        """W̃ = s·(clamp(floor + z + h, qmin, qmax) - z), h in [0, 1] (G, O/G, K)."""
+        q = torch.clamp(self.floor + self.zero_point + h, self.qmin, self.qmax)
+        return self.scale * (q - self.zero_point)
+
+    def output(self, weight: torch.Tensor, columns: torch.Tensor | slice) -> torch.Tensor:
+        """f(W·x̃ + b) on the chosen columns (G, O/G, m)."""
+        x = self.inputs[:, :, columns]
+        y = torch.bmm(weight, x) if self.bias is None else torch.baddbmm(self.bias, weight, x)
+        return apply_activation(y, self.activation)
+
+    @property
+    def columns(self) -> int:
+        return self.inputs.shape[2]
+
+
+@dataclass(frozen=True)
+class RoundingResult:
+    """The learned rounding ``up`` (bool, G, O/G, K: ceil instead of floor), the steps run,
+    and the reconstruction error (mean over columns of the per-column squared error summed
+    over channels) of nearest and of learned rounding on all the problem's columns."""
+
+    up: torch.Tensor
+    steps: int
+    nearest_error: float
+    learned_error: float
+
+
+def rectified_sigmoid(v: torch.Tensor) -> torch.Tensor:
+    """h(V) = clamp(σ(V)·(ζ - γ) + γ, 0, 1)."""
+    return torch.clamp(torch.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
+
+
+def rectified_sigmoid_inverse(h: torch.Tensor) -> torch.Tensor:
+    """V with h(V) = h for h in [0, 1): V = -log((ζ - γ)/(h - γ) - 1)."""
+    return -torch.log((ZETA - GAMMA) / (h - GAMMA) - 1.0)
+
+
+def rounding_regularizer(h: torch.Tensor, beta: float) -> torch.Tensor:
+    """f_reg = Σ 1 - |2h - 1|^β: 0 when every h is 0 or 1."""
+    return (1.0 - (2.0 * h - 1.0).abs().pow(beta)).sum()
+
+
+def annealed_beta(step: int, iterations: int, settings: AdaRoundSettings) -> float | None:
+    """β at ``step``: None during the warm start, then a cosine from beta[0] to beta[1]."""
+    warm = settings.warm_start * iterations
+    if step < warm:
+        return None
+    progress = (step - warm) / max(iterations - warm, 1)
+    start, end = settings.beta
+    return end + 0.5 * (start - end) * (1.0 + math.cos(math.pi * progress))
+
+
+def reconstruction_error(problem: LayerProblem, weight: torch.Tensor) -> float:
+    """mean_m Σ_o (f(W̃·x̃_m + b)_o - t_{o,m})² over all columns (chunked)."""
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, problem.columns, _EVAL_COLUMNS):
+            chunk = slice(start, start + _EVAL_COLUMNS)
+            diff = problem.output(weight, chunk) - problem.target[:, :, chunk]
+            total += float(diff.double().pow(2).sum())
+    return total / problem.columns
+
+
+def learn_rounding(problem: LayerProblem, settings: AdaRoundSettings,
+                   generator: torch.Generator) -> RoundingResult:
+    """Optimize V by Adam (module docstring) and return the hard rounding h(V) >= 0.5."""
+    v = rectified_sigmoid_inverse(problem.remainder.clamp(0.0, 1.0 - 1e-6)).requires_grad_()
+    optimizer = torch.optim.Adam([v], lr=settings.lr)
+    previous, steps = None, settings.iterations
+    for step in range(settings.iterations):
+        batch = torch.randint(problem.columns, (settings.batch_columns,), generator=generator)
+        h = rectified_sigmoid(v)
+        diff = problem.output(problem.weight(h), batch) - problem.target[:, :, batch]
+        loss = diff.pow(2).sum(dim=(0, 1)).mean()
+        beta = annealed_beta(step, settings.iterations, settings)
+        if beta is not None:
+            loss = loss + settings.reg_weight * rounding_regularizer(h, beta)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if beta is not None and (step + 1) % settings.check_every == 0:
+            previous, settled = _settled(v, previous)
+            if settled:
+                steps = step + 1
+                break
+    up = rectified_sigmoid(v.detach()) >= 0.5
+    return RoundingResult(up, steps, nearest_error=reconstruction_error(problem, problem.nearest),
+                          learned_error=reconstruction_error(problem, problem.weight(up.float())))
+
+
+def _settled(v: torch.Tensor, previous: torch.Tensor | None) -> tuple[torch.Tensor, bool]:
+    """(hard rounding now, True when every h(V) is exactly 0 or 1 and the hard rounding is
+    the one of the previous check)."""
+    with torch.no_grad():
+        h = rectified_sigmoid(v)
+        up = h >= 0.5
+        binary = bool(((h == 0) | (h == 1)).all())
+    return up, binary and previous is not None and bool(torch.equal(up, previous))
+

@@ -24,6 +24,7 @@ from intq.convert.program import (
     Dequantize,
     Flatten,
     FloatOp,
+    FloatSubgraph,
     Input,
     IntProgram,
     Op,
@@ -34,10 +35,15 @@ from intq.convert.program import (
     QConv2d,
     QGlobalAvgPool,
     QLinear,
+    QLookup,
     QMaxPool2d,
+    QMul,
     QTensor,
     Quantize,
     Reshape,
+    ResizeNearest,
+    Slice,
+    Transpose,
 )
 from intq.convert.requant import (
     add_requant,
@@ -153,6 +159,30 @@ class ProgramBuilder:
                  fn: Callable | None = None, name: str | None = None) -> str:
         inputs = (inputs,) if isinstance(inputs, str) else tuple(inputs)
         return self._add(FloatOp(inputs, self._name(name, op), op, attrs, fn), None)
+
+    def float_subgraph(self, inputs: Sequence[str], model: bytes, output_shape=None,
+                       source: str = "", name: str | None = None) -> str:
+        op = FloatSubgraph(tuple(inputs), self._name(name, "float"), model, output_shape, source)
+        return self._add(op, None)
+
+    def lookup(self, x: str, table, out: QTensor, function: str = "",
+               name: str | None = None) -> str:
+        return self._add(QLookup(x, self._name(name, "lookup"), table, function), out)
+
+    def mul(self, a: str, b: str, out: QTensor, name: str | None = None) -> str:
+        return self._add(QMul(a, b, self._name(name, "mul")), out)
+
+    def transpose(self, x: str, perm: Sequence[int], name: str | None = None) -> str:
+        return self._add(Transpose(x, self._name(name, "transpose"), perm), self._tensors.get(x))
+
+    def slice(self, x: str, axis: int, start: int, stop: int, step: int = 1,
+              name: str | None = None) -> str:
+        op = Slice(x, self._name(name, "slice"), axis, start, stop, step)
+        return self._add(op, self._tensors.get(x))
+
+    def resize_nearest(self, x: str, factors, name: str | None = None) -> str:
+        op = ResizeNearest(x, self._name(name, "resize"), factors)
+        return self._add(op, self._tensors.get(x))
 
     def build(self, outputs: Sequence[str], metadata: dict[str, str] | None = None) -> IntProgram:
         """Validate and return the program with the given float outputs."""

@@ -112,6 +112,7 @@ class _Tracer(fx.Tracer):
 
     def __init__(self, leaf_names: frozenset[str], leaf_types: tuple[type, ...]) -> None:
         super().__init__()
+        self.record_stack_traces = True  # node.meta["stack_trace"]: where a float island is
         self.leaf_names = leaf_names
         self.leaf_types = leaf_types
         self.leaves_seen: set[str] = set()

@@ -3,7 +3,6 @@ simulation used (weights, int32 biases, output grids and clamps), has one op per
 and converts float regions, ceil-mode pools and standalone ReLUs; what has no integer form
 is an IntqError that says why."""
 
-import warnings
 from fractions import Fraction
 
 import numpy as np

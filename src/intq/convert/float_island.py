@@ -89,7 +89,9 @@ def _example(n: fx.Node) -> torch.Tensor:
         raise ValueError(f"the shape of its input {n.name} is unknown (capture with an example "
                          "input)")
     dtype = n.meta["tensor_meta"].dtype
-    return torch.randn(shape).to(dtype) if dtype.is_floating_point else torch.zeros(shape, dtype=dtype)
+    if dtype.is_floating_point:
+        return torch.randn(shape).to(dtype)
+    return torch.zeros(shape, dtype=dtype)
 
 
 def _export(sub: fx.GraphModule, examples: tuple[torch.Tensor, ...], count: int) -> bytes:
@@ -104,7 +106,8 @@ def _export(sub: fx.GraphModule, examples: tuple[torch.Tensor, ...], count: int)
                               do_constant_folding=True)
         except Exception as exc:  # noqa: BLE001 - any exporter failure is reported as one line
             text = str(exc).strip().splitlines()
-            raise ValueError(f"torch.onnx cannot export it ({text[0] if text else exc!r})") from None
+            reason = text[0] if text else repr(exc)
+            raise ValueError(f"torch.onnx cannot export it ({reason})") from None
     return buffer.getvalue()
 
 

@@ -2,7 +2,8 @@
 
 Layout: a safetensors file whose metadata holds
     "intq.format" = "intq-program", "intq.version" = "3",
-    "intq.program" = JSON of inputs, outputs, tensors (QTensor fields), ops, metadata,
+    "intq.program" = JSON of inputs, outputs, tensors (QTensor fields), ops,
+    metadata,
 and whose tensors hold every array, keyed "ops.<index>.<field>" (weight, weight_scale, bias and,
 for stored requantization, requant.multiplier_f32, requant.m0, requant.shift), little-endian
 as safetensors defines. Version 4 added the float islands (FloatSubgraph: its ONNX bytes as

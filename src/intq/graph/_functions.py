@@ -15,7 +15,8 @@ Elementwise functions (integer form: a 256-entry lookup table, `OpKind.LOOKUP`) 
 | nn.ELU(a), F.elu | `F.elu(x, a)` |
 | nn.Mish, x.mish() | `F.mish(x)` |
 | nn.Softplus(b, t), F.softplus | `F.softplus(x, b, t)` |
-| x + c, x - c, c - x, x * c, x / c (c a Python number), torch.mul/sub/div/x.mul ... | `operator.add/sub/mul/truediv(x, c)` (or `(c, x)`) |
+| x + c, x - c, c - x, x * c, x / c (c a Python number), torch.mul/sub/div, x.mul ... |
+| | `operator.add/sub/mul/truediv(x, c)` (or `(c, x)`) |
 | a * b, torch.mul(a, b), a.mul(b) of two activations | `operator.mul(a, b)` (`OpKind.MUL`) |
 """
 

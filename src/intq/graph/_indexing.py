@@ -4,11 +4,13 @@ They need the shapes of the example input; without them the nodes stay as traced
 
 | from | canonical node |
 |---|---|
-| x[:, a:b], x[:, :, a:b:s], torch.narrow | `operator.getitem(x, (slice(None),)·axis + (slice(a, b, s),))`, |
-| | one sliced axis >= 1, bounds resolved to 0 <= a < b <= size |
-| torch.split / x.split / chunk / unbind-free `getitem` of them | one slice node per piece used |
-| x.transpose(i, j), x.permute(...), torch.transpose/permute | `torch.permute(x, perm)` with perm[0] == 0 |
-| F.interpolate / nn.Upsample, mode nearest, integer factors | `F.interpolate(x, scale_factor=(fh, fw), mode="nearest")` |
+| x[:, a:b], x[:, :, a:b:s], torch.narrow | `operator.getitem(x, (slice(None),)·axis +` |
+| | `(slice(a, b, s),))`: one sliced axis >= 1, 0 <= a < b <= size |
+| `getitem` of torch.split / x.split / chunk | one slice node per piece used |
+| x.transpose(i, j), x.permute(...) | `torch.permute(x, perm)` (an integer form if perm[0] == 0) |
+| x.view(...) | `x.reshape(...)`: valid after a dropped `.contiguous()` |
+| F.interpolate / nn.Upsample, nearest, | `F.interpolate(x, scale_factor=(fh, fw), mode="nearest")` |
+| integer factors | |
 """
 
 from __future__ import annotations
@@ -179,7 +181,13 @@ def _integer_factors(shape_in, shape_out) -> tuple[int, int] | None:
     return factors
 
 
+def _view_as_reshape(gm: fx.GraphModule, node: fx.Node) -> None:
+    """x.view(...) -> x.reshape(...): equal values, and valid after a dropped .contiguous()."""
+    node.target = "reshape"
+
+
 RULES: dict[tuple[str, Any], Rule] = {
+    ("call_method", "view"): _view_as_reshape,
     ("call_function", operator.getitem): _getitem,
     ("call_function", torch.narrow): _narrow,
     ("call_method", "narrow"): _narrow,

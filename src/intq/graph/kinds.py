@@ -152,7 +152,9 @@ def _pool_kind(node: fx.Node) -> OpKind:
     if node.target is F.max_pool2d and spelled_out:
         return OpKind.MAX_POOL
     if node.target is F.avg_pool2d and spelled_out and node.kwargs["divisor_override"] is None:
-        return OpKind.AVG_POOL
+        floor_counting_padding = not node.kwargs["ceil_mode"] and node.kwargs[
+            "count_include_pad"]
+        return OpKind.AVG_POOL if floor_counting_padding else OpKind.UNSUPPORTED
     if node.target is F.adaptive_avg_pool2d and node.args[1:] == (1,):
         return OpKind.GLOBAL_AVG_POOL
     return OpKind.UNSUPPORTED

@@ -19,7 +19,8 @@ Canonical forms (leaf modules are never touched):
 | global avg pool | `F.adaptive_avg_pool2d(x, 1)` (AdaptiveAvgPool2d(1), mean over H, W, ...) |
 | flatten | `torch.flatten(x, 1)` (nn.Flatten, x.view(x.size(0), -1), x.reshape(N, -1), ...) |
 | reshape | `torch.reshape(x, (-1, d1, ...))` for other batch-preserving reshapes |
-| removed | dropout (eval), nn.Identity, x.contiguous(), reshapes that keep the shape |
+| removed | dropout and stochastic depth (eval), nn.Identity, x.contiguous(), reshapes that |
+| | keep the shape |
 
 - Functional `F.conv2d` / `F.linear` with `get_attr` weights become modules named after the
   user's module that owned the weight; every call site owns its conv/linear/BN module.
@@ -39,9 +40,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from torch import fx
-
 import torch
+from torch import fx
 
 from intq.graph import _elementwise, _functions, _indexing, _layers, _pooling, _reshapes
 from intq.graph._fx import (
@@ -69,6 +69,8 @@ def normalize(gm: fx.GraphModule) -> fx.GraphModule:
         rule = _rule_for(gm, node)
         if rule is not None:
             rule(gm, node)
+        else:
+            _elementwise.eval_identity_rule(gm, node)
     _layers.functional_layers_to_modules(gm)
     _layers.resolve_conv_padding(gm)
     _layers.merge_pads_into_convs(gm)

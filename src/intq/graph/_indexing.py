@@ -9,8 +9,8 @@ They need the shapes of the example input; without them the nodes stay as traced
 | `getitem` of torch.split / x.split / chunk | one slice node per piece used |
 | x.transpose(i, j), x.permute(...) | `torch.permute(x, perm)` (an integer form if perm[0] == 0) |
 | x.view(...) | `x.reshape(...)`: valid after a dropped `.contiguous()` |
-| F.interpolate / nn.Upsample, nearest, | `F.interpolate(x, scale_factor=(fh, fw), mode="nearest")` |
-| integer factors | |
+| F.interpolate / nn.Upsample, nearest, | `F.interpolate(x, scale_factor=(fh, fw),` |
+| integer factors | `mode="nearest")` |
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ for stored requantization, requant.multiplier_f32, requant.m0, requant.shift), l
 as safetensors defines. Version 4 added the float islands (FloatSubgraph: its ONNX bytes as
 the U8 array "ops.<index>.model") and QLookup (its table as I32 "ops.<index>.table"), QMul,
 Transpose, Slice and ResizeNearest; older files load unchanged. Version 3 added the
-float-output QLinear ("requant": null); version 2 files are the same format without it and load unchanged. Version 1 files (requantization
+float-output QLinear ("requant": null); version 2 files are the same format without it
+and load unchanged. Version 1 files (requantization
 always stored) are refused.
 
 Requantization (QConv2d, QLinear, QAvgPool2d, QGlobalAvgPool, QAdd): every runtime derives it

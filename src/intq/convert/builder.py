@@ -156,9 +156,15 @@ class ProgramBuilder:
         return self._add(Pad(x, self._name(name, "pad"), padding), self._tensors[x])
 
     def float_op(self, inputs: str | Sequence[str], op: str, attrs: dict | None = None,
-                 fn: Callable | None = None, name: str | None = None) -> str:
+                 fn: Callable | None = None, name: str | None = None,
+                 shape: Shape = None) -> str:
+        """A FloatOp; `shape` is its output shape when the caller knows it (a "callable"
+        is opaque to shape inference)."""
         inputs = (inputs,) if isinstance(inputs, str) else tuple(inputs)
-        return self._add(FloatOp(inputs, self._name(name, op), op, attrs, fn), None)
+        out = self._add(FloatOp(inputs, self._name(name, op), op, attrs, fn), None)
+        if shape is not None and self._shapes[out] is None:
+            self._shapes[out] = tuple(shape)
+        return out
 
     def float_subgraph(self, inputs: Sequence[str], model: bytes, output_shape=None,
                        source: str = "", name: str | None = None) -> str:

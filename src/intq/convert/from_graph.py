@@ -49,8 +49,9 @@ from intq.convert.float_island import cut_node, island_model
 from intq.convert.program import IntProgram, QTensor
 from intq.errors import IntqError
 from intq.fakequant import Quantizer
-from intq.graph._fx import EXAMPLE_INPUTS
+from intq.graph._fx import EXAMPLE_INPUTS, shape_of
 from intq.graph._indexing import resize_factors, slice_of
+from intq.graph.capture import AUTO_LEAVES
 from intq.graph.fused import FusedAdd, FusedConv2d, FusedLinear, activation_range
 from intq.graph.kinds import OpKind, float_reason, op_kind
 from intq.graph.place import ACT_PREFIX, is_float_node, is_float_output_linear
@@ -216,7 +217,9 @@ class _Converter:
             self.islands.append(FloatIsland(**record, exported=False, why_not=str(err)))
             sub, tensors = cut_node(self.gm, node)
             inputs = [self._float_of(self.names[n]) for n in tensors]
-            return self.b.float_op(inputs, "callable", fn=_numpy_function(sub), name=node.name)
+            shape = shape_of(node)
+            return self.b.float_op(inputs, "callable", fn=_numpy_function(sub), name=node.name,
+                                   shape=None if shape is None else (None, *shape[1:]))
         self.islands.append(FloatIsland(**record, exported=True, why_not=""))
         inputs = [self._float_of(self.names[n]) for n in island.inputs]
         return self.b.float_subgraph(inputs, island.model, island.output_shape,
@@ -404,6 +407,9 @@ def _reason(gm: fx.GraphModule, node: fx.Node) -> str:
     if node.op == "call_module" and isinstance(gm.get_submodule(node.target),
                                                FusedConv2d | FusedLinear):
         return "kept in float by the recipe (--keep-float)"
+    untraceable = gm.meta.get(AUTO_LEAVES, {}).get(node.target)
+    if node.op == "call_module" and untraceable:
+        return f"torch.fx cannot trace it: {untraceable}"
     return float_reason(gm, node)
 
 

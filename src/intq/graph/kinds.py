@@ -188,7 +188,7 @@ def float_reason(gm: fx.GraphModule, node: fx.Node) -> str:
     """Why `node` (of a kind in FLOAT_KINDS) stays float, in a few words."""
     kind = op_kind(gm, node)
     if kind == OpKind.LEAF:
-        return "kept in float (leaf module)"
+        return "kept in float (leaf module, --keep-float)"
     if kind == OpKind.BATCHNORM:
         return "batch norm that could not be folded or made a conv"
     return f"no integer form for {_describe(gm, node)}"

@@ -19,6 +19,7 @@ import torch
 from torch import fx
 
 from intq.graph._fx import is_tensor, shape_of
+from intq.graph.kinds import is_constant_expression
 
 __all__ = ["Island", "cut_node", "island_model"]
 
@@ -61,7 +62,8 @@ def cut_node(gm: fx.GraphModule, node: fx.Node) -> tuple[fx.GraphModule, list[fx
     def copy(n: fx.Node) -> fx.Node:
         if n in env:
             return env[n]
-        if n is not node and (n.op == "placeholder" or is_tensor(gm, n)) and n.op != "get_attr":
+        if n is not node and (n.op == "placeholder" or is_tensor(gm, n)) and not (
+                is_constant_expression(n)):
             env[n] = graph.placeholder(f"input{len(inputs)}")
             inputs.append(n)
             return env[n]

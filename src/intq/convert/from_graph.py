@@ -53,7 +53,7 @@ from intq.graph._fx import EXAMPLE_INPUTS, shape_of
 from intq.graph._indexing import resize_factors, slice_of
 from intq.graph.capture import AUTO_LEAVES
 from intq.graph.fused import FusedAdd, FusedConv2d, FusedLinear, activation_range
-from intq.graph.kinds import OpKind, float_reason, op_kind
+from intq.graph.kinds import OpKind, float_reason, is_constant_expression, op_kind
 from intq.graph.place import ACT_PREFIX, is_float_node, is_float_output_linear
 from intq.graph.qmodules import QuantConv2d, QuantLinear
 from intq.qmath import quantize_half_even, round_half_even
@@ -155,7 +155,7 @@ class _Converter:
                 self.names[node] = self.b.input(node.name, (None, *input_shape))
             elif node.op == "output":
                 outputs = [self._output(arg) for arg in _flat(node.args[0])]
-            elif node.op != "get_attr" and _carries_a_tensor(node):
+            elif _carries_a_tensor(node) and not is_constant_expression(node):
                 self.names[node] = self._emit(node)
         islands = json.dumps([asdict(i) for i in self.islands])
         return self.b.build(outputs, {"producer": "intq", ISLANDS_KEY: islands})

@@ -21,8 +21,8 @@ from intq.graph._fx import calls_module, is_leaf, is_tensor, shape_of
 from intq.graph._indexing import resize_factors, slice_of
 from intq.graph.fused import FusedAdd, FusedConv2d, FusedLinear
 
-__all__ = ["FLOAT_KINDS", "OpKind", "float_reason", "graph_summary", "op_kind",
-           "unsupported_nodes"]
+__all__ = ["FLOAT_KINDS", "OpKind", "float_reason", "graph_summary", "is_constant_expression",
+           "op_kind", "unsupported_nodes"]
 
 
 class OpKind(enum.StrEnum):
@@ -75,11 +75,25 @@ def op_kind(gm: fx.GraphModule, node: fx.Node) -> OpKind:
     """The kind of `node` in the normalized graph `gm` (UNSUPPORTED if not canonical)."""
     if node.op in ("placeholder", "output", "get_attr"):
         return {"placeholder": OpKind.INPUT, "output": OpKind.OUTPUT}.get(node.op, OpKind.CONSTANT)
+    if is_constant_expression(node):
+        return OpKind.CONSTANT
     if node.op == "call_module":
         return _module_kind(gm, node)
     if node.op == "call_method":
         return OpKind.SHAPE if node.target in _SHAPE_METHODS else OpKind.UNSUPPORTED
     return _function_kind(gm, node)
+
+
+def is_constant_expression(node: fx.Node, depth: int = 8) -> bool:
+    """True for a parameter (get_attr) or a function of parameters only, e.g. timm's
+    `gamma.reshape(1, -1, 1, 1)` (looked at up to `depth` ops deep): a constant, computed
+    inside the float island or integer op that reads it."""
+    if node.op == "get_attr":
+        return True
+    if node.op not in ("call_function", "call_method") or depth == 0:
+        return False
+    inputs = node.all_input_nodes
+    return bool(inputs) and all(is_constant_expression(n, depth - 1) for n in inputs)
 
 
 def _module_kind(gm: fx.GraphModule, node: fx.Node) -> OpKind:
@@ -144,7 +158,7 @@ def _function_kind_more(gm: fx.GraphModule, node: fx.Node) -> OpKind:
 
 
 def _is_activation(gm: fx.GraphModule, arg: object) -> bool:
-    return isinstance(arg, fx.Node) and arg.op != "get_attr" and is_tensor(gm, arg)
+    return isinstance(arg, fx.Node) and not is_constant_expression(arg) and is_tensor(gm, arg)
 
 
 def _pool_kind(node: fx.Node) -> OpKind:

@@ -102,3 +102,9 @@ def ort_logits(onnx_path: Path, x: torch.Tensor, batch_size: int = 32) -> torch.
         for i in range(0, len(x), batch_size)
     ]
     return torch.from_numpy(np.concatenate(outs))
+
+
+def torch_logits(model, x: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """Run a PyTorch model (float, FX-quantized, ...) over ``x`` in batches, no gradients."""
+    with torch.no_grad():
+        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from agreement.simulated import locally_recomputed, simulated_integers
 from torch import nn
 
+from intq.convert import ProgramBuilder, QTensor
 from intq.convert.from_graph import convert_to_program, float_islands
+from intq.convert.lookup_onnx import table_from_onnx_runtime
 from intq.convert.program import (
     FloatSubgraph,
     QConv2d,
@@ -253,3 +255,29 @@ def test_an_island_onnx_cannot_take_is_named_with_its_source_and_runs_in_the_ref
         assert sqnr_db(model(x).numpy(), out) > 20
     with pytest.raises(ValueError, match="callable FloatOp cannot be exported"):
         export_onnx(program)
+
+
+LOOKUPS = [("hardswish", ()), ("hardsigmoid", ()), ("sigmoid", ()), ("tanh", ()), ("silu", ()),
+           ("mish", ()), ("gelu", ("none",)), ("gelu", ("tanh",)), ("leaky_relu", (0.1,)),
+           ("elu", (1.0,)), ("softplus", (1.0, 20.0)), ("clamp", (-1.0, None)),
+           ("add", (3.0, 0)), ("sub", (3.0, 1)), ("mul", (0.5, 0)), ("truediv", (6.0, 0))]
+
+
+@pytest.mark.parametrize(("function", "params"), LOOKUPS)
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+def test_onnx_runtime_computes_the_table_at_every_position(function, params, dtype):
+    """The fast export (DequantizeLinear -> f -> QuantizeLinear) gives table[q] for every
+    element of a large odd-sized tensor: ONNX Runtime treats every position alike."""
+    b = ProgramBuilder()
+    low = -128 if dtype == "int8" else 0
+    q = b.quantize(b.input("x", (None, 37, 29, 31)), QTensor(0.04, low + 131, dtype))
+    table = table_from_onnx_runtime(function, params, b.qtensor(q), QTensor(0.03, low + 77,
+                                                                             dtype))
+    y = b.lookup(q, table, QTensor(0.03, low + 77, dtype), function=function, params=params)
+    program = b.build([b.dequantize(y, name="out")])
+    model = export_onnx(program, intermediates=True)
+    assert "Gather" not in {n.op_type for n in model.graph.node}
+    x = np.random.default_rng(0).normal(0, 3, (2, 37, 29, 31)).astype(np.float32)
+    got = OrtSession(model.SerializeToString()).run_all(x)
+    want = run_reference(program, x, return_all=True)
+    np.testing.assert_array_equal(got[y], want[y])

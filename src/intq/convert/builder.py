@@ -171,9 +171,9 @@ class ProgramBuilder:
         op = FloatSubgraph(tuple(inputs), self._name(name, "float"), model, output_shape, source)
         return self._add(op, None)
 
-    def lookup(self, x: str, table, out: QTensor, function: str = "",
+    def lookup(self, x: str, table, out: QTensor, function: str = "", params=(),
                name: str | None = None) -> str:
-        return self._add(QLookup(x, self._name(name, "lookup"), table, function), out)
+        return self._add(QLookup(x, self._name(name, "lookup"), table, function, params), out)
 
     def mul(self, a: str, b: str, out: QTensor, name: str | None = None) -> str:
         return self._add(QMul(a, b, self._name(name, "mul")), out)

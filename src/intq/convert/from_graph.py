@@ -46,6 +46,7 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from intq.convert.builder import ProgramBuilder
 from intq.convert.float_island import cut_node, island_model
+from intq.convert.lookup_onnx import table_from_onnx_runtime
 from intq.convert.program import IntProgram, QTensor
 from intq.errors import IntqError
 from intq.fakequant import Quantizer
@@ -280,19 +281,17 @@ class _Converter:
         raise self._unsupported(node)
 
     def _lookup(self, node: fx.Node, x: str) -> str:
-        """QLookup: f on the 256 codes of ``x``, quantized half-even onto the output grid."""
+        """QLookup: f on the 256 codes of ``x`` onto the output grid, as ONNX Runtime computes
+        DequantizeLinear -> f -> QuantizeLinear when f has an ONNX spelling
+        (`intq.convert.lookup_onnx`), else in torch with half-even rounding."""
         tensor = next(a for a in node.args if isinstance(a, fx.Node))
         x = self.names[tensor]
         qx, qy = self.b.qtensor(x), self._output_qtensor(node)
-        low = np.iinfo(qx.dtype).min
-        codes = torch.arange(low, low + 256, dtype=torch.float64)
-        real = ((codes - qx.zero_point) * np.float32(qx.scale)).float()
-        args = tuple(real if a is tensor else a for a in node.args)
-        with torch.no_grad():
-            y = node.target(*args, **node.kwargs).double()
-        q = round_half_even(y / np.float32(qy.scale)) + qy.zero_point
-        table = q.clamp(qy.qmin, qy.qmax).numpy().astype(np.int32)
-        return self.b.lookup(x, table, qy, function=_op_name(self.gm, node), name=node.name)
+        function, params = _lookup_function(node, tensor)
+        table = table_from_onnx_runtime(function, params, qx, qy)
+        if table is None:
+            table = _torch_table(node, tensor, qx, qy)
+        return self.b.lookup(x, table, qy, function=function, params=params, name=node.name)
 
     def _feeds_only_a_conv(self, node: fx.Node) -> bool:
         users = list(node.users)
@@ -392,6 +391,32 @@ def _numpy_function(module: nn.Module) -> Callable[..., np.ndarray]:
 
 _FRAME = re.compile(r'File "(?P<path>[^"]+)", line (?P<line>\d+)')
 _LIBRARY_DIRS = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(__file__)))
+
+
+def _lookup_function(node: fx.Node, tensor: fx.Node) -> tuple[str, tuple]:
+    """(function name, params) of a lookup node (see intq.convert.lookup_onnx)."""
+    name = getattr(node.target, "__name__", str(node.target))
+    constants = [a for a in node.args if a is not tensor]
+    if name in ("add", "sub", "mul", "truediv"):
+        return name, (float(constants[0]), node.args.index(tensor))
+    if name == "clamp":
+        return name, tuple(None if node.kwargs.get(k) is None else float(node.kwargs[k])
+                           for k in ("min", "max"))
+    if name == "gelu":
+        return name, (node.kwargs.get("approximate", "none"),)
+    return name, tuple(float(c) for c in constants)
+
+
+def _torch_table(node: fx.Node, tensor: fx.Node, qx: QTensor, qy: QTensor) -> np.ndarray:
+    """f on the 256 codes in torch (float32), quantized half-even onto qy's grid."""
+    low = np.iinfo(qx.dtype).min
+    codes = torch.arange(low, low + 256, dtype=torch.float64)
+    real = ((codes - qx.zero_point) * np.float32(qx.scale)).float()
+    args = tuple(real if a is tensor else a for a in node.args)
+    with torch.no_grad():
+        y = node.target(*args, **node.kwargs).double()
+    q = round_half_even(y / np.float32(qy.scale)) + qy.zero_point
+    return q.clamp(qy.qmin, qy.qmax).numpy().astype(np.int32)
 
 
 def _op_name(gm: fx.GraphModule, node: fx.Node) -> str:

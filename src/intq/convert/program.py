@@ -743,18 +743,25 @@ class FloatSubgraph(Op):
 
 @dataclass(frozen=True, init=False)
 class QLookup(_ArrayEq, Op):
-    """y = table[q - dtype min] (see the module docstring); `function` names what it computes."""
+    """y = table[q - dtype min] (see the module docstring); `function` and `params` name what
+    it computes (see intq.convert.lookup_onnx), e.g. "leaky_relu" with (0.1,)."""
 
     inputs: tuple[str, ...]
     output: str
     table: np.ndarray
     function: str
+    params: tuple
 
-    def __init__(self, input: str, output: str, table, function: str = ""):
+    def __init__(self, input: str, output: str, table, function: str = "", params=()):
         _set(self, "output", output)
         _names(self, input)
         _set(self, "table", _frozen_array(table, np.int32, f"QLookup {output!r} table"))
         _set(self, "function", str(function))
+        params = tuple(params)
+        if not all(p is None or isinstance(p, int | float | str) for p in params):
+            raise ValueError(f"QLookup {output!r}: params must be numbers, strings or None, "
+                             f"got {params!r}")
+        _set(self, "params", params)
         if self.table.shape != (256,):
             raise ValueError(f"{self.label}: table must hold 256 entries (8-bit input), "
                              f"got shape {self.table.shape}")

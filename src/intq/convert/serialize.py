@@ -92,7 +92,7 @@ _PARAMS: dict[type, tuple[str, ...]] = {
     QAdd: (), QConcat: ("axis",), QAvgPool2d: ("kernel", "stride", "padding"),
     QGlobalAvgPool: ("count",), QMaxPool2d: ("kernel", "stride", "padding", "dilation"),
     Reshape: ("shape",), Pad: ("padding",), FloatOp: ("op", "attrs"),
-    FloatSubgraph: ("output_shape", "source"), QLookup: ("function",), QMul: (),
+    FloatSubgraph: ("output_shape", "source"), QLookup: ("function", "params"), QMul: (),
     Transpose: ("perm",), Slice: ("axis", "start", "stop", "step"), ResizeNearest: ("factors",),
 }
 _TYPES = {cls.__name__: cls for cls in _PARAMS}
@@ -326,7 +326,8 @@ def _decode_op(entry: dict, key: str, arrays: dict[str, np.ndarray], used: set[s
         return QMaxPool2d(inputs[0], output, params.pop("kernel"), **params)
     if cls is QLookup:
         table = _array(arrays, f"{key}.table", "I32", (256,), used)
-        return QLookup(inputs[0], output, table, _str(params["function"]))
+        return QLookup(inputs[0], output, table, _str(params["function"]),
+                       tuple(_list(params["params"])))
     return cls(inputs[0], output, *params.values())
 
 

@@ -213,6 +213,7 @@ def test_float_islands_run_in_onnx_runtime_between_integer_ops():
     assert all(i.exported for i in islands)
     assert all("test_modern_ops.py:" in i.source for i in islands if i.op != "LayerNorm")
     assert sum(isinstance(op, FloatSubgraph) for op in program.ops) == len(islands)
+    assert not any(m.training for m in qgm.modules())  # exporting islands left eval mode on
     ref = run_reference(program, x.numpy(), return_all=True)
     ort = ort_tensors(program, x.numpy())
     for tensor in program.tensors:  # the integer parts are identical

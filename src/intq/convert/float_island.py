@@ -75,7 +75,9 @@ def cut_node(gm: fx.GraphModule, node: fx.Node) -> tuple[fx.GraphModule, list[fx
         return env[n]
 
     graph.output(copy(node))
-    return fx.GraphModule(owners, graph), inputs
+    # eval: torch.onnx.export restores the root's mode on every submodule afterwards, and
+    # the submodules are the quantized graph's own
+    return fx.GraphModule(owners, graph).eval(), inputs
 
 
 def _attribute(gm: fx.GraphModule, target: str):

@@ -39,6 +39,7 @@ __all__ = [
     "convert_to_program",
     "run_reference",
     "export_onnx",
+    "export_onnx_qdq",
     "load_program",
     "save_program",
     # building blocks and errors
@@ -48,7 +49,7 @@ __all__ = [
     "__version__",
 ]
 
-_LAZY = {"export_onnx": "intq.export.onnx"}
+_LAZY = {"export_onnx": "intq.export.onnx", "export_onnx_qdq": "intq.export.onnx_qdq"}
 
 
 def __getattr__(name: str):

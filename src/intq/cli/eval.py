@@ -16,7 +16,10 @@ from intq.zoo.data import load_data
 from intq.zoo.dataset import Dataset
 from intq.zoo.registry import MODEL_ZOO, ZooModel, get_zoo_model, load_model, load_weights
 
-__all__ = ["add_parser", "run", "summarize_predictions"]
+__all__ = ["RUNTIMES", "add_parser", "run", "summarize_predictions"]
+
+RUNTIMES = ("onnxruntime", "openvino")
+_RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO, f32 precision"}
 
 _SHOWN_CLASSES = 5
 
@@ -61,6 +64,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--batch-size", type=common.positive_int, default=64, metavar="B", help="default: 64"
     )
+    parser.add_argument(
+        "--runtime", choices=RUNTIMES, default="onnxruntime",
+        help="ONNX MODEL only: onnxruntime (default) or openvino (the 'openvino' extra; "
+        "f32 inference precision), e.g. for a QDQ model from 'intq quantize --onnx-format qdq'",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(run=run)
 
@@ -71,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     if args.reference is not None:
         raise UsageError("--reference compares an ONNX model with a float model; give "
                          "MODEL.onnx")
+    if args.runtime != "onnxruntime":
+        raise UsageError("--runtime applies to an ONNX MODEL; a zoo model runs in PyTorch")
     entry = get_zoo_model(args.model)
     data = load_data(args.data or entry.dataset, input_shape=entry.input_shape,
                      split="evaluation", n=args.n,
@@ -167,11 +177,13 @@ def _run_onnx(args: argparse.Namespace) -> int:
     data = load_data(_onnx_data_spec(args, shape[1:]), input_shape=shape[1:],
                      split="evaluation", n=args.n,
                      normalization=common.normalization(args, reference))
-    logits = common.onnx_logits(_ort_run(path), data, args.batch_size, fixed_batch=shape[0],
+    run_model = _openvino_run(path) if args.runtime == "openvino" else _ort_run(path)
+    logits = common.onnx_logits(run_model, data, args.batch_size, fixed_batch=shape[0],
                                 what=str(path))
     summary = {
         "model": str(path),
         "kind": "onnx",
+        "runtime": args.runtime,
         "data": data.name,
         **summarize_predictions(logits, data.y),
         "reference": None if args.reference is None else _reference(args, data, logits),
@@ -213,6 +225,27 @@ def _ort_run(path: Path):
     return run
 
 
+def _openvino_run(path: Path):
+    from intq.runtime.openvino import OpenVinoSession
+
+    try:
+        session = OpenVinoSession(path, threads=torch.get_num_threads())
+    except ImportError as exc:
+        raise IntqError(str(exc)) from None
+    except Exception as exc:  # OpenVINO's read and compile errors are RuntimeErrors
+        raise IntqError(f"OpenVINO cannot load {path}: {common.one_line(exc)}") from None
+    if len(session.outputs) != 1:
+        raise IntqError(f"{path} has outputs {session.outputs}; intq eval needs one (logits)")
+
+    def run(x):
+        try:
+            return session.run(x)
+        except Exception as exc:
+            raise IntqError(f"OpenVINO failed on {path}: {common.one_line(exc)}") from None
+
+    return run
+
+
 def _reference(args: argparse.Namespace, data: Dataset, logits: torch.Tensor) -> dict:
     loaded = load_model_spec(args.reference, weights=args.weights)
     try:
@@ -235,7 +268,7 @@ def _reference(args: argparse.Namespace, data: Dataset, logits: torch.Tensor) ->
 def _format_onnx(s: dict) -> str:
     labels = "with labels" if s["labelled"] else "without labels: confidence only"
     lines = [
-        f"model             {s['model']} (ONNX Runtime)",
+        f"model             {s['model']} ({_RUNTIME_NAMES[s['runtime']]})",
         f"data              {s['data']}, {s['samples']} samples {labels}",
     ]
     if s["labelled"]:

@@ -25,6 +25,7 @@ from intq.errors import IntqError, UsageError
 from intq.eval import evaluate_model, top1_accuracy
 from intq.eval.latency import ort_latency, speedup
 from intq.export.onnx import EXACT_ANY_X86, EXACT_VNNI, export_onnx
+from intq.export.onnx_qdq import ONNX_FORMATS, export_onnx_qdq
 from intq.modelspec import LoadedModel, load_model_spec, spec_label
 from intq.observers.factory import OBSERVER_KINDS
 from intq.ptq import quantize
@@ -124,6 +125,11 @@ def add_parser(subparsers) -> None:
     out = p.add_argument_group("output")
     out.add_argument("-o", "--output", type=Path, metavar="OUT.onnx",
                      help="integer ONNX model to write (default: MODEL.int8.onnx)")
+    out.add_argument("--onnx-format", choices=ONNX_FORMATS, default="qoperator",
+                     help="qoperator (default: QLinearConv, QGemm, ... for ONNX Runtime) or qdq "
+                     "(QuantizeLinear/DequantizeLinear around float ops, int8 weights: for "
+                     "OpenVINO, TensorRT and other QDQ consumers; see 'intq eval/bench "
+                     "--runtime openvino')")
     out.add_argument("--save-program", type=Path, metavar="FILE",
                      help="also write the IntProgram (.safetensors, see intq.convert.serialize)")
     out.add_argument("--repeats", type=common.positive_int, default=50, metavar="R",
@@ -358,12 +364,13 @@ def _data_info(data: Dataset) -> dict:
 
 def _integer_run(plan: _Plan, args, loaded: LoadedModel, qgm, calib: Dataset,
                  evaluation: Dataset | None) -> dict:
-    weight_type = "s8" if cpu_has_vnni() else "auto"
+    qdq = args.onnx_format == "qdq"
+    weight_type = "s8" if qdq or cpu_has_vnni() else "auto"
     with common.status("converting to an integer program and ONNX"):
         program = _convert(qgm, plan.input_shape)
         islands = float_islands(program)
         _check_exportable(islands)
-        onnx_bytes = _export(program, weight_type)
+        onnx_bytes = _export(program, weight_type, args.onnx_format)
     counts = collections.Counter(type(op).__name__ for op in program.ops)
     float_count = counts["FloatOp"] + counts["FloatSubgraph"]
     result = {
@@ -371,6 +378,7 @@ def _integer_run(plan: _Plan, args, loaded: LoadedModel, qgm, calib: Dataset,
         "program": None if plan.program is None else str(plan.program),
         "simulated_only": False,
         "simulated_reason": None,
+        "onnx_format": args.onnx_format,
         "onnx_weight_type": weight_type,
         "exact_on": EXACT_VNNI if weight_type == "s8" else EXACT_ANY_X86,
         "cpu_has_vnni": cpu_has_vnni(),
@@ -415,8 +423,10 @@ def _check_exportable(islands: list[FloatIsland]) -> None:
                         "export, or run it outside the model")
 
 
-def _export(program: IntProgram, weight_type: str) -> bytes:
+def _export(program: IntProgram, weight_type: str, onnx_format: str) -> bytes:
     try:
+        if onnx_format == "qdq":
+            return export_onnx_qdq(program).SerializeToString()
         return export_onnx(program, weight_type=weight_type).SerializeToString()
     except ValueError as exc:
         raise IntqError(f"ONNX export failed: {common.one_line(exc)}") from exc
@@ -590,8 +600,9 @@ def _footer_lines(r: dict) -> list[str]:
                      f"{r['float_ops']} float ops")
         lines += _island_lines(r["float_islands"])
         vnni = "has" if r["cpu_has_vnni"] else "lacks"
-        lines.append(f"ONNX         {r['onnx_weight_type']} weights: exact on {r['exact_on']} "
-                     f"(this CPU {vnni} VNNI)")
+        qdq = " (QDQ format)" if r["onnx_format"] == "qdq" else ""
+        lines.append(f"ONNX         {r['onnx_weight_type']} weights{qdq}: exact on "
+                     f"{r['exact_on']} (this CPU {vnni} VNNI)")
     if r["program"]:
         lines.append(f"IntProgram   {r['program']}")
     lines.append(f"done in {r['seconds']:.1f} s")

@@ -27,7 +27,7 @@ from intq.convert.program import (
     Transpose,
 )
 from intq.convert.serialize import load_program, save_program
-from intq.export import export_onnx
+from intq.export import export_onnx, export_onnx_qdq
 from intq.ptq import quantize
 from intq.runtime import OrtSession, run_reference
 
@@ -282,3 +282,13 @@ def test_onnx_runtime_computes_the_table_at_every_position(function, params, dty
     got = OrtSession(model.SerializeToString()).run_all(x)
     want = run_reference(program, x, return_all=True)
     np.testing.assert_array_equal(got[y], want[y])
+
+
+@pytest.mark.parametrize("cls", [Activations, SqueezeExcite, Shuffle, Islands])
+def test_qdq_export_gives_the_same_integers(cls):
+    _, _, program, x = calibrated(cls)
+    qop = ort_tensors(program, x.numpy())
+    qdq = OrtSession(export_onnx_qdq(program, intermediates=True).SerializeToString()).run_all(
+        x.numpy())
+    for tensor in program.tensors:
+        np.testing.assert_array_equal(qdq[tensor], qop[tensor], err_msg=tensor)

@@ -3,7 +3,8 @@ damaged files were generated, and how many behaved.
 
 1. Exporter. ``--programs`` random small CNN IntPrograms per arm, drawn by the hypothesis
    strategy of tests/reliability/random_programs.py (convs with any kernel, stride, dilation,
-   asymmetric padding and groups; max/avg pools, pads, residual adds, concats; linear heads;
+   asymmetric padding and groups; max/avg pools, pads, residual adds, concats, lookup tables,
+   squeeze-and-excitation gates (QMul), channel shuffles, slices, nearest resizes; linear heads;
    uint8/int8 activations, 2-8 bit weights, per-channel or per-tensor scales, fixed or dynamic
    batch). Two arms: output ranges jittered by e^±1.2 (the CI test's setting) and by e^±4
    (extreme requantization multipliers). Each program runs in the reference interpreter
@@ -46,7 +47,12 @@ from intq.convert.program import (
     QConv2d,
     QGlobalAvgPool,
     QLinear,
+    QLookup,
     QMaxPool2d,
+    QMul,
+    ResizeNearest,
+    Slice,
+    Transpose,
 )
 from intq.export import export_onnx
 from intq.runtime import OrtSession, run_reference
@@ -96,7 +102,9 @@ def _features(program) -> set[str]:
                 found.add("max pool padding >= kernel (dilated)")
         else:
             names = {QAvgPool2d: "avg pool", QGlobalAvgPool: "global avg pool", QAdd: "add",
-                     QConcat: "concat", Pad: "pad", QLinear: "linear"}
+                     QConcat: "concat", Pad: "pad", QLinear: "linear", QLookup: "lookup table",
+                     QMul: "mul (broadcast)", Transpose: "transpose", Slice: "slice",
+                     ResizeNearest: "nearest resize"}
             found |= {names[type(op)]} if type(op) in names else set()
     return found
 

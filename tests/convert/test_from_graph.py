@@ -3,7 +3,6 @@ simulation used (weights, int32 biases, output grids and clamps), has one op per
 and converts float regions, ceil-mode pools and standalone ReLUs; what has no integer form
 is an IntqError that says why."""
 
-import warnings
 from fractions import Fraction
 
 import numpy as np
@@ -21,7 +20,7 @@ from graph.nets import (
 from ptq.nets import CeilPoolNet, SigmoidGateNet, SigmoidGatePoolNet, images, seeded
 from torch import fx, nn
 
-from intq.convert.from_graph import convert_to_program, qtensor_of
+from intq.convert.from_graph import convert_to_program, float_islands, qtensor_of
 from intq.convert.program import (
     Dequantize,
     QAdd,
@@ -157,10 +156,10 @@ def test_asymmetric_per_channel_weights_have_no_integer_form():
 
 
 @pytest.mark.filterwarnings(SAME_PADDING_WARNING)
-def test_ceil_mode_average_pool_is_refused_clearly():
+def test_ceil_mode_average_pool_is_a_float_island():
     qgm = quantize(FunctionalNet().eval(), images(8), progress=False)
-    with pytest.raises(IntqError, match=r"average pool avg_pool2d: only floor mode"):
-        convert_to_program(qgm, (1, 28, 28))
+    program = convert_to_program(qgm, (1, 28, 28))
+    assert [(i.op, i.exported) for i in float_islands(program)] == [("avg_pool2d", True)]
 
 
 def test_low_and_high_bit_widths():
@@ -233,10 +232,16 @@ def test_standalone_relu_is_a_clamp_on_the_same_grid():
     np.testing.assert_array_equal(sim["relu_"], np.maximum(sim["conv"], conv.zero_point))
 
 
-def test_global_pool_after_a_float_region_is_refused_clearly():
+def test_global_pool_after_a_float_island_knows_its_shape_and_runs_in_onnx_runtime():
     qgm = quantize(seeded(SigmoidGatePoolNet), images(8), leaf_modules=["gate"], progress=False)
-    with pytest.raises(IntqError, match=r"global average pool .*float region"):
-        convert_to_program(qgm, (1, 28, 28))
+    program = convert_to_program(qgm, (1, 28, 28))
+    [island] = float_islands(program)
+    assert island.node == "gate" and island.exported and "leaf module" in island.reason
+    x = images(4).numpy()
+    want = run_reference(program, x)
+    got = OrtSession(export_onnx(program).SerializeToString()).run_all(x)
+    for name in program.outputs:
+        np.testing.assert_array_equal(got[name], want[name])
 
 
 def test_float_region_program_matches_the_simulation():
@@ -264,14 +269,24 @@ def test_pools_map_one_to_one_and_the_concat_group_writes_one_grid():
     assert len(ops_of(program, Quantize)) == 1  # the input's; branches requantize in place
 
 
-def test_unknown_module_names_the_node():
+class _Stranger(nn.Module):
+    def __init__(self, conv: nn.Module) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(self.conv(x))
+
+
+def test_unknown_module_becomes_a_named_float_island():
     qgm = quantize(build("mobilenet_v1"), images(8), progress=False)
-    qgm.add_submodule("features.0", nn.Identity())  # replace a quantized conv by a stranger
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with pytest.raises(IntqError, match=r"node features_0 \(features\.0\) has no integer "
-                                            r"form"):
-            convert_to_program(qgm, (1, 28, 28))
+    layer = qgm.get_submodule("features.0").layer  # replace a quantized conv by a stranger
+    qgm.add_submodule("features.0", _Stranger(nn.Conv2d(1, 8, 3, 2, 1).eval()))
+    qgm.get_submodule("features.0").conv.load_state_dict(layer.state_dict(), strict=False)
+    program = convert_to_program(qgm, (1, 28, 28))
+    [island] = float_islands(program)
+    assert island.node == "features_0" and island.op == "_Stranger"
+    assert island.reason == "no integer form for _Stranger module 'features.0'"
 
 
 @pytest.mark.filterwarnings(SAME_PADDING_WARNING)

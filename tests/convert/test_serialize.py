@@ -49,7 +49,7 @@ def test_builder_requant_is_derived_not_stored(tmp_path):
     path = tmp_path / "p.intq"
     save_program(program, path)
     header = _header(path)
-    assert header["__metadata__"]["intq.version"] == "3"
+    assert header["__metadata__"]["intq.version"] == "4"
     assert not [k for k in header if "requant" in k]
     ops = json.loads(header["__metadata__"]["intq.program"])["ops"]
     kinds = {op["type"] for op in ops if op.get("requant") == "derived"}
@@ -198,7 +198,7 @@ def _op(doc, kind):
 
 MALFORMED = {
     "wrong format": dict(edit_header=lambda h: h.update({"intq.format": "other"})),
-    "future version": dict(edit_header=lambda h: h.update({"intq.version": "4"})),
+    "future version": dict(edit_header=lambda h: h.update({"intq.version": "5"})),
     "version 1": dict(edit_header=lambda h: h.update({"intq.version": "1"})),
     "no version": dict(edit_header=lambda h: h.pop("intq.version")),
     "requant missing": dict(edit_doc=lambda d: _op(d, "QConv2d").pop("requant")),
@@ -262,13 +262,13 @@ def test_nonzero_padding_bits_raise_value_error(tmp_path):
         load_program(path)
 
 
-@pytest.mark.parametrize("version", ["1", "4"])
+@pytest.mark.parametrize("version", ["1", "5"])
 def test_other_format_versions_are_refused_with_a_clear_message(tmp_path, version):
     path = tmp_path / "p.intq"
     save_program(random_cnn(0), path)
     _rewrite(path, edit_header=lambda h: h.update({"intq.version": version}))
     with pytest.raises(ValueError, match=f"p.intq: intq program format version '{version}' is "
-                                         "not supported; this intq reads versions 2, 3"):
+                                         "not supported; this intq reads versions 2, 3, 4"):
         load_program(path)
 
 

@@ -18,6 +18,8 @@ from intq.graph import (
     prepare_float_graph,
     unsupported_nodes,
 )
+from intq.graph._fx import LEAF_MODULES
+from intq.graph.capture import AUTO_LEAVES
 
 from .helpers import assert_same_function, small_inputs
 from .nets import (
@@ -67,16 +69,14 @@ def test_capture_without_example_input_has_no_shapes():
     assert_same_function(gm, build("mobilenet_v1"), small_inputs())
 
 
-def test_untraceable_module_error_names_module_line_and_leaf_way_out():
-    with pytest.raises(IntqError) as info:
-        capture(GatedNet(), small_inputs()[0])
-    message = str(info.value)
-    assert "module 'gate' (Gate)" in message
-    assert "control flow" in message
-    assert "nets.py" in message and "if x.mean() > 0:" in message
-    assert "leaf_modules=['gate']" in message
-    assert "\n" not in message
-    assert info.value.__cause__ is None and info.value.__suppress_context__
+def test_untraceable_module_becomes_a_leaf_that_names_its_line():
+    model = GatedNet().eval()
+    gm = capture(model, small_inputs()[0])
+    [(name, reason)] = gm.meta[AUTO_LEAVES].items()
+    assert name == "gate" and reason.startswith("Gate uses a traced tensor in Python control")
+    assert "nets.py" in reason and "if x.mean() > 0:" in reason and "\n" not in reason
+    assert gm.meta[LEAF_MODULES] == ("gate",)
+    assert_same_function(gm, model, small_inputs())
 
 
 def test_untraceable_root_forward_error_suggests_a_leaf_submodule():

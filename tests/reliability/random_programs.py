@@ -3,7 +3,10 @@
 ``fuzz_cases()`` draws a topology and its parameters: 1-5 blocks, each a conv (any kernel
 1-4 x 1-4, stride 1-3, dilation 1-2, asymmetric padding, groups from grouped to depthwise,
 ReLU / ReLU6 / none, optional bias and weight zero point), a max or average pool (kernel,
-stride, padding, dilation), a constant pad, a residual add or a channel concat; then a head
+stride, padding, dilation), a constant pad, a residual add, a channel concat, a lookup table
+(hardswish, sigmoid, tanh, SiLU), a squeeze-and-excitation gate (global pool, conv, sigmoid
+table, QMul with broadcasting), a channel shuffle (reshape, transpose, reshape), a channel or
+row slice, or a nearest 2x upsampling; then a head
 (global average pool or flatten/reshape, then a linear layer; or the conv map itself). The
 activation dtype (uint8/int8), weight bits (2-8), per-channel or per-tensor weight scales, the
 input size and batch (fixed or dynamic) are drawn too. Integer weights come from a seeded
@@ -26,7 +29,11 @@ from intq.convert.program import ACTIVATION_DTYPES
 __all__ = ["FuzzCase", "fuzz_cases"]
 
 _MAX_CHANNELS = 12
-_BLOCKS = ("conv", "conv", "maxpool", "avgpool", "pad", "add", "concat")
+_BLOCKS = ("conv", "conv", "maxpool", "avgpool", "pad", "add", "concat", "lookup", "gate",
+           "shuffle", "slice", "resize")
+_FUNCTIONS = {"hardswish": lambda v: v * np.clip(v + 3, 0, 6) / 6,
+              "sigmoid": lambda v: 1 / (1 + np.exp(-v)), "tanh": np.tanh,
+              "silu": lambda v: v / (1 + np.exp(-v))}
 _HEADS = ("gap_linear", "flatten_linear", "reshape_linear", "feature_map")
 
 
@@ -168,6 +175,61 @@ class _Net:
         y = self.b.concat([x, branch])
         self.sigma[y] = self.sigma[x]
         self.steps.append("concat")
+        return y
+
+    def lookup(self, x: str) -> str:
+        """A table of an elementwise function, computed from the 256 input codes."""
+        name = self.draw(st.sampled_from(sorted(_FUNCTIONS)))
+        qx = self.b.qtensor(x)
+        low = ACTIVATION_DTYPES[qx.dtype][0]
+        real = _FUNCTIONS[name]((np.arange(low, low + 256) - qx.zero_point) * qx.scale)
+        sigma = max(float(np.abs(real).max()) / 3, 1e-3)
+        out = self.qtensor(sigma, "none")
+        table = np.clip(np.round(real / out.scale) + out.zero_point, out.qmin, out.qmax)
+        y = self.b.lookup(x, table.astype(np.int32), out, function=name)
+        self.sigma[y] = sigma
+        self.steps.append(f"lookup {name}")
+        return y
+
+    def gate(self, x: str) -> str:
+        """x · sigmoid(conv(global pool(x))): QMul broadcasting (N, C, 1, 1) over (N, C, H, W)."""
+        pooled = self.b.global_avg_pool(x, self.qtensor(self.sigma[x], "none"))
+        self.sigma[pooled] = self.sigma[x]
+        score = self.lookup(self.conv(pooled, self.shape(x)[1], same=True))
+        self.steps.pop()
+        y = self.b.mul(x, score, self.qtensor(self.sigma[x] / 2, "none"))
+        self.sigma[y] = self.sigma[x] / 2
+        self.steps.append("gate")
+        return y
+
+    def shuffle(self, x: str) -> str:
+        _, c, h, w = self.shape(x)
+        if c % 2:
+            return x
+        y = self.b.reshape(x, (-1, 2, c // 2, h, w))
+        y = self.b.reshape(self.b.transpose(y, (0, 2, 1, 3, 4)), (-1, c, h, w))
+        self.sigma[y] = self.sigma[x]
+        self.steps.append("shuffle")
+        return y
+
+    def slice(self, x: str) -> str:
+        shape = self.shape(x)
+        axis = self.draw(st.integers(1, 3))
+        if shape[axis] < 2:
+            return x
+        start = self.draw(st.integers(0, shape[axis] - 2))
+        stop = self.draw(st.integers(start + 1, shape[axis]))
+        y = self.b.slice(x, axis, start, stop, self.draw(st.integers(1, 2)))
+        self.sigma[y] = self.sigma[x]
+        self.steps.append(f"slice axis {axis} {start}:{stop}")
+        return y
+
+    def resize(self, x: str) -> str:
+        if max(self.shape(x)[2:]) > 8:
+            return x
+        y = self.b.resize_nearest(x, (2, 2))
+        self.sigma[y] = self.sigma[x]
+        self.steps.append("resize 2x")
         return y
 
     def head(self, x: str) -> str:

@@ -1,5 +1,6 @@
 """Fuzz of the ONNX exporter (short CI run): random small CNN IntPrograms (shapes, groups,
-strides, paddings, dilations, pools, adds, concats, bit widths, dtypes) give identical
+strides, paddings, dilations, pools, adds, concats, lookup tables, gates, shuffles, slices,
+resizes, bit widths, dtypes) give identical
 integers in every tensor in the reference interpreter ("float32_half_even") and in ONNX
 Runtime. benchmarks/fuzz_exporters.py runs the same strategy on hundreds of programs."""
 
@@ -14,7 +15,7 @@ from intq.runtime import OrtSession, run_reference
 from .random_programs import fuzz_cases
 
 
-@settings(max_examples=30, deadline=None, derandomize=True, database=None,
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(fuzz_cases())
 def test_reference_equals_onnx_runtime_on_random_cnns(case):

@@ -207,8 +207,6 @@ CASES = [
           "flags-per-tensor-and-per-channel"),
     _case(f"{_Q} --weight-only", 2, "-o: weight-only quantization has no integer ONNX form",
           "flags-weight-only-with-output"),
-    _case(f"{_Q} --keep-float 0", 2, "-o: layers kept in float (--keep-float) have no integer "
-          "ONNX form", "flags-keep-float-with-output"),
     _case("quantize {i}/tiny.py:build --calib {i}/x12.npy --keep-float nope", 1,
           "--keep-float nope: no module of the model has this name", "flags-keep-float-unknown"),
     _case(f"{_Q} --recipe asym-per-channel-8", 2, "-o: asymmetric per-channel weights have no "

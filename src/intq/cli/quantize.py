@@ -21,7 +21,7 @@ from intq.adaptive_rounding import AdaRoundSettings, adaround
 from intq.cli import _common as common
 from intq.cli import _mixed as mixed_cli
 from intq.cli import _report_dir as report_dir
-from intq.convert.from_graph import convert_to_program
+from intq.convert.from_graph import FloatIsland, convert_to_program, float_islands
 from intq.convert.program import IntProgram
 from intq.convert.serialize import save_program
 from intq.errors import IntqError, UsageError
@@ -75,9 +75,11 @@ Data defaults: the model's dataset ('fashion-mnist': calibration on the first 10
 images, evaluation on the first 2000 test images; 'natural-images': 256 calibration crops,
 256 evaluation crops from disjoint streams). Other DATA: the first 256 samples each.
 
---weight-only, --keep-float and asymmetric per-channel weights have no integer ONNX form:
-such runs write no file and report the simulated (fake-quantized) model against the float
-model in PyTorch; -o is then refused.
+Ops without an integer form (LayerNorm, attention, custom code) and layers named with
+--keep-float stay float inside the written model (float islands between Dequantize and
+Quantize); the report lists each one with where it comes from and why. --weight-only and
+asymmetric per-channel weights have no integer ONNX form: such runs write no file and report
+the simulated (fake-quantized) model against the float model in PyTorch; -o is refused.
 
 Output: MODEL.int8.onnx (MODEL.wNaM.onnx for other bit widths) in the current directory,
 written only when the whole run succeeds (temp file + rename; nothing is left on errors or
@@ -243,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace) -> _Plan:
     recipe = _recipe(args)
-    reason = _no_integer_form(recipe, args.keep_float)
+    reason = _no_integer_form(recipe)
     zoo = MODEL_ZOO.get(args.model)
     input_shape = _input_shape(args, zoo)
     calib, evaluation, notes = _data_specs(args, zoo, input_shape)
@@ -285,12 +287,10 @@ def _recipe(args: argparse.Namespace) -> Recipe:
     return dataclasses.replace(recipe, equalize=equalize)
 
 
-def _no_integer_form(recipe: Recipe, keep_float: list[str]) -> str | None:
+def _no_integer_form(recipe: Recipe) -> str | None:
     """Why the recipe cannot become an integer ONNX model (None if it can)."""
     if recipe.weight_only:
         return "weight-only quantization has no integer ONNX form"
-    if keep_float:
-        return "layers kept in float (--keep-float) have no integer ONNX form yet"
     if recipe.weight.per_channel and not recipe.weight.symmetric:
         return "asymmetric per-channel weights have no integer ONNX form"
     return None
@@ -448,10 +448,13 @@ def _integer_run(plan: _Plan, args, loaded: LoadedModel, qgm, calib: Dataset,
     weight_type = "s8" if qdq or cpu_has_vnni() else "auto"
     with common.status("converting to an integer program and ONNX"):
         program = _convert(qgm, plan.input_shape)
+        islands = float_islands(program)
+        _check_exportable(islands)
         onnx_bytes = _export(program, weight_type, args.onnx_format)
         tflite = plan.output.suffix == ".tflite"
         model_bytes = _export_tflite(program) if tflite else onnx_bytes
     counts = collections.Counter(type(op).__name__ for op in program.ops)
+    float_count = counts["FloatOp"] + counts["FloatSubgraph"]
     result = {
         "output": str(plan.output),
         "program": None if plan.program is None else str(plan.program),
@@ -461,8 +464,9 @@ def _integer_run(plan: _Plan, args, loaded: LoadedModel, qgm, calib: Dataset,
         "onnx_weight_type": weight_type,
         "exact_on": EXACT_VNNI if weight_type == "s8" else EXACT_ANY_X86,
         "cpu_has_vnni": cpu_has_vnni(),
-        "quantized_ops": len(program.ops) - counts["FloatOp"],
-        "float_ops": counts["FloatOp"],
+        "quantized_ops": len(program.ops) - float_count,
+        "float_ops": float_count,
+        "float_islands": [dataclasses.asdict(i) for i in islands],
         "op_counts": dict(counts.most_common()),
         "int8_size_bytes": len(model_bytes),
         "runtime": "LiteRT" if tflite else "ONNX Runtime",
@@ -487,6 +491,16 @@ def _convert(qgm, input_shape: tuple[int, int, int]) -> IntProgram:
         return convert_to_program(qgm, input_shape)
     except ValueError as exc:
         raise IntqError(f"integer conversion failed: {common.one_line(exc)}") from exc
+
+
+def _check_exportable(islands: list[FloatIsland]) -> None:
+    """A float node that torch.onnx cannot export blocks the ONNX file: say which and why."""
+    blocked = [i for i in islands if not i.exported]
+    if blocked:
+        first = blocked[0]
+        more = f" (and {len(blocked) - 1} more)" if len(blocked) > 1 else ""
+        raise IntqError(f"node {first.describe()}{more}; rewrite it with ops torch.onnx can "
+                        "export, or run it outside the model")
 
 
 def _export(program: IntProgram, weight_type: str, onnx_format: str) -> bytes:
@@ -576,6 +590,7 @@ def _simulated_run(plan: _Plan, model: nn.Module, qgm, evaluation: Dataset | Non
         "size_ratio": None,
         "quantized_ops": None,
         "float_ops": None,
+        "float_islands": None,
         "latency_ms": None,
         "speedup": None,
     }
@@ -677,6 +692,7 @@ def _footer_lines(r: dict) -> list[str]:
         ops = ", ".join(f"{n} {name}" for name, n in r["op_counts"].items())
         lines.append(f"program      {r['quantized_ops']} integer ops ({ops}), "
                      f"{r['float_ops']} float ops")
+        lines += _island_lines(r["float_islands"])
         vnni = "has" if r["cpu_has_vnni"] else "lacks"
         if r.get("runtime") == "LiteRT":
             lines.append("LiteRT       int8 .tflite, NHWC input: exact in LiteRT's reference "
@@ -688,6 +704,17 @@ def _footer_lines(r: dict) -> list[str]:
     if r["program"]:
         lines.append(f"IntProgram   {r['program']}")
     lines.append(f"done in {r['seconds']:.1f} s")
+    return lines
+
+
+def _island_lines(islands: list[dict], shown: int = 12) -> list[str]:
+    """The float islands, one per line (the first `shown`)."""
+    if not islands:
+        return []
+    lines = [f"float ops    {len(islands)} stay float in the model:"]
+    lines += [f"  {FloatIsland(**i).describe()}" for i in islands[:shown]]
+    if len(islands) > shown:
+        lines.append(f"  ... and {len(islands) - shown} more (--json lists all)")
     return lines
 
 

@@ -24,6 +24,7 @@ from intq.convert.program import (
     Dequantize,
     Flatten,
     FloatOp,
+    FloatSubgraph,
     Input,
     IntProgram,
     Op,
@@ -34,10 +35,15 @@ from intq.convert.program import (
     QConv2d,
     QGlobalAvgPool,
     QLinear,
+    QLookup,
     QMaxPool2d,
+    QMul,
     QTensor,
     Quantize,
     Reshape,
+    ResizeNearest,
+    Slice,
+    Transpose,
 )
 from intq.convert.requant import (
     add_requant,
@@ -150,9 +156,39 @@ class ProgramBuilder:
         return self._add(Pad(x, self._name(name, "pad"), padding), self._tensors[x])
 
     def float_op(self, inputs: str | Sequence[str], op: str, attrs: dict | None = None,
-                 fn: Callable | None = None, name: str | None = None) -> str:
+                 fn: Callable | None = None, name: str | None = None,
+                 shape: Shape = None) -> str:
+        """A FloatOp; `shape` is its output shape when the caller knows it (a "callable"
+        is opaque to shape inference)."""
         inputs = (inputs,) if isinstance(inputs, str) else tuple(inputs)
-        return self._add(FloatOp(inputs, self._name(name, op), op, attrs, fn), None)
+        out = self._add(FloatOp(inputs, self._name(name, op), op, attrs, fn), None)
+        if shape is not None and self._shapes[out] is None:
+            self._shapes[out] = tuple(shape)
+        return out
+
+    def float_subgraph(self, inputs: Sequence[str], model: bytes, output_shape=None,
+                       source: str = "", name: str | None = None) -> str:
+        op = FloatSubgraph(tuple(inputs), self._name(name, "float"), model, output_shape, source)
+        return self._add(op, None)
+
+    def lookup(self, x: str, table, out: QTensor, function: str = "", params=(),
+               name: str | None = None) -> str:
+        return self._add(QLookup(x, self._name(name, "lookup"), table, function, params), out)
+
+    def mul(self, a: str, b: str, out: QTensor, name: str | None = None) -> str:
+        return self._add(QMul(a, b, self._name(name, "mul")), out)
+
+    def transpose(self, x: str, perm: Sequence[int], name: str | None = None) -> str:
+        return self._add(Transpose(x, self._name(name, "transpose"), perm), self._tensors.get(x))
+
+    def slice(self, x: str, axis: int, start: int, stop: int, step: int = 1,
+              name: str | None = None) -> str:
+        op = Slice(x, self._name(name, "slice"), axis, start, stop, step)
+        return self._add(op, self._tensors.get(x))
+
+    def resize_nearest(self, x: str, factors, name: str | None = None) -> str:
+        op = ResizeNearest(x, self._name(name, "resize"), factors)
+        return self._add(op, self._tensors.get(x))
 
     def build(self, outputs: Sequence[str], metadata: dict[str, str] | None = None) -> IntProgram:
         """Validate and return the program with the given float outputs."""

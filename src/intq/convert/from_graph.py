@@ -16,34 +16,53 @@ simulated (same weight integers, same int32 bias grid, same output grids and cla
   zero pad -> the lossless ops (a zero pad read only by a conv becomes part of that conv's
   padding, which also pads with the zero point); a standalone relu/relu6 -> Dequantize +
   Quantize onto the same grid with the clamp (exact: the float32 round trip returns every integer);
-- a float fallback region (a leaf module, or a layer the recipe keeps in float) -> Dequantize
-  of its inputs, a FloatOp "callable" running the torch module, then the Quantize of the
-  quantizer after it. Such programs run in the reference interpreter only: a callable cannot
-  be exported to ONNX, and ops that need a known spatial size (global average pool) cannot
-  follow one, since its output shape is opaque to the program.
+- elementwise functions of one tensor (hardswish, sigmoid, SiLU, GELU, x·c, ...) + the
+  quantizer after them -> QLookup, the table computed in torch from the 256 input codes:
+  table[q] = quantize_half_even(f(float32((q - Z_in)·S_in))) on the output grid;
+- a product of two activations -> QMul; permute, channel slice, nearest resize -> the
+  lossless Transpose / Slice / ResizeNearest;
+- a float node (no integer form, a leaf module, a layer the recipe keeps in float) -> a float
+  island: Dequantize of its integer inputs, a FloatSubgraph holding the node exported to ONNX
+  (`intq.convert.float_island`), then the Quantize of the quantizer after it when an integer
+  op reads it. A node that torch.onnx cannot export becomes a FloatOp "callable" running the
+  torch code: the reference interpreter runs it, the ONNX writer refuses it, and
+  `float_islands` says why.
 Weight-only recipes have no integer form: they raise an IntqError saying so.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from intq.convert.builder import ProgramBuilder
+from intq.convert.float_island import cut_node, island_model
+from intq.convert.lookup_onnx import table_from_onnx_runtime
 from intq.convert.program import IntProgram, QTensor
 from intq.errors import IntqError
 from intq.fakequant import Quantizer
+from intq.graph._fx import EXAMPLE_INPUTS, shape_of
+from intq.graph._indexing import resize_factors, slice_of
+from intq.graph.capture import AUTO_LEAVES
 from intq.graph.fused import FusedAdd, FusedConv2d, FusedLinear, activation_range
-from intq.graph.kinds import OpKind, op_kind
-from intq.graph.place import ACT_PREFIX, is_float_output_linear
+from intq.graph.kinds import OpKind, float_reason, is_constant_expression, op_kind
+from intq.graph.place import ACT_PREFIX, is_float_node, is_float_output_linear
 from intq.graph.qmodules import QuantConv2d, QuantLinear
 from intq.qmath import quantize_half_even, round_half_even
 
-__all__ = ["convert_to_program", "qtensor_of"]
+__all__ = ["ISLANDS_KEY", "FloatIsland", "convert_to_program", "float_islands", "qtensor_of"]
+
+#: program metadata key: JSON list of the FloatIsland records
+ISLANDS_KEY = "intq.float_islands"
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _DTYPES = {(True, 8): "int8", (False, 8): "uint8", (True, 16): "int16", (False, 16): "uint16"}
@@ -56,7 +75,47 @@ def convert_to_program(qgm: fx.GraphModule, input_shape: tuple[int, ...]) -> Int
     if empty:
         raise ValueError(f"convert_to_program: {len(empty)} quantizer(s) have no scale yet "
                          f"(first: {empty[0]}); calibrate (intq.ptq.calibrate) or train first")
+    _propagate_shapes(qgm, input_shape)
     return _Converter(qgm).run(input_shape)
+
+
+@dataclass(frozen=True)
+class FloatIsland:
+    """A node that runs in float in the integer program: where it is and why."""
+
+    node: str
+    op: str
+    reason: str
+    source: str
+    exported: bool
+    why_not: str
+
+    def describe(self) -> str:
+        where = f" at {self.source}" if self.source else ""
+        how = "" if self.exported else f"; not exportable: {self.why_not}"
+        return f"{self.node} ({self.op}{where}): {self.reason}{how}"
+
+
+def float_islands(program: IntProgram) -> list[FloatIsland]:
+    """The float islands of a program made by `convert_to_program`, in op order."""
+    return [FloatIsland(**entry) for entry in json.loads(program.metadata.get(ISLANDS_KEY, "[]"))]
+
+
+def _propagate_shapes(qgm: fx.GraphModule, input_shape: tuple[int, ...]) -> None:
+    """Shapes on every node of ``qgm`` (quantizers included), observers paused."""
+    inputs = qgm.meta.get(EXAMPLE_INPUTS) or (torch.zeros(2, *input_shape),)
+    quantizers = [m for m in qgm.modules() if isinstance(m, Quantizer)]
+    saved = [q.observe for q in quantizers]
+    for q in quantizers:
+        q.observe = False
+    try:
+        with torch.no_grad():
+            ShapeProp(qgm).propagate(*inputs)
+    except Exception:  # noqa: BLE001 - the shapes stay as captured; islands then say so
+        pass
+    finally:
+        for q, flag in zip(quantizers, saved, strict=True):
+            q.observe = flag
 
 
 def qtensor_of(q: Quantizer, activation: str | None = None) -> QTensor:
@@ -88,6 +147,7 @@ class _Converter:
         self.names: dict[fx.Node, str] = {}
         self.folded_pads: dict[fx.Node, tuple[int, int, int, int]] = {}
         self.dequantized: dict[str, str] = {}
+        self.islands: list[FloatIsland] = []
 
     def run(self, input_shape: tuple[int, ...]) -> IntProgram:
         outputs: list[str] = []
@@ -96,9 +156,10 @@ class _Converter:
                 self.names[node] = self.b.input(node.name, (None, *input_shape))
             elif node.op == "output":
                 outputs = [self._output(arg) for arg in _flat(node.args[0])]
-            elif node.op != "get_attr":
+            elif _carries_a_tensor(node) and not is_constant_expression(node):
                 self.names[node] = self._emit(node)
-        return self.b.build(outputs, {"producer": "intq"})
+        islands = json.dumps([asdict(i) for i in self.islands])
+        return self.b.build(outputs, {"producer": "intq", ISLANDS_KEY: islands})
 
     def _output(self, node: fx.Node) -> str:
         """The float tensor returned for graph output ``node``: Dequantize of an integer one."""
@@ -108,6 +169,10 @@ class _Converter:
         return self.b.dequantize(name, name=f"{node.name}_float")
 
     def _emit(self, node: fx.Node) -> str:
+        if node.op == "call_module" and isinstance(self.gm.get_submodule(node.target), Quantizer):
+            return self._emit_quantizer(node, self.gm.get_submodule(node.target))
+        if is_float_node(self.gm, node):
+            return self._float_island(node)
         if node.op == "call_module":
             return self._emit_module(node, self.gm.get_submodule(node.target))
         if node.op == "call_function":
@@ -115,10 +180,6 @@ class _Converter:
         raise self._unsupported(node)
 
     def _emit_module(self, node: fx.Node, module) -> str:
-        if isinstance(module, Quantizer):
-            return self._emit_quantizer(node, module)
-        if op_kind(self.gm, node) == OpKind.LEAF or isinstance(module, FusedConv2d | FusedLinear):
-            return self._float_region(node, module)
         x = self.names[node.args[0]]
         if is_float_output_linear(self.gm, node) and module.input_quantizer is not None:
             return self._linear(node, module, x, None)  # (weight-only: error below)
@@ -147,13 +208,23 @@ class _Converter:
                              dilation=c.dilation, groups=c.groups, weight_zero_point=w_zp,
                              weight_bits=module.weight_quantizer.spec.bits, name=node.name)
 
-    def _float_region(self, node: fx.Node, module: nn.Module) -> str:
-        """Dequantize the inputs and run ``module`` as a FloatOp "callable"."""
-        if node.kwargs or not all(isinstance(a, fx.Node) for a in node.args):
-            raise IntqError(f"float region {node.name} ({node.target}): only tensor "
-                            "arguments can be passed to a module kept in float")
-        inputs = [self._float_of(self.names[arg]) for arg in node.args]
-        return self.b.float_op(inputs, "callable", fn=_numpy_function(module), name=node.name)
+    def _float_island(self, node: fx.Node) -> str:
+        """A float island for ``node``: its ONNX export, or a torch callable if that fails."""
+        record = dict(node=node.name, op=_op_name(self.gm, node), reason=_reason(self.gm, node),
+                      source=_source_line(node))
+        try:
+            island = island_model(self.gm, node)
+        except ValueError as err:
+            self.islands.append(FloatIsland(**record, exported=False, why_not=str(err)))
+            sub, tensors = cut_node(self.gm, node)
+            inputs = [self._float_of(self.names[n]) for n in tensors]
+            shape = shape_of(node)
+            return self.b.float_op(inputs, "callable", fn=_numpy_function(sub), name=node.name,
+                                   shape=None if shape is None else (None, *shape[1:]))
+        self.islands.append(FloatIsland(**record, exported=True, why_not=""))
+        inputs = [self._float_of(self.names[n]) for n in island.inputs]
+        return self.b.float_subgraph(inputs, island.model, island.output_shape,
+                                     self.islands[-1].describe(), name=node.name)
 
     def _float_of(self, name: str) -> str:
         if self.b.is_float(name):
@@ -183,6 +254,17 @@ class _Converter:
             return self.b.global_avg_pool(x, self._output_qtensor(node), name=node.name)
         if target in (F.relu, F.relu6):
             return self._clamp(node, x, "relu" if target is F.relu else "relu6")
+        kind = op_kind(self.gm, node)
+        if kind == OpKind.LOOKUP:
+            return self._lookup(node, x)
+        if kind == OpKind.MUL:
+            return self.b.mul(x, self.names[args[1]], self._output_qtensor(node), name=node.name)
+        if kind == OpKind.TRANSPOSE:
+            return self.b.transpose(x, args[1], name=node.name)
+        if kind == OpKind.SLICE:
+            return self.b.slice(x, *slice_of(node), name=node.name)
+        if kind == OpKind.RESIZE_NEAREST:
+            return self.b.resize_nearest(x, resize_factors(node), name=node.name)
         if target is torch.cat:
             dim = args[1] if len(args) > 1 else kw.get("dim", 0)
             return self.b.concat([self.names[a] for a in args[0]], dim, name=node.name)
@@ -197,6 +279,19 @@ class _Converter:
                 return x
             return self.b.pad(x, (top, left, bottom, right), name=node.name)
         raise self._unsupported(node)
+
+    def _lookup(self, node: fx.Node, x: str) -> str:
+        """QLookup: f on the 256 codes of ``x`` onto the output grid, as ONNX Runtime computes
+        DequantizeLinear -> f -> QuantizeLinear when f has an ONNX spelling
+        (`intq.convert.lookup_onnx`), else in torch with half-even rounding."""
+        tensor = next(a for a in node.args if isinstance(a, fx.Node))
+        x = self.names[tensor]
+        qx, qy = self.b.qtensor(x), self._output_qtensor(node)
+        function, params = _lookup_function(node, tensor)
+        table = table_from_onnx_runtime(function, params, qx, qy)
+        if table is None:
+            table = _torch_table(node, tensor, qx, qy)
+        return self.b.lookup(x, table, qy, function=function, params=params, name=node.name)
 
     def _feeds_only_a_conv(self, node: fx.Node) -> bool:
         users = list(node.users)
@@ -292,6 +387,76 @@ def _numpy_function(module: nn.Module) -> Callable[..., np.ndarray]:
         return out.numpy()
 
     return run
+
+
+_FRAME = re.compile(r'File "(?P<path>[^"]+)", line (?P<line>\d+)')
+_LIBRARY_DIRS = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(__file__)))
+
+
+def _lookup_function(node: fx.Node, tensor: fx.Node) -> tuple[str, tuple]:
+    """(function name, params) of a lookup node (see intq.convert.lookup_onnx)."""
+    name = getattr(node.target, "__name__", str(node.target))
+    constants = [a for a in node.args if a is not tensor]
+    if name in ("add", "sub", "mul", "truediv"):
+        return name, (float(constants[0]), node.args.index(tensor))
+    if name == "clamp":
+        return name, tuple(None if node.kwargs.get(k) is None else float(node.kwargs[k])
+                           for k in ("min", "max"))
+    if name == "gelu":
+        return name, (node.kwargs.get("approximate", "none"),)
+    return name, tuple(float(c) for c in constants)
+
+
+def _torch_table(node: fx.Node, tensor: fx.Node, qx: QTensor, qy: QTensor) -> np.ndarray:
+    """f on the 256 codes in torch (float32), quantized half-even onto qy's grid."""
+    low = np.iinfo(qx.dtype).min
+    codes = torch.arange(low, low + 256, dtype=torch.float64)
+    real = ((codes - qx.zero_point) * np.float32(qx.scale)).float()
+    args = tuple(real if a is tensor else a for a in node.args)
+    with torch.no_grad():
+        y = node.target(*args, **node.kwargs).double()
+    q = round_half_even(y / np.float32(qy.scale)) + qy.zero_point
+    return q.clamp(qy.qmin, qy.qmax).numpy().astype(np.int32)
+
+
+def _op_name(gm: fx.GraphModule, node: fx.Node) -> str:
+    """What ``node`` computes: a module class, a Tensor method or a function name."""
+    if node.op == "call_module":
+        return type(gm.get_submodule(node.target)).__name__
+    if node.op == "call_method":
+        return f"Tensor.{node.target}"
+    return getattr(node.target, "__name__", str(node.target))
+
+
+def _reason(gm: fx.GraphModule, node: fx.Node) -> str:
+    if node.op == "call_module" and isinstance(gm.get_submodule(node.target),
+                                               FusedConv2d | FusedLinear):
+        return "kept in float by the recipe (--keep-float)"
+    untraceable = gm.meta.get(AUTO_LEAVES, {}).get(node.target)
+    if node.op == "call_module" and untraceable:
+        return f"torch.fx cannot trace it: {untraceable}"
+    return float_reason(gm, node)
+
+
+def _source_line(node: fx.Node) -> str:
+    """``file:line `code``` of the innermost user code (not torch, not intq) that made
+    ``node``, from the stack the trace recorded; "" if unknown."""
+    lines = (node.meta.get("stack_trace") or "").splitlines()
+    found = ""
+    for k, line in enumerate(lines):
+        match = _FRAME.match(line.strip())
+        if match and not match["path"].startswith(_LIBRARY_DIRS):
+            code = lines[k + 1].strip() if k + 1 < len(lines) else ""
+            found = f"{os.path.basename(match['path'])}:{match['line']}" + (
+                f" `{code}`" if code else "")
+    return found
+
+
+def _carries_a_tensor(node: fx.Node) -> bool:
+    """False for nodes known to hold no tensor (a tuple a getitem reads, shape arithmetic):
+    the islands that read them take them in; True when unknown."""
+    meta = node.meta.get("tensor_meta")
+    return meta is None or isinstance(meta, TensorMetadata)
 
 
 def _flat(arg) -> list[fx.Node]:

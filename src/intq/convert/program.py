@@ -58,6 +58,18 @@ Ops (`inputs -> output`; "int" = integer tensor with QTensor, "float" = float32 
     Flatten         int -> int     (N, C, H, W) -> (N, C·H·W); shared qparams (float -> float too)
     Pad             int -> int     constant padding of H/W with the zero point
     FloatOp         float... -> float  a float fallback, see FLOAT_OPS
+    FloatSubgraph   float... -> float  a float island: an ONNX graph (serialized ModelProto,
+                                   float32 inputs in order, one float32 output) for an op
+                                   without an integer form; `source` says which and why
+    QLookup         int -> int     y = table[q - dtype min]: any elementwise function of one
+                                   8-bit tensor as a 256-entry table (TFLite's approach),
+                                   computed once from the real values of all 256 codes
+    QMul            int, int -> int  y = clamp(Zy + round_half_even(float32(Sa·(a - Za))·
+                                   float32(Sb·(b - Zb)) / Sy)), numpy broadcasting (ONNX
+                                   Runtime's QLinearMul, MLAS qlmul.cpp)
+    Transpose       int -> int     axes permuted by `perm`; shared qparams (float too)
+    Slice           int -> int     x[start:stop:step] along `axis`; shared qparams (float too)
+    ResizeNearest   int -> int     nearest upsampling of H, W by integer factors; shared
 
 Padding tuples are (top, left, bottom, right); strides, dilations and kernels are (h, w).
 """
@@ -75,6 +87,7 @@ __all__ = [
     "Dequantize",
     "Flatten",
     "FloatOp",
+    "FloatSubgraph",
     "Input",
     "IntProgram",
     "Op",
@@ -85,11 +98,16 @@ __all__ = [
     "QConv2d",
     "QGlobalAvgPool",
     "QLinear",
+    "QLookup",
     "QMaxPool2d",
+    "QMul",
     "QTensor",
     "Quantize",
     "Requant",
     "Reshape",
+    "ResizeNearest",
+    "Slice",
+    "Transpose",
 ]
 
 ACTIVATION_DTYPES: Mapping[str, tuple[int, int]] = MappingProxyType({
@@ -694,6 +712,149 @@ class FloatOp(Op):
         _set(self, "op", op)
         _set(self, "attrs", MappingProxyType({k: int(v) for k, v in attrs.items()}))
         _set(self, "fn", fn)
+
+
+@dataclass(frozen=True, init=False)
+class FloatSubgraph(Op):
+    """A float island: `model` is a serialized ONNX ModelProto whose graph takes the float32
+    `inputs` in order and returns one float32 tensor of shape `output_shape` (None = dynamic,
+    None as a whole = unknown). `source` names the graph node it computes and why it is float."""
+
+    inputs: tuple[str, ...]
+    output: str
+    model: bytes
+    output_shape: tuple[int | None, ...] | None
+    source: str
+    float_inputs = True
+    float_output = True
+
+    def __init__(self, inputs, output: str, model: bytes, output_shape=None, source: str = ""):
+        _set(self, "inputs", (inputs,) if isinstance(inputs, str) else inputs)
+        _set(self, "output", output)
+        _names(self)
+        if not isinstance(model, bytes | bytearray) or not model:
+            raise ValueError(f"FloatSubgraph {output!r}: model must be non-empty ONNX bytes")
+        if output_shape is not None:
+            output_shape = tuple(None if d is None else int(d) for d in output_shape)
+        _set(self, "model", bytes(model))
+        _set(self, "output_shape", output_shape)
+        _set(self, "source", str(source))
+
+
+@dataclass(frozen=True, init=False)
+class QLookup(_ArrayEq, Op):
+    """y = table[q - dtype min] (see the module docstring); `function` and `params` name what
+    it computes (see intq.convert.lookup_onnx), e.g. "leaky_relu" with (0.1,)."""
+
+    inputs: tuple[str, ...]
+    output: str
+    table: np.ndarray
+    function: str
+    params: tuple
+
+    def __init__(self, input: str, output: str, table, function: str = "", params=()):
+        _set(self, "output", output)
+        _names(self, input)
+        _set(self, "table", _frozen_array(table, np.int32, f"QLookup {output!r} table"))
+        _set(self, "function", str(function))
+        params = tuple(params)
+        if not all(p is None or isinstance(p, int | float | str) for p in params):
+            raise ValueError(f"QLookup {output!r}: params must be numbers, strings or None, "
+                             f"got {params!r}")
+        _set(self, "params", params)
+        if self.table.shape != (256,):
+            raise ValueError(f"{self.label}: table must hold 256 entries (8-bit input), "
+                             f"got shape {self.table.shape}")
+
+    def check(self, tensors):
+        qx, qy = tensors[self.inputs[0]], tensors[self.output]
+        if qx.dtype not in ("uint8", "int8"):
+            raise ValueError(f"{self.label}: input must be 8-bit, got {qx.dtype}")
+        if self.table.min() < qy.qmin or self.table.max() > qy.qmax:
+            raise ValueError(f"{self.label}: table entries must lie in the output "
+                             f"[{qy.qmin}, {qy.qmax}]")
+
+
+@dataclass(frozen=True, init=False)
+class QMul(Op):
+    """Elementwise product with numpy broadcasting (see the module docstring)."""
+
+    inputs: tuple[str, ...]
+    output: str
+
+    def __init__(self, a: str, b: str, output: str):
+        _set(self, "inputs", (a, b))
+        _set(self, "output", output)
+        _names(self)
+
+    def check(self, tensors):
+        dtypes = {tensors[n].dtype for n in (*self.inputs, self.output)}
+        if not dtypes <= {"uint8", "int8"}:
+            raise ValueError(f"{self.label}: inputs and output must be 8-bit, got {dtypes}")
+
+
+@dataclass(frozen=True, init=False)
+class Transpose(_KindOfInput, Op):
+    """Permute the axes by `perm` (a permutation keeping axis 0, the batch); shared qparams."""
+
+    inputs: tuple[str, ...]
+    output: str
+    perm: tuple[int, ...]
+
+    def __init__(self, input: str, output: str, perm):
+        _set(self, "output", output)
+        _names(self, input)
+        perm = tuple(perm)
+        if (sorted(perm) != list(range(len(perm))) or not perm or perm[0] != 0
+                or not all(_is_int(p) for p in perm)):
+            raise ValueError(f"Transpose {output!r}: perm must be a permutation of 0..rank-1 "
+                             f"that keeps axis 0 first, got {perm!r}")
+        _set(self, "perm", tuple(int(p) for p in perm))
+
+    check = _require_shared
+
+
+@dataclass(frozen=True, init=False)
+class Slice(_KindOfInput, Op):
+    """x[start:stop:step] along `axis` >= 1 (0 <= start < stop, step >= 1); shared qparams."""
+
+    inputs: tuple[str, ...]
+    output: str
+    axis: int
+    start: int
+    stop: int
+    step: int
+
+    def __init__(self, input: str, output: str, axis: int, start: int, stop: int,
+                 step: int = 1):
+        _set(self, "output", output)
+        _names(self, input)
+        values = (axis, start, stop, step)
+        if (not all(_is_int(v) for v in values) or axis < 1 or not 0 <= start < stop
+                or step < 1):
+            raise ValueError(f"Slice {output!r}: needs axis >= 1, 0 <= start < stop and "
+                             f"step >= 1, got axis={axis}, {start}:{stop}:{step}")
+        for name, value in zip(("axis", "start", "stop", "step"), values, strict=True):
+            _set(self, name, int(value))
+
+    check = _require_shared
+
+
+@dataclass(frozen=True, init=False)
+class ResizeNearest(_KindOfInput, Op):
+    """Nearest upsampling of (N, C, H, W) by integer `factors` (fh, fw): y[.., i, j] =
+    x[.., i // fh, j // fw]; shared qparams."""
+
+    inputs: tuple[str, ...]
+    output: str
+    factors: tuple[int, int]
+
+    def __init__(self, input: str, output: str, factors):
+        _set(self, "output", output)
+        _names(self, input)
+        _set(self, "factors", _pair(factors, f"ResizeNearest {output!r} factors", 1))
+
+    check = _require_shared
 
 
 @dataclass(frozen=True)

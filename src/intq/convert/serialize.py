@@ -2,11 +2,15 @@
 
 Layout: a safetensors file whose metadata holds
     "intq.format" = "intq-program", "intq.version" = "3",
-    "intq.program" = JSON of inputs, outputs, tensors (QTensor fields), ops, metadata,
+    "intq.program" = JSON of inputs, outputs, tensors (QTensor fields), ops,
+    metadata,
 and whose tensors hold every array, keyed "ops.<index>.<field>" (weight, weight_scale, bias and,
 for stored requantization, requant.multiplier_f32, requant.m0, requant.shift), little-endian
-as safetensors defines. Version 3 added the float-output QLinear ("requant": null); version 2
-files are the same format without it and load unchanged. Version 1 files (requantization
+as safetensors defines. Version 4 added the float islands (FloatSubgraph: its ONNX bytes as
+the U8 array "ops.<index>.model") and QLookup (its table as I32 "ops.<index>.table"), QMul,
+Transpose, Slice and ResizeNearest; older files load unchanged. Version 3 added the
+float-output QLinear ("requant": null); version 2 files are the same format without it
+and load unchanged. Version 1 files (requantization
 always stored) are refused.
 
 Requantization (QConv2d, QLinear, QAvgPool2d, QGlobalAvgPool, QAdd): every runtime derives it
@@ -43,6 +47,7 @@ from intq.convert.program import (
     Dequantize,
     Flatten,
     FloatOp,
+    FloatSubgraph,
     Input,
     IntProgram,
     Op,
@@ -53,11 +58,16 @@ from intq.convert.program import (
     QConv2d,
     QGlobalAvgPool,
     QLinear,
+    QLookup,
     QMaxPool2d,
+    QMul,
     QTensor,
     Quantize,
     Requant,
     Reshape,
+    ResizeNearest,
+    Slice,
+    Transpose,
 )
 from intq.convert.requant import (
     add_requant,
@@ -70,8 +80,8 @@ from intq.outputs import write_atomic
 __all__ = ["atomic_write_bytes", "load_program", "pack_bits", "save_program", "unpack_bits"]
 
 FORMAT = "intq-program"
-VERSION = "3"
-READABLE_VERSIONS = ("2", "3")
+VERSION = "4"
+READABLE_VERSIONS = ("2", "3", "4")
 
 # Scalar (JSON) parameters of each op type beyond its inputs/output, in constructor keywords.
 _PARAMS: dict[type, tuple[str, ...]] = {
@@ -81,6 +91,8 @@ _PARAMS: dict[type, tuple[str, ...]] = {
     QAdd: (), QConcat: ("axis",), QAvgPool2d: ("kernel", "stride", "padding"),
     QGlobalAvgPool: ("count",), QMaxPool2d: ("kernel", "stride", "padding", "dilation"),
     Reshape: ("shape",), Pad: ("padding",), FloatOp: ("op", "attrs"),
+    FloatSubgraph: ("output_shape", "source"), QLookup: ("function", "params"), QMul: (),
+    Transpose: ("perm",), Slice: ("axis", "start", "stop", "step"), ResizeNearest: ("factors",),
 }
 _TYPES = {cls.__name__: cls for cls in _PARAMS}
 _REQUANT_ARRAYS = {"multiplier_f32": "F32", "m0": "I32", "shift": "I32"}
@@ -183,6 +195,10 @@ def _encode_op(op: Op, key: str, arrays: dict[str, np.ndarray],
         arrays[f"{key}.weight_scale"] = op.weight_scale
         if op.bias is not None:
             arrays[f"{key}.bias"] = op.bias
+    if isinstance(op, FloatSubgraph):
+        arrays[f"{key}.model"] = np.frombuffer(op.model, np.uint8)
+    if isinstance(op, QLookup):
+        arrays[f"{key}.table"] = op.table
     if isinstance(op, _REQUANT_OPS):
         entry["requant"] = (None if op.requant is None
                             else _encode_requant(op, key, arrays, tensors))
@@ -268,6 +284,16 @@ def _decode_op(entry: dict, key: str, arrays: dict[str, np.ndarray], used: set[s
                       inputs, output)
     if cls is FloatOp:
         return FloatOp(tuple(inputs), output, _str(params["op"]), _dict(params["attrs"]))
+    if cls is FloatSubgraph:
+        shape = params["output_shape"]
+        model = _array(arrays, f"{key}.model", "U8", None, used).tobytes()
+        return FloatSubgraph(tuple(inputs), output, model,
+                             None if shape is None else tuple(_list(shape)),
+                             _str(params["source"]))
+    if cls is QMul:
+        if len(inputs) != 2:
+            raise ValueError(f"{key}: QMul needs 2 inputs")
+        return QMul(inputs[0], inputs[1], output)
     if cls is QConcat:
         return QConcat(tuple(inputs), output, params["axis"])
     if cls is QAdd:
@@ -287,6 +313,10 @@ def _decode_op(entry: dict, key: str, arrays: dict[str, np.ndarray], used: set[s
         return QGlobalAvgPool(inputs[0], output, params["count"], requant(params["count"]))
     if cls is QMaxPool2d:
         return QMaxPool2d(inputs[0], output, params.pop("kernel"), **params)
+    if cls is QLookup:
+        table = _array(arrays, f"{key}.table", "I32", (256,), used)
+        return QLookup(inputs[0], output, table, _str(params["function"]),
+                       tuple(_list(params["params"])))
     return cls(inputs[0], output, *params.values())
 
 

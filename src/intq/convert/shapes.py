@@ -11,6 +11,7 @@ from intq.convert.program import (
     Dequantize,
     Flatten,
     FloatOp,
+    FloatSubgraph,
     IntProgram,
     Op,
     Pad,
@@ -20,9 +21,14 @@ from intq.convert.program import (
     QConv2d,
     QGlobalAvgPool,
     QLinear,
+    QLookup,
     QMaxPool2d,
+    QMul,
     Quantize,
     Reshape,
+    ResizeNearest,
+    Slice,
+    Transpose,
 )
 
 __all__ = ["Shape", "conv_output_size", "infer_op_shape", "infer_shapes"]
@@ -117,7 +123,34 @@ def _infer(op: Op, ins: list[Shape]) -> Shape:
         return _reshape(ins[0], op.shape)
     if isinstance(op, FloatOp):
         return None if op.op == "callable" else _broadcast(ins)
+    if isinstance(op, FloatSubgraph):
+        return op.output_shape
+    if isinstance(op, QLookup):
+        return ins[0]
+    if isinstance(op, QMul):
+        return _broadcast(ins)
+    if isinstance(op, Transpose):
+        if len(op.perm) != len(ins[0]):
+            raise ValueError(f"perm {op.perm} does not match rank {len(ins[0])}")
+        return tuple(ins[0][p] for p in op.perm)
+    if isinstance(op, Slice):
+        return _slice(ins[0], op)
+    if isinstance(op, ResizeNearest):
+        n, c, h, w = _rank4(ins[0])
+        fh, fw = op.factors
+        return n, c, None if h is None else h * fh, None if w is None else w * fw
     raise ValueError(f"no shape rule for {type(op).__name__}")
+
+
+def _slice(shape: tuple, op: Slice) -> tuple:
+    if op.axis >= len(shape):
+        raise ValueError(f"axis {op.axis} is outside rank {len(shape)}")
+    size = shape[op.axis]
+    if size is not None and op.stop > size:
+        raise ValueError(f"slice {op.start}:{op.stop} exceeds size {size} of axis {op.axis}")
+    out = list(shape)
+    out[op.axis] = len(range(op.start, op.stop, op.step))
+    return tuple(out)
 
 
 def _same_shape(ins: list[tuple]) -> tuple:

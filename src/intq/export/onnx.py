@@ -12,6 +12,12 @@ where a fused ReLU/ReLU6 narrows the output range, and a channel Pad before a st
     QMaxPool2d     MaxPool                    Reshape/Flatten/Pad  Reshape/Flatten/Pad(zp)
     FloatOp        Sigmoid, Tanh, Relu, HardSigmoid(1/6, 1/2), HardSwish, Softmax, Add, Mul
                    (a "callable" FloatOp cannot be exported)
+    FloatSubgraph  its ONNX graph spliced in (names prefixed "<output>/", opset converted)
+    QLookup        DequantizeLinear -> f -> QuantizeLinear when the table is what ONNX Runtime
+                   computes that way (intq.convert.lookup_onnx; 40x faster than a Gather),
+                   else Gather(uint8 table of 256, Cast(x, int32)): exact for any table
+    QMul           com.microsoft QLinearMul (+ Clip)
+    Transpose / Slice / ResizeNearest  Transpose / Slice / Resize (nearest, asymmetric, floor)
 
 Types. Weights that fit 4 bits (int8 in [-8, 7]) are stored as packed INT4 initializers and
 cast to int8 in the graph (ONNX Runtime folds the Cast into an int8 initializer at session load:
@@ -53,11 +59,13 @@ import os
 
 import numpy as np
 
+from intq.convert.lookup_onnx import float_nodes, table_from_onnx_runtime
 from intq.convert.program import (
     ACTIVATION_DTYPES,
     Dequantize,
     Flatten,
     FloatOp,
+    FloatSubgraph,
     IntProgram,
     Op,
     Pad,
@@ -67,10 +75,15 @@ from intq.convert.program import (
     QConv2d,
     QGlobalAvgPool,
     QLinear,
+    QLookup,
     QMaxPool2d,
+    QMul,
     QTensor,
     Quantize,
     Reshape,
+    ResizeNearest,
+    Slice,
+    Transpose,
 )
 from intq.convert.requant import avgpool_weight_scale
 from intq.convert.serialize import atomic_write_bytes
@@ -105,6 +118,38 @@ def export_onnx(program: IntProgram, path: str | os.PathLike | None = None, *,
     if path is not None:
         atomic_write_bytes(path, model.SerializeToString())
     return model
+
+
+def _island_nodes(onnx, op: FloatSubgraph, const) -> list:
+    """The nodes of `op`'s ONNX graph at OPSET, renamed into the host graph: its inputs are
+    `op.inputs`, its output `op.output`, everything else is prefixed "<output>/"; its
+    initializers are added through `const`."""
+    from onnx import version_converter
+
+    model = onnx.load_model_from_string(op.model)
+    if _default_opset(model) != OPSET:
+        model = version_converter.convert_version(model, OPSET)
+    graph = model.graph
+    rename = {i.name: x for i, x in zip(graph.input, op.inputs, strict=True)}
+    rename[graph.output[0].name] = op.output
+    prefix = f"{op.output}/"
+    for init in graph.initializer:
+        rename[init.name] = const(prefix + init.name, onnx.numpy_helper.to_array(init))
+    nodes = []
+    for node in graph.node:
+        new = onnx.NodeProto()
+        new.CopyFrom(node)
+        new.name = prefix + (node.name or node.output[0])
+        new.ClearField("input")
+        new.ClearField("output")
+        new.input.extend(rename.get(n, prefix + n) if n else "" for n in node.input)
+        new.output.extend(rename.get(n, prefix + n) for n in node.output)
+        nodes.append(new)
+    return nodes
+
+
+def _default_opset(model) -> int | None:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 def _offset(qt: QTensor) -> int:
@@ -343,6 +388,51 @@ class _Writer:
                              f"{sorted(_FLOAT_OPS)}")
         op_type, attrs = _FLOAT_OPS[op.op]
         self.node(op_type, list(op.inputs), op.output, **attrs, **op.attrs)
+
+    def emit_FloatSubgraph(self, op: FloatSubgraph) -> None:
+        for node in _island_nodes(self.onnx, op, self.const):
+            self.nodes.append(node)
+
+    def emit_QLookup(self, op: QLookup) -> None:
+        x, y = op.inputs[0], op.output
+        qx, qy = self.tensors[x], self.tensors[y]
+        exact_range = (qy.qmin, qy.qmax) == ACTIVATION_DTYPES[qy.dtype]
+        raw = y if exact_range else f"{y}/unclamped"
+        fast = None
+        if np.array_equal(table_from_onnx_runtime(op.function, op.params, qx, qy), op.table):
+            fast = float_nodes(op.function, op.params, x, raw, qx, qy, self.const)
+        if fast is not None:  # the table is what these nodes compute: emit them
+            self.nodes.extend(fast)
+            if not exact_range:
+                off = _offset(qy)
+                self.node("Clip", [raw, self.const(f"{y}/qmin", np.uint8(qy.qmin + off)),
+                                   self.const(f"{y}/qmax", np.uint8(qy.qmax + off))], y)
+            return
+        table = (op.table + _offset(qy)).astype(np.uint8)
+        index = f"{y}/index"
+        self.node("Cast", [x], index, to=self.onnx.TensorProto.INT32)
+        self.node("Gather", [self.const(f"{y}/table", table), index], y, axis=0)
+
+    def emit_QMul(self, op: QMul) -> None:
+        a, b = op.inputs
+        self.clamped("QLinearMul", [a, *self.qparams(a), b, *self.qparams(b),
+                                    *self.qparams(op.output)], op.output, domain=MS_DOMAIN)
+
+    def emit_Transpose(self, op: Transpose) -> None:
+        self.node("Transpose", [op.inputs[0]], op.output, perm=list(op.perm))
+
+    def emit_Slice(self, op: Slice) -> None:
+        y = op.output
+        values = {"starts": op.start, "ends": op.stop, "axes": op.axis, "steps": op.step}
+        self.node("Slice", [op.inputs[0]] + [self.const(f"{y}/{k}", np.array([v], np.int64))
+                                             for k, v in values.items()], y)
+
+    def emit_ResizeNearest(self, op: ResizeNearest) -> None:
+        y = op.output
+        scales = np.array([1, 1, *op.factors], np.float32)
+        self.node("Resize", [op.inputs[0], "", self.const(f"{y}/scales", scales)], y,
+                  mode="nearest", coordinate_transformation_mode="asymmetric",
+                  nearest_mode="floor")
 
     # -- model -----------------------------------------------------------------------------
     def value_info(self, name: str, elem_type: int):

@@ -16,7 +16,11 @@ DequantizeLinear `t/dequantized`:
     QMaxPool2d, QConcat, Reshape, Flatten, Pad (integer)
                     DQ -> MaxPool / Concat / Reshape / Flatten / Pad(0.0) -> QuantizeLinear
                     with the input's parameters (lossless: no clamp)
-    Dequantize, FloatOp, float Reshape/Flatten: as in intq.export.onnx
+    QMul            Mul(DQ(a), DQ(b)) -> [Relu | Clip] -> QuantizeLinear: MLAS QLinearMul's
+                    float32 operations, hence the same integers
+    QLookup, Transpose, Slice, ResizeNearest (integer), FloatSubgraph, Dequantize, FloatOp,
+    float Reshape/Flatten: as in intq.export.onnx (a lookup is already DQ -> f -> Q, or a
+                    Gather of uint8; the index ops move uint8 values)
 
 Weights are int8 symmetric or with the program's per-tensor zero point, per channel with
 DequantizeLinear axis=0 (Conv weight (O, I/g, kh, kw), Gemm weight (O, K) with transB=1). The
@@ -48,6 +52,7 @@ from intq.convert.program import (
     Dequantize,
     Flatten,
     FloatOp,
+    FloatSubgraph,
     IntProgram,
     Op,
     Pad,
@@ -57,9 +62,14 @@ from intq.convert.program import (
     QConv2d,
     QGlobalAvgPool,
     QLinear,
+    QLookup,
     QMaxPool2d,
+    QMul,
     Quantize,
     Reshape,
+    ResizeNearest,
+    Slice,
+    Transpose,
 )
 from intq.convert.serialize import atomic_write_bytes
 from intq.export.onnx import _Writer
@@ -69,7 +79,8 @@ __all__ = ["ONNX_FORMATS", "export_onnx_qdq"]
 #: formats of `intq quantize --onnx-format`: "qoperator" (intq.export.onnx) and "qdq" (here)
 ONNX_FORMATS = ("qoperator", "qdq")
 _SUPPORTED = (Quantize, Dequantize, QConv2d, QLinear, QAdd, QAvgPool2d, QGlobalAvgPool,
-              QMaxPool2d, QConcat, Reshape, Flatten, Pad, FloatOp)
+              QMaxPool2d, QConcat, Reshape, Flatten, Pad, FloatOp, FloatSubgraph, QLookup, QMul,
+              Transpose, Slice, ResizeNearest)
 
 
 def export_onnx_qdq(program: IntProgram, path: str | os.PathLike | None = None, *,
@@ -213,6 +224,12 @@ class _QdqWriter(_Writer):
             super().emit_Flatten(op)
             return
         self.requantized("Flatten", list(op.inputs), op.output, clamp=False, axis=1)
+
+    def emit_QMul(self, op: QMul) -> None:
+        """Mul of the two DequantizeLinears, then QuantizeLinear: the float32 operations of
+        MLAS QLinearMul (product of the dequantized values, divided by the output scale,
+        rounded half to even), so the integers are the QOperator model's."""
+        self.requantized("Mul", list(op.inputs), op.output)
 
     def emit_Pad(self, op: Pad) -> None:
         top, left, bottom, right = op.padding

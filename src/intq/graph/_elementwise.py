@@ -17,7 +17,7 @@ from torch import fx, nn
 
 from intq.graph._fx import bind, remove, rewrite, shape_of
 
-__all__ = ["RULES"]
+__all__ = ["RULES", "eval_identity_rule"]
 
 Rule = Callable[[fx.GraphModule, fx.Node], None]
 
@@ -113,6 +113,24 @@ def _dropout(gm: fx.GraphModule, node: fx.Node) -> None:
 
 def _identity(gm: fx.GraphModule, node: fx.Node) -> None:
     remove(node, node.args[0])
+
+
+_EVAL_IDENTITIES = {  # functions that return their input when training is False
+    "torchvision.ops.stochastic_depth.stochastic_depth": ("input", "p", "mode", "training"),
+}
+
+
+def eval_identity_rule(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Drop a call of a known regularizer (stochastic depth) made with training=False; True
+    when it did."""
+    if node.op != "call_function":
+        return False
+    names = _EVAL_IDENTITIES.get(f"{getattr(node.target, '__module__', '')}."
+                                 f"{getattr(node.target, '__name__', '')}")
+    if names is None or bind(node, names, {"training": True})["training"] is not False:
+        return False
+    remove(node, node.args[0])
+    return True
 
 
 RULES: dict[tuple[str, Any], Rule] = {

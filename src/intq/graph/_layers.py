@@ -2,6 +2,8 @@
 
 - Every call site of a Conv2d/Linear/BatchNorm module owns its module (a module called
   twice is copied), so that folding and quantizing one call never changes another.
+- `F.batch_norm` in eval with `get_attr` statistics (timm's `BatchNormAct2d`) becomes an
+  `nn.BatchNorm2d` named `<owner>_bn`, so that it folds like any BN.
 - `F.conv2d` / `F.linear` with `get_attr` weights become modules. The module takes the
   place of the module that owned the weight (`a.b` for `a.b.weight`) when nothing else of
   it is used, so names match the user's model (`_blocks.3._depthwise_conv`); otherwise it
@@ -16,10 +18,11 @@ import copy
 import operator
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from intq.graph._fx import bind, calls_module, unique_name
+from intq.graph._fx import bind, calls_module, shape_of, unique_name
 
 __all__ = [
     "functional_layers_to_modules",
@@ -32,6 +35,9 @@ _OWNED = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
 _CONV = (("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
          {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1})
 _LINEAR = (("input", "weight", "bias"), {"bias": None})
+_BATCH_NORM = (("input", "running_mean", "running_var", "weight", "bias", "training", "momentum",
+                "eps"), {"weight": None, "bias": None, "training": False, "momentum": 0.1,
+                         "eps": 1e-5})
 
 
 def one_module_per_call(gm: fx.GraphModule) -> None:
@@ -56,6 +62,29 @@ def functional_layers_to_modules(gm: fx.GraphModule) -> None:
             _to_module(gm, node, bind(node, *_CONV), _make_conv)
         elif node.target is F.linear:
             _to_module(gm, node, bind(node, *_LINEAR), _make_linear)
+        elif node.target is F.batch_norm:
+            _batch_norm_to_module(gm, node, bind(node, *_BATCH_NORM))
+
+
+def _batch_norm_to_module(gm: fx.GraphModule, node: fx.Node, a: dict[str, Any]) -> None:
+    tensors = [a[k] for k in ("running_mean", "running_var", "weight", "bias")]
+    if a["training"] is not False or not all(
+            t is None or (isinstance(t, fx.Node) and t.op == "get_attr") for t in tensors[:2] + [
+                t for t in tensors[2:] if t is not None]) or tensors[0] is None:
+        return
+    if len(shape_of(a["input"]) or ()) != 4 or not isinstance(a["eps"], float | int):
+        return
+    mean, var, weight, bias = (None if t is None else operator.attrgetter(t.target)(gm).detach()
+                               for t in tensors)
+    bn = nn.BatchNorm2d(mean.numel(), eps=float(a["eps"]), affine=True).to(mean.dtype)
+    bn.running_mean.copy_(mean)
+    bn.running_var.copy_(var)
+    with torch.no_grad():
+        bn.weight.copy_(weight if weight is not None else torch.ones_like(mean))
+        bn.bias.copy_(bias if bias is not None else torch.zeros_like(mean))
+    name = unique_name(gm, f"{tensors[0].target.rpartition('.')[0] or 'batch_norm'}_bn")
+    gm.add_submodule(name, bn.eval())
+    node.op, node.target, node.args, node.kwargs = "call_module", name, (a["input"],), {}
 
 
 def _to_module(gm: fx.GraphModule, node: fx.Node, a: dict[str, Any], make: Any) -> None:

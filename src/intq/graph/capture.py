@@ -2,9 +2,12 @@
 
 `capture` traces a deep copy of the model in eval mode (the user's model is never touched).
 Modules named in `leaf_modules` (qualified names or classes) stay single `call_module` nodes:
-they are not looked into and later run in float (the float fallback region). A model that
-cannot be traced gets one `IntqError` naming the module being traced, the source line and
-the way out (mark it as a leaf), never a raw fx traceback. With an example input the
+they are not looked into and later run in float (the float islands). A submodule that
+torch.fx cannot trace (data-dependent control flow, tensors used as Python values) becomes a
+leaf by itself, innermost first, and the trace starts again (at most `_MAX_AUTO_LEAVES`
+times); `gm.meta[AUTO_LEAVES]` maps each to the reason. When the model's own forward cannot
+be traced, one `IntqError` names the source line and the way out (move the code into a
+submodule), never a raw fx traceback. With an example input the
 traced graph is run against the model and must reproduce its output.
 """
 
@@ -24,9 +27,12 @@ from intq.errors import IntqError
 from intq.graph._fx import EXAMPLE_INPUTS, LEAF_MODULES, finish, propagate_shapes
 from intq.graph.fused import FusedAdd, FusedConv2d, FusedLinear
 
-__all__ = ["capture"]
+__all__ = ["AUTO_LEAVES", "capture"]
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
+_MAX_AUTO_LEAVES = 64
+#: gm.meta key: {qualified module name: why torch.fx could not trace it} for automatic leaves
+AUTO_LEAVES = "intq_auto_leaves"
 _CAPTURE_RTOL = 1e-5
 _FUSED = (FusedConv2d, FusedLinear, FusedAdd)
 
@@ -49,18 +55,30 @@ def capture(
     inputs = _as_inputs(example_input)
     names, types = _split_leaves(model, leaf_modules)
     root = _eval_copy(model)
-    tracer = _Tracer(names, types)
-    try:
-        graph = tracer.trace(root)
-    except Exception as exc:  # any trace failure becomes one user-facing line
-        raise IntqError(_trace_failure(root, tracer, exc)) from None
+    tracer, graph, auto = _trace_with_auto_leaves(root, names, types)
     gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
     gm.meta[LEAF_MODULES] = tuple(sorted(tracer.leaves_seen))
+    gm.meta[AUTO_LEAVES] = auto
     gm.meta[EXAMPLE_INPUTS] = inputs
     gm = finish(gm, propagate=False)
     if inputs is not None:
         _check_reproduces(root, gm, inputs)
     return gm
+
+
+def _trace_with_auto_leaves(root: nn.Module, names: frozenset[str], types: tuple[type, ...]):
+    """(tracer, graph, {auto leaf: reason}): trace, making each untraceable submodule a leaf."""
+    auto: dict[str, str] = {}
+    while True:
+        tracer = _Tracer(names | frozenset(auto), types)
+        try:
+            return tracer, tracer.trace(root), auto
+        except Exception as exc:  # any trace failure becomes a leaf or one user-facing line
+            failed = tracer.failed_in
+            if failed is None or failed[0] in ("", *auto) or len(auto) >= _MAX_AUTO_LEAVES:
+                raise IntqError(_trace_failure(root, tracer, exc)) from None
+            reason, _ = _reason(exc)
+            auto[failed[0]] = f"{failed[1]} {reason}{_user_frame(exc)}"
 
 
 def _as_inputs(example: Any) -> tuple[torch.Tensor, ...] | None:
@@ -112,6 +130,7 @@ class _Tracer(fx.Tracer):
 
     def __init__(self, leaf_names: frozenset[str], leaf_types: tuple[type, ...]) -> None:
         super().__init__()
+        self.record_stack_traces = True  # node.meta["stack_trace"]: where a float island is
         self.leaf_names = leaf_names
         self.leaf_types = leaf_types
         self.leaves_seen: set[str] = set()

@@ -6,8 +6,10 @@ With `σ = sqrt(running_var + eps)`, per output channel c:
 
 (`b` = 0 for a layer without bias). Computed in float64, stored in the layer's dtype. A BN
 is folded only when the layer output has no other reader; a BN that cannot be folded (no
-conv/linear right before it, a shared output, batch statistics in eval) stays, and
-`unsupported_nodes` reports it.
+conv/linear right before it, a shared output: DenseNet's pre-activation BN, a BN after a
+concat or an add) becomes a depthwise 1x1 conv, W[c] = γ[c]/σ[c], b[c] = β[c] - μ[c]·γ[c]/σ[c]
+(per-channel weights give it an exact integer form); a BN without running statistics stays
+and runs in float.
 """
 
 from __future__ import annotations
@@ -31,7 +33,20 @@ def fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule:
             _fold_inside(gm.get_submodule(node.target))
         elif calls_module(gm, node, _BATCHNORMS):
             _fold_after(gm, node)
+    for node in list(gm.graph.nodes):
+        if calls_module(gm, node, nn.BatchNorm2d) and _can_fold(gm.get_submodule(node.target)):
+            gm.add_submodule(node.target, _as_depthwise_conv(gm.get_submodule(node.target)))
     return finish(gm)
+
+
+def _as_depthwise_conv(bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """The 1x1 depthwise conv computing `bn` in eval mode (see the module docstring)."""
+    c = bn.num_features
+    conv = nn.Conv2d(c, c, 1, groups=c, bias=True).to(bn.running_mean.dtype)
+    weight, bias = folded_parameters(torch.ones(c, 1, 1, 1, dtype=conv.weight.dtype), None, bn)
+    conv.weight = nn.Parameter(weight, requires_grad=False)
+    conv.bias = nn.Parameter(bias, requires_grad=False)
+    return conv.eval()
 
 
 def folded_parameters(

@@ -16,10 +16,13 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.node import _get_qualified_name
 
-from intq.graph._fx import calls_module, is_leaf, is_tensor
+from intq.graph._functions import LOOKUP_FUNCTIONS, SCALAR_OPERATORS
+from intq.graph._fx import calls_module, is_leaf, is_tensor, shape_of
+from intq.graph._indexing import resize_factors, slice_of
 from intq.graph.fused import FusedAdd, FusedConv2d, FusedLinear
 
-__all__ = ["OpKind", "graph_summary", "op_kind", "unsupported_nodes"]
+__all__ = ["FLOAT_KINDS", "OpKind", "float_reason", "graph_summary", "is_constant_expression",
+           "op_kind", "unsupported_nodes"]
 
 
 class OpKind(enum.StrEnum):
@@ -44,12 +47,19 @@ class OpKind(enum.StrEnum):
     FLATTEN = "flatten"
     RESHAPE = "reshape"
     PAD = "pad"
+    LOOKUP = "lookup"
+    MUL = "mul"
+    TRANSPOSE = "transpose"
+    SLICE = "slice"
+    RESIZE_NEAREST = "resize_nearest"
     SHAPE = "shape"
     LEAF = "leaf"
     UNSUPPORTED = "unsupported"
 
 
 _NO_INTEGER_FORM = (OpKind.BATCHNORM, OpKind.UNSUPPORTED)
+#: kinds computed in float (float islands in the integer program)
+FLOAT_KINDS = frozenset({OpKind.BATCHNORM, OpKind.UNSUPPORTED, OpKind.LEAF})
 _SHAPE_METHODS = frozenset({"size", "dim", "numel"})
 _MODULE_KINDS = {
     FusedConv2d: OpKind.FUSED_CONV,
@@ -65,11 +75,25 @@ def op_kind(gm: fx.GraphModule, node: fx.Node) -> OpKind:
     """The kind of `node` in the normalized graph `gm` (UNSUPPORTED if not canonical)."""
     if node.op in ("placeholder", "output", "get_attr"):
         return {"placeholder": OpKind.INPUT, "output": OpKind.OUTPUT}.get(node.op, OpKind.CONSTANT)
+    if is_constant_expression(node):
+        return OpKind.CONSTANT
     if node.op == "call_module":
         return _module_kind(gm, node)
     if node.op == "call_method":
         return OpKind.SHAPE if node.target in _SHAPE_METHODS else OpKind.UNSUPPORTED
     return _function_kind(gm, node)
+
+
+def is_constant_expression(node: fx.Node, depth: int = 8) -> bool:
+    """True for a parameter (get_attr) or a function of parameters only, e.g. timm's
+    `gamma.reshape(1, -1, 1, 1)` (looked at up to `depth` ops deep): a constant, computed
+    inside the float island or integer op that reads it."""
+    if node.op == "get_attr":
+        return True
+    if node.op not in ("call_function", "call_method") or depth == 0:
+        return False
+    inputs = node.all_input_nodes
+    return bool(inputs) and all(is_constant_expression(n, depth - 1) for n in inputs)
 
 
 def _module_kind(gm: fx.GraphModule, node: fx.Node) -> OpKind:
@@ -78,6 +102,8 @@ def _module_kind(gm: fx.GraphModule, node: fx.Node) -> OpKind:
     if calls_module(gm, node, nn.Conv2d):
         canonical = _is_canonical_conv(gm.get_submodule(node.target))
         return OpKind.CONV if canonical else OpKind.UNSUPPORTED
+    if calls_module(gm, node, nn.Linear) and len(shape_of(node) or (0, 0)) != 2:
+        return OpKind.UNSUPPORTED  # a linear over the last axis of an (N, ..., C) tensor
     return _MODULE_KINDS.get(type(gm.get_submodule(node.target)), OpKind.UNSUPPORTED)
 
 
@@ -107,11 +133,32 @@ def _function_kind(gm: fx.GraphModule, node: fx.Node) -> OpKind:
         return OpKind.FLATTEN
     if target is torch.reshape:
         return OpKind.RESHAPE
+    return _function_kind_more(gm, node)
+
+
+def _function_kind_more(gm: fx.GraphModule, node: fx.Node) -> OpKind:
+    target, args = node.target, node.args
+    tensors = [a for a in node.all_input_nodes if _is_activation(gm, a)]
+    if target in LOOKUP_FUNCTIONS and tensors == [args[0]] and len(node.all_input_nodes) == 1:
+        return OpKind.LOOKUP
+    if target in SCALAR_OPERATORS and len(args) == 2 and not node.kwargs:
+        if len(tensors) == 1 and len(node.all_input_nodes) == 1 and any(
+                isinstance(a, int | float) and not isinstance(a, bool) for a in args):
+            return OpKind.LOOKUP
+        if target is operator.mul and len(tensors) == 2 and _is_activation(gm, args[0]) and \
+                _is_activation(gm, args[1]):
+            return OpKind.MUL
+    if target is torch.permute and len(args) == 2 and args[1][:1] == (0,):
+        return OpKind.TRANSPOSE
+    if slice_of(node) is not None:
+        return OpKind.SLICE
+    if resize_factors(node) is not None:
+        return OpKind.RESIZE_NEAREST
     return _pool_kind(node)
 
 
 def _is_activation(gm: fx.GraphModule, arg: object) -> bool:
-    return isinstance(arg, fx.Node) and arg.op != "get_attr" and is_tensor(gm, arg)
+    return isinstance(arg, fx.Node) and not is_constant_expression(arg) and is_tensor(gm, arg)
 
 
 def _pool_kind(node: fx.Node) -> OpKind:
@@ -119,7 +166,9 @@ def _pool_kind(node: fx.Node) -> OpKind:
     if node.target is F.max_pool2d and spelled_out:
         return OpKind.MAX_POOL
     if node.target is F.avg_pool2d and spelled_out and node.kwargs["divisor_override"] is None:
-        return OpKind.AVG_POOL
+        floor_counting_padding = not node.kwargs["ceil_mode"] and node.kwargs[
+            "count_include_pad"]
+        return OpKind.AVG_POOL if floor_counting_padding else OpKind.UNSUPPORTED
     if node.target is F.adaptive_avg_pool2d and node.args[1:] == (1,):
         return OpKind.GLOBAL_AVG_POOL
     return OpKind.UNSUPPORTED
@@ -147,6 +196,16 @@ def _describe(gm: fx.GraphModule, node: fx.Node) -> str:
     if node.op == "call_method":
         return f"Tensor.{node.target}"
     return _get_qualified_name(node.target).removeprefix("_")
+
+
+def float_reason(gm: fx.GraphModule, node: fx.Node) -> str:
+    """Why `node` (of a kind in FLOAT_KINDS) stays float, in a few words."""
+    kind = op_kind(gm, node)
+    if kind == OpKind.LEAF:
+        return "kept in float (leaf module, --keep-float)"
+    if kind == OpKind.BATCHNORM:
+        return "batch norm that could not be folded or made a conv"
+    return f"no integer form for {_describe(gm, node)}"
 
 
 def graph_summary(gm: fx.GraphModule) -> dict[str, int]:

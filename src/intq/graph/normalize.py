@@ -19,12 +19,17 @@ Canonical forms (leaf modules are never touched):
 | global avg pool | `F.adaptive_avg_pool2d(x, 1)` (AdaptiveAvgPool2d(1), mean over H, W, ...) |
 | flatten | `torch.flatten(x, 1)` (nn.Flatten, x.view(x.size(0), -1), x.reshape(N, -1), ...) |
 | reshape | `torch.reshape(x, (-1, d1, ...))` for other batch-preserving reshapes |
-| removed | dropout (eval), nn.Identity, x.contiguous(), reshapes that keep the shape |
+| removed | dropout and stochastic depth (eval), nn.Identity, x.contiguous(), reshapes that |
+| | keep the shape |
 
 - Functional `F.conv2d` / `F.linear` with `get_attr` weights become modules named after the
   user's module that owned the weight; every call site owns its conv/linear/BN module.
 - A symmetric zero pad feeding only a conv is merged into the conv's padding; an uneven one
   (TF "SAME" with stride 2) stays an explicit pad node.
+- `torch._assert` checks (timm's `_assert(x.ndim == 4)`) are dropped, with the shape
+  arithmetic they read.
+- Elementwise functions of one tensor, products and the lossless index ops: see
+  `intq.graph._functions` and `intq.graph._indexing`.
 - In-place ops are made out-of-place; later readers of the overwritten tensor read the result.
 - With an example input, `x.size(d)` / `x.shape[d]` for d != 0 become constants: the graph
   is specialized to the example's resolution, the batch dim stays dynamic.
@@ -35,9 +40,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import fx
 
-from intq.graph import _elementwise, _layers, _pooling, _reshapes
+from intq.graph import _elementwise, _functions, _indexing, _layers, _pooling, _reshapes
 from intq.graph._fx import (
     copy_graph_module,
     finish,
@@ -49,18 +55,22 @@ from intq.graph._fx import (
 
 __all__ = ["normalize"]
 
-_RULES = {**_elementwise.RULES, **_pooling.RULES}
+_RULES = {**_elementwise.RULES, **_pooling.RULES, **_functions.RULES, **_indexing.RULES}
+_TRACE_CHECKS = (torch._assert,)
 
 
 def normalize(gm: fx.GraphModule) -> fx.GraphModule:
     """A copy of `gm` in canonical form (table above); numerically equal, idempotent."""
     gm = copy_graph_module(gm)
+    _drop_trace_checks(gm)
     _make_out_of_place(gm)
     _layers.one_module_per_call(gm)
     for node in list(gm.graph.nodes):
         rule = _rule_for(gm, node)
         if rule is not None:
             rule(gm, node)
+        else:
+            _elementwise.eval_identity_rule(gm, node)
     _layers.functional_layers_to_modules(gm)
     _layers.resolve_conv_padding(gm)
     _layers.merge_pads_into_convs(gm)
@@ -69,6 +79,14 @@ def normalize(gm: fx.GraphModule) -> fx.GraphModule:
     _reshapes.canonical_reshapes(gm)
     _reshapes.fold_static_sizes(gm)
     return finish(gm)
+
+
+def _drop_trace_checks(gm: fx.GraphModule) -> None:
+    """Erase `torch._assert(cond, msg)` nodes: with static shapes their conditions (ndim,
+    channel counts) held when the model was traced, and the capture check ran the model."""
+    for node in list(gm.graph.nodes):
+        if node.op == "call_function" and node.target in _TRACE_CHECKS and not node.users:
+            gm.graph.erase_node(node)
 
 
 def _rule_for(gm: fx.GraphModule, node: fx.Node) -> Callable | None:

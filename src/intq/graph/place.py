@@ -11,8 +11,13 @@
   accumulator (bias included) straight to float32, y = float32(acc)·float32(S_in·S_w[c]),
   so the logits are not rounded to 8 bits (which ties close top-2 logits). The simulated
   module already computes that float output: linear(x_q, Q(W), bias on the int32 grid);
-- lossless ops (max pool, flatten, reshape, pad, relu, relu6, concat) get none: they reuse
-  the quantizer of their source;
+- lossless ops (max pool, flatten, reshape, pad, relu, relu6, concat, transpose, slice,
+  nearest resize) get none: they reuse the quantizer of their source;
+- a float node (an op without an integer form, a leaf module, a layer kept in float: the
+  float islands of the integer program) gets a quantizer only when its value reaches an
+  integer op; a float value read only by float nodes, the graph output or reshapes of those
+  stays float (so the simulation computes what deployment computes). The same holds for a
+  graph input read only by float nodes;
 - concat inputs share one quantizer with the output: the owners feeding a concat are merged
   into one group with one quantizer, which observes all of them.
 The quantizers of a graph are its submodules named ``act_q.<owner node>``.
@@ -24,11 +29,10 @@ from collections.abc import Iterator
 
 from torch import fx, nn
 
-from intq.errors import IntqError
 from intq.fakequant import Quantizer
-from intq.graph._fx import copy_graph_module, finish
+from intq.graph._fx import copy_graph_module, finish, is_tensor
 from intq.graph.fused import FusedConv2d, FusedLinear
-from intq.graph.kinds import OpKind, op_kind, unsupported_nodes
+from intq.graph.kinds import FLOAT_KINDS, OpKind, op_kind
 from intq.graph.qmodules import QuantConv2d, QuantLinear
 from intq.recipes import Recipe
 
@@ -37,6 +41,7 @@ __all__ = [
     "LOSSLESS",
     "activation_quantizers",
     "float_output_layers",
+    "is_float_node",
     "is_float_output_linear",
     "place_quantizers",
     "quant_layers",
@@ -46,15 +51,16 @@ __all__ = [
 ACT_PREFIX = "act_q"
 LOSSLESS = frozenset(
     {OpKind.MAX_POOL, OpKind.FLATTEN, OpKind.RESHAPE, OpKind.PAD, OpKind.RELU, OpKind.RELU6,
-     OpKind.CAT}
+     OpKind.CAT, OpKind.TRANSPOSE, OpKind.SLICE, OpKind.RESIZE_NEAREST}
 )
+#: lossless ops that also run on float tensors (a float value may pass through them)
+_FLOAT_PASSING = frozenset({OpKind.FLATTEN, OpKind.RESHAPE, OpKind.TRANSPOSE, OpKind.SLICE})
 _NOT_TENSORS = frozenset({OpKind.OUTPUT, OpKind.SHAPE, OpKind.CONSTANT})
 _RESHAPES = frozenset({OpKind.FLATTEN, OpKind.RESHAPE})
 
 
 def place_quantizers(gm: fx.GraphModule, recipe: Recipe) -> fx.GraphModule:
     """A copy of the fused graph ``gm`` with weight and activation quantizers placed."""
-    _check_supported(gm)
     gm = copy_graph_module(gm)
     _quantize_layers(gm, recipe)
     if recipe.activation is not None:
@@ -112,27 +118,31 @@ def source_node(gm: fx.GraphModule, node: fx.Node) -> fx.Node:
     return node
 
 
-def _check_supported(gm: fx.GraphModule) -> None:
-    bad = unsupported_nodes(gm)
-    if bad:
-        modules = _enclosing_modules(gm, {entry.split(":")[0] for entry in bad})
-        raise IntqError(
-            f"no integer implementation for {', '.join(bad[:3])}"
-            f"{' and more' if len(bad) > 3 else ''}; keep the module that computes it in "
-            f"float with leaf_modules={modules or '[...]'} (CLI: --keep-float NAME)"
-        )
+def is_float_node(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """True for a node computed in float in deployment: no integer form, a leaf module, or a
+    conv/linear that the recipe keeps in float (a fused layer without weight quantizer)."""
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        if isinstance(module, Quantizer | QuantConv2d | QuantLinear):
+            return False
+        if type(module) in (FusedConv2d, FusedLinear):
+            return True
+    return op_kind(gm, node) in FLOAT_KINDS
 
 
-def _enclosing_modules(gm: fx.GraphModule, names: set[str]) -> list[str]:
-    """Qualified names of the innermost submodules whose forward made the nodes ``names``
-    (from the trace's nn_module_stack; ops of the root forward have none)."""
-    found: list[str] = []
-    for node in gm.graph.nodes:
-        stack = node.meta.get("nn_module_stack") if node.name in names else None
-        path = list(stack.values())[-1][0] if stack else None
-        if path and path not in found:
-            found.append(path)
-    return found
+def _reaches_integer_op(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """True when some reader of ``node``'s value is an integer op (through float-passing
+    reshapes); float nodes, the output and shape queries are not."""
+    for user in node.users:
+        kind = op_kind(gm, user)
+        if user.op == "output" or kind == OpKind.SHAPE or is_float_node(gm, user):
+            continue
+        if kind in _FLOAT_PASSING and user.args[0] is node:
+            if _reaches_integer_op(gm, user):
+                return True
+            continue
+        return True
+    return False
 
 
 def _quantize_layers(gm: fx.GraphModule, recipe: Recipe) -> None:
@@ -158,7 +168,10 @@ def _owner_groups(gm: fx.GraphModule) -> dict[fx.Node, fx.Node]:
 
     for node in gm.graph.nodes:
         kind = op_kind(gm, node)
-        if kind in _NOT_TENSORS or is_float_output_linear(gm, node):
+        if kind in _NOT_TENSORS or is_float_output_linear(gm, node) or not is_tensor(gm, node):
+            continue
+        floating = node.op == "placeholder" or is_float_node(gm, node)
+        if floating and not _reaches_integer_op(gm, node):
             continue
         if node.op == "placeholder" or kind not in LOSSLESS:
             parent[node] = node

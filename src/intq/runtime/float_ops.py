@@ -6,13 +6,14 @@ approximations, so results can differ in the last float32 bits; after the Quanti
 follows a float region that is at most 1 LSB, on values that fall next to a rounding boundary.
 """
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
 
-from intq.convert.program import FloatOp
+from intq.convert.program import FloatOp, FloatSubgraph
 
-__all__ = ["run_float_op"]
+__all__ = ["run_float_op", "run_float_subgraph"]
 
 _SIXTH = np.float32(1.0 / 6.0)
 _HALF = np.float32(0.5)
@@ -50,3 +51,26 @@ def run_float_op(op: FloatOp, args: list[np.ndarray]) -> np.ndarray:
         raise ValueError(f"{op.label}: produced a non-finite or non-float result "
                          f"(dtype {out.dtype})")
     return out.astype(np.float32)
+
+
+def run_float_subgraph(op: FloatSubgraph, args: list[np.ndarray]) -> np.ndarray:
+    """Evaluate a float island in ONNX Runtime (1 thread): the same kernels, hence the same
+    float32 values, as the island spliced into the exported model."""
+    session = _island_session(op.model)
+    feeds = {i.name: np.ascontiguousarray(a, np.float32)
+             for i, a in zip(session.get_inputs(), args, strict=True)}
+    try:
+        out = session.run(None, feeds)[0]
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+        raise ValueError(f"{op.label} ({op.source}): {str(exc).strip().splitlines()[0]}") from None
+    return np.asarray(out, np.float32)
+
+
+@functools.lru_cache(maxsize=256)
+def _island_session(model: bytes):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])

@@ -23,6 +23,7 @@ from intq.convert.program import (
     Dequantize,
     Flatten,
     FloatOp,
+    FloatSubgraph,
     IntProgram,
     Op,
     Pad,
@@ -32,13 +33,18 @@ from intq.convert.program import (
     QConv2d,
     QGlobalAvgPool,
     QLinear,
+    QLookup,
     QMaxPool2d,
+    QMul,
     QTensor,
     Quantize,
     Reshape,
+    ResizeNearest,
+    Slice,
+    Transpose,
 )
 from intq.runtime import requantize as rq
-from intq.runtime.float_ops import run_float_op
+from intq.runtime.float_ops import run_float_op, run_float_subgraph
 from intq.runtime.integer_kernels import (
     check_exact,
     conv2d_accumulate,
@@ -214,6 +220,42 @@ def _pad(op: Pad, args, tensors, mode):
                   constant_values=tensors[op.inputs[0]].zero_point)
 
 
+def _lookup(op: QLookup, args, tensors, mode):
+    offset = np.iinfo(tensors[op.inputs[0]].dtype).min
+    return op.table[args[0].astype(np.int64) - offset].astype(tensors[op.output].dtype)
+
+
+def _mul(op: QMul, args, tensors, mode):
+    qa, qb = (tensors[name] for name in op.inputs)
+    try:
+        np.broadcast_shapes(args[0].shape, args[1].shape)
+    except ValueError:
+        raise ValueError(f"{op.label}: shapes {args[0].shape} and {args[1].shape} do not "
+                         f"broadcast") from None
+    return rq.mul(args[0], args[1], qa, qb, tensors[op.output], mode)
+
+
+def _transpose(op: Transpose, args, tensors, mode):
+    _rank(op, args[0], len(op.perm))
+    return np.ascontiguousarray(args[0].transpose(op.perm))
+
+
+def _slice(op: Slice, args, tensors, mode):
+    x = args[0]
+    if op.axis >= x.ndim or op.stop > x.shape[op.axis]:
+        raise ValueError(f"{op.label}: slice {op.start}:{op.stop} of axis {op.axis} does not "
+                         f"fit shape {x.shape}")
+    index = [slice(None)] * x.ndim
+    index[op.axis] = slice(op.start, op.stop, op.step)
+    return np.ascontiguousarray(x[tuple(index)])
+
+
+def _resize_nearest(op: ResizeNearest, args, tensors, mode):
+    _rank(op, args[0], 4)
+    fh, fw = op.factors
+    return args[0].repeat(fh, axis=2).repeat(fw, axis=3)
+
+
 _KERNELS: dict[type, Callable] = {
     Quantize: lambda op, args, t, mode: rq.quantize(args[0], t[op.output], mode),
     Dequantize: lambda op, args, t, mode: rq.dequantize(args[0], t[op.inputs[0]]),
@@ -228,4 +270,10 @@ _KERNELS: dict[type, Callable] = {
     Flatten: _flatten,
     Pad: _pad,
     FloatOp: lambda op, args, t, mode: run_float_op(op, args),
+    FloatSubgraph: lambda op, args, t, mode: run_float_subgraph(op, args),
+    QLookup: _lookup,
+    QMul: _mul,
+    Transpose: _transpose,
+    Slice: _slice,
+    ResizeNearest: _resize_nearest,
 }

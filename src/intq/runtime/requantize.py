@@ -13,6 +13,10 @@ intq.export.onnx writes, integer for integer:
     requantize  clamp(MultiplyByQuantizedMultiplier(acc, m0[c], shift[c]) + Z)
     QAdd        TFLite ADD: ((a - Z_a)·2^left_shift scaled by (m0_a, shift_a)) + (same for b),
                 scaled by (m0_out, shift_out), + Z_y, clamped
+QMul: "float32_half_even" is MLAS QLinearMul: v = float32(S_a·(a - Z_a))·float32(S_b·(b - Z_b)),
+y = rint(clamp(v / S_y, dtype min - Z_y, dtype max - Z_y)) + Z_y (all float32); "fixed_point"
+is TFLite MUL: MultiplyByQuantizedMultiplier((a - Z_a)(b - Z_b), m0, shift) + Z_y with
+real = S_a·S_b / S_y in float64. Both then clamp to the output [qmin, qmax].
 Dequantize is float32((q - Z)·S) in both. The clamp is the output QTensor's [qmin, qmax].
 A float-output QLinear is float32(acc)·float32(S_x·S_w[c]) in both (`dequantize_accumulator`:
 no integer rounding happens, so there is nothing for the two semantics to differ on).
@@ -24,6 +28,7 @@ import numpy as np
 from intq.convert.program import AddRequant, QTensor, Requant
 from intq.qmath.fixedpoint import (
     multiply_by_quantized_multiplier,
+    quantize_multiplier,
     requantize_fixed_point,
     requantize_float32_half_even,
 )
@@ -39,6 +44,7 @@ __all__ = [
     "dequantize",
     "dequantize_accumulator",
     "fma_float32",
+    "mul",
     "quantize",
     "requantize",
 ]
@@ -101,6 +107,25 @@ def add(a: np.ndarray, b: np.ndarray, qa: QTensor, qb: QTensor, qy: QTensor,
     q = requantize_fixed_point(raw, requant.m0_out, requant.shift_out, qy.zero_point,
                                qy.qmin, qy.qmax)
     return q.astype(qy.dtype)
+
+
+def mul(a: np.ndarray, b: np.ndarray, qa: QTensor, qb: QTensor, qy: QTensor,
+        mode: str) -> np.ndarray:
+    """Quantized a·b (numpy broadcasting) on qy's grid (see module docstring for each mode)."""
+    if mode == "float32_half_even":
+        f32 = np.float32
+        va = f32(qa.scale) * (a.astype(np.int32) - qa.zero_point).astype(f32)
+        vb = f32(qb.scale) * (b.astype(np.int32) - qb.zero_point).astype(f32)
+        low, high = np.iinfo(qy.dtype).min, np.iinfo(qy.dtype).max
+        v = np.clip((va * vb) / f32(qy.scale), f32(low - qy.zero_point),
+                    f32(high - qy.zero_point))
+        q = np.rint(v).astype(np.int64) + qy.zero_point
+    else:
+        real = np.float64(np.float32(qa.scale)) * np.float32(qb.scale) / np.float32(qy.scale)
+        m0, shift = quantize_multiplier(np.array([real]))
+        product = (a.astype(np.int64) - qa.zero_point) * (b.astype(np.int64) - qb.zero_point)
+        q = multiply_by_quantized_multiplier(product, m0[0], shift[0]) + np.int64(qy.zero_point)
+    return np.clip(q, qy.qmin, qy.qmax).astype(qy.dtype)
 
 
 def _add_float32(a, b, qa: QTensor, qb: QTensor, qy: QTensor, r: AddRequant) -> np.ndarray:

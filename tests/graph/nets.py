@@ -182,7 +182,7 @@ class Swish(nn.Module):
 
 
 class SwishNet(nn.Module):
-    """Ops without an integer implementation: sigmoid, mul, softmax."""
+    """Swish (a sigmoid table and a product in integers) and a softmax (a float island)."""
 
     def __init__(self) -> None:
         super().__init__()

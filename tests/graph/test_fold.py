@@ -67,8 +67,7 @@ def test_linear_batchnorm1d_folds():
 def test_every_bn_folds_and_the_function_is_kept(name):
     model, gm = folded(name)
     assert "batchnorm" not in graph_summary(gm)
-    float_pools = ["avg_pool2d: torch._C._nn.avg_pool2d"] if name == "functional" else []
-    assert unsupported_nodes(gm) == float_pools  # a ceil-mode average pool stays float
+    assert unsupported_nodes(gm) == []
     assert_same_function(gm, model, small_inputs())
 
 

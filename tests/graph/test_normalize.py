@@ -190,6 +190,21 @@ def test_pool_forms_are_spelled_out():
             assert torch.allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize(("size", "integer"), [(8, True), (7, False)])
+def test_ceil_mode_and_excluded_padding_matter_only_when_a_window_is_partial(size, integer):
+    """timm's ResNet-D shortcut pool, AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False):
+    on an even size every window is whole (an integer average pool); on an odd size the last
+    window is partial and divides by its own count (float)."""
+    pool = nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False)
+    x = torch.randn(2, 3, size, size)
+    gm = normalize(capture(pool, x))
+    node = next(n for n in gm.graph.nodes if n.target is F.avg_pool2d)
+    assert (op_kind(gm, node) == OpKind.AVG_POOL) is integer
+    assert node.kwargs["ceil_mode"] is not integer
+    with torch.no_grad():
+        assert torch.equal(gm(x), pool(x))
+
+
 def test_dropout_and_identity_are_removed():
     model = build("mobilenet_v1")
     gm = normalize(capture(model, small_inputs()[0]))

@@ -2,15 +2,15 @@
 batching, and float fallback regions (leaf modules) for ops without an integer form."""
 
 import numpy as np
+import onnxruntime
 import pytest
 import torch
 from graph.helpers import fashion_mnist_batch
 from graph.nets import SwishNet, build
 from torch import fx
 
-from intq.convert.from_graph import convert_to_program
-from intq.convert.program import FloatOp
-from intq.errors import IntqError
+from intq.convert.from_graph import convert_to_program, float_islands
+from intq.convert.program import FloatSubgraph
 from intq.export import export_onnx
 from intq.graph.fused import FusedConv2d
 from intq.graph.place import quant_layers
@@ -68,19 +68,31 @@ def test_progress_bar_is_off_when_not_a_terminal(capsys):
     assert captured.out == "" and captured.err == ""
 
 
-def test_unsupported_op_error_names_the_node_and_the_way_out():
-    with pytest.raises(IntqError, match=r"no integer implementation for sigmoid: torch\.sigmoid, "
-                                        r"mul: operator\.mul; .* leaf_modules=\['gate'\]"):
-        quantize(seeded(SigmoidGateNet), images(8), progress=False)
+def test_sigmoid_gate_is_integer_without_leaf_modules():
+    """x·sigmoid(x) needs no leaf: the sigmoid is a 256-entry table, the product a QMul;
+    the reference follows the simulation within 2 output steps."""
+    qgm = quantize(seeded(SigmoidGateNet), images(32), progress=False)
+    program = convert_to_program(qgm, (1, 28, 28))
+    kinds = {type(op).__name__ for op in program.ops}
+    assert {"QLookup", "QMul"} <= kinds
+    assert not kinds & {"FloatOp", "FloatSubgraph"} and float_islands(program) == []
+    x = fashion_mnist_batch(48)[32:]
+    _assert_reference_follows_simulation(qgm, program, x)
 
 
-def test_unsupported_op_in_the_root_forward_has_no_module_to_name():
-    """SwishNet: the Swish module is named; its softmax in the root forward has no module
-    of its own (the user wraps it, or keeps it out of the quantized model)."""
-    with pytest.raises(IntqError, match=r"softmax.*leaf_modules=\['act'\]"):
-        quantize(SwishNet().eval(), images(8), progress=False)
-    with pytest.raises(IntqError, match=r"softmax.*leaf_modules=\[\.\.\.\]"):
-        quantize(SwishNet().eval(), images(8), leaf_modules=["act"], progress=False)
+def test_softmax_in_the_root_forward_is_a_float_island_at_the_output():
+    """SwishNet's softmax has no integer form: it stays float in the program, named with
+    its source line, and the written ONNX runs it in ONNX Runtime like the reference."""
+    qgm = quantize(SwishNet().eval(), images(8), progress=False)
+    program = convert_to_program(qgm, (1, 28, 28))
+    (island,) = float_islands(program)
+    assert island.op == "softmax" and island.exported
+    assert "test_ptq_api" not in island.source and "nets.py" in island.source
+    x = fashion_mnist_batch(4).numpy()
+    want = run_reference(program, x)[program.outputs[0]]
+    got = _onnx_outputs(program, x)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
 
 
 @pytest.mark.parametrize("leaf", ["gate", SigmoidGate], ids=["by-name", "by-type"])
@@ -99,42 +111,46 @@ def test_a_leaf_module_is_a_float_region(leaf):
     assert (got - want).abs().max() <= 0.02 * want.abs().max()
 
 
-def test_leaf_converts_to_a_callable_float_op_that_the_reference_runs():
-    """Dequantize -> FloatOp("callable", the torch gate) -> Quantize: the reference
-    interpreter reproduces the simulation (same float32 values into the same torch module;
-    the convs around it agree to 1 LSB as everywhere, see tests/agreement)."""
+def test_leaf_is_a_float_island_that_the_reference_and_onnx_runtime_run():
+    """Dequantize -> FloatSubgraph (the torch gate exported to ONNX) -> Quantize: the
+    reference interpreter reproduces the simulation, and the written ONNX the reference."""
     qgm = quantize(seeded(SigmoidGateNet), images(32), leaf_modules=["gate"], progress=False)
     program = convert_to_program(qgm, (1, 28, 28))
-    float_ops = [op for op in program.ops if isinstance(op, FloatOp)]
-    assert [(op.op, op.inputs) for op in float_ops] == [("callable", ("conv1_dequantized",))]
+    islands = [op for op in program.ops if isinstance(op, FloatSubgraph)]
+    assert [(op.output, op.inputs) for op in islands] == [("gate", ("conv1_dequantized",))]
+    assert [i.node for i in float_islands(program)] == ["gate"]
     x = fashion_mnist_batch(48)[32:]
-    got = run_reference(program, x.numpy())[program.outputs[0]]
-    with torch.no_grad():
-        want = qgm(x).numpy()
-    step = program.tensors[program.producer(program.outputs[0]).inputs[0]].scale
-    assert np.abs(got - want).max() <= 2 * step
+    _assert_reference_follows_simulation(qgm, program, x)
+    want = run_reference(program, x.numpy())[program.outputs[0]]
+    np.testing.assert_array_equal(_onnx_outputs(program, x.numpy()), want)
 
 
-def test_a_float_region_cannot_be_exported_to_onnx():
-    qgm = quantize(seeded(SigmoidGateNet), images(8), leaf_modules=["gate"], progress=False)
-    program = convert_to_program(qgm, (1, 28, 28))
-    with pytest.raises(ValueError, match=r"'gate'.*callable FloatOp cannot be exported"):
-        export_onnx(program)
-
-
-def test_keep_float_layer_is_a_float_region():
+def test_keep_float_layer_is_a_float_island():
     """A recipe override keeps conv2 in float: no weight quantizer, its output quantized,
-    a callable FloatOp in the program."""
+    a float island in the program beside the leaf gate, both exported."""
     recipe = get_recipe().with_override("conv2", keep_float=True)
     model = seeded(SigmoidGateNet)
     qgm = quantize(model, images(16), recipe, leaf_modules=["gate"], progress=False)
     assert isinstance(qgm.get_submodule("conv2"), FusedConv2d)
     assert [n for n, _ in quant_layers(qgm)] == ["conv1", "fc"]
     program = convert_to_program(qgm, (1, 28, 28))
-    assert [op.output for op in program.ops if isinstance(op, FloatOp)] == ["gate", "conv2"]
+    assert [op.output for op in program.ops if isinstance(op, FloatSubgraph)] == [
+        "gate", "conv2"]
     x = fashion_mnist_batch(24)[16:]
+    _assert_reference_follows_simulation(qgm, program, x)
+    want = run_reference(program, x.numpy())[program.outputs[0]]
+    np.testing.assert_array_equal(_onnx_outputs(program, x.numpy()), want)
+
+
+def _assert_reference_follows_simulation(qgm, program, x):
+    got = run_reference(program, x.numpy())[program.outputs[0]]
     with torch.no_grad():
         want = qgm(x).numpy()
-    got = run_reference(program, x.numpy())[program.outputs[0]]
     step = program.tensors[program.producer(program.outputs[0]).inputs[0]].scale
     assert np.abs(got - want).max() <= 2 * step
+
+
+def _onnx_outputs(program, x):
+    session = onnxruntime.InferenceSession(export_onnx(program).SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]

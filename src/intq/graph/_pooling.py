@@ -67,11 +67,22 @@ def _set_avg_pool(node: fx.Node, a: dict[str, Any]) -> None:
         if a["divisor_override"] is None:
             rewrite(node, F.adaptive_avg_pool2d, (a["input"], 1))
             return
+    ceil_mode, count_include_pad = bool(a["ceil_mode"]), bool(a["count_include_pad"])
+    if shape and len(shape) == 4 and _windows_tile(shape[2:], kernel, stride, padding):
+        ceil_mode = False  # no partial window at the end: ceil and floor give the same size
+        count_include_pad = count_include_pad or padding == (0, 0)  # nothing to count
     rewrite(node, F.avg_pool2d, (a["input"],), {
         "kernel_size": kernel, "stride": stride, "padding": padding,
-        "ceil_mode": bool(a["ceil_mode"]), "count_include_pad": bool(a["count_include_pad"]),
+        "ceil_mode": ceil_mode, "count_include_pad": count_include_pad,
         "divisor_override": a["divisor_override"],
     })
+
+
+def _windows_tile(size, kernel, stride, padding) -> bool:
+    """(size + 2·padding - kernel) divisible by stride in both dims: the last window ends at
+    the padded edge, so ceil_mode adds no window."""
+    return all((s + 2 * p - k) % t == 0
+               for s, k, t, p in zip(size, kernel, stride, padding, strict=True))
 
 
 def _set_adaptive(node: fx.Node, x: fx.Node, output_size: Any) -> None:

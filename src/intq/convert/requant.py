@@ -29,6 +29,7 @@ __all__ = [
     "conv_requant",
     "global_avgpool_requant",
     "tflite_mean_multiplier",
+    "tflite_mul_multiplier",
 ]
 
 
@@ -92,6 +93,19 @@ def tflite_mean_multiplier(input_scale, output_scale, count: int) -> tuple[int, 
     m0, shift = int(m0[0]), int(shift[0])
     e = min(count.bit_length() - 1, 32, 31 + shift)
     return (m0 << e) // count, shift - e
+
+
+def tflite_mul_multiplier(a_scale, b_scale, output_scale) -> tuple[int, int]:
+    """(m0, shift) of TFLite's int8 MUL: quantize_multiplier(float32(float32(S_a·S_b) / S_y)).
+
+    mul.cc computes `input1->params.scale * input2->params.scale / output->params.scale` on
+    float fields, so the product and the quotient are float32 operations, only the result is
+    widened to double; the float64 quotient gives another m0 in its last 7 bits, which moves
+    a few outputs by 1 LSB for about one scale triple in a thousand."""
+    f32 = np.float32
+    real = np.float64((f32(a_scale) * f32(b_scale)) / f32(output_scale))
+    m0, shift = quantize_multiplier(np.array([real]))
+    return int(m0[0]), int(shift[0])
 
 
 def add_requant(a_scale: float, b_scale: float, output_scale: float, bits: int = 8) -> AddRequant:

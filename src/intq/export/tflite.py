@@ -48,6 +48,7 @@ from intq.convert.program import (
     Dequantize,
     Flatten,
     FloatOp,
+    FloatSubgraph,
     IntProgram,
     Op,
     Pad,
@@ -57,12 +58,21 @@ from intq.convert.program import (
     QConv2d,
     QGlobalAvgPool,
     QLinear,
+    QLookup,
     QMaxPool2d,
+    QMul,
     QTensor,
     Quantize,
     Reshape,
+    ResizeNearest,
+    Slice,
+    Transpose,
 )
-from intq.convert.requant import avgpool_weight_scale, tflite_mean_multiplier
+from intq.convert.requant import (
+    avgpool_weight_scale,
+    tflite_mean_multiplier,
+    tflite_mul_multiplier,
+)
 from intq.convert.serialize import atomic_write_bytes
 from intq.convert.shapes import infer_shapes
 from intq.qmath.fixedpoint import quantize_multiplier
@@ -126,6 +136,10 @@ class _Writer:
 
         self.fb = fb
         for op in program.ops:  # before shape inference, which may not know the op either
+            if isinstance(op, FloatSubgraph):
+                source = " ".join((op.source or "no source given").split())
+                raise ValueError(f"{op.label}: float island ({source}) has no LiteRT form; "
+                                 f"write ONNX instead (intq.export.export_onnx, -o model.onnx)")
             if not hasattr(self, f"emit_{type(op).__name__}"):
                 raise ValueError(f"{op.label}: {type(op).__name__} has no LiteRT form in "
                                  f"intq.export.tflite")
@@ -522,6 +536,93 @@ class _Writer:
         if name in self.qt:
             return self.int8_tensor(name)
         return self.add_tensor(name, self.tflite_shape(name), self.fb.TensorType.FLOAT32)
+
+    def emit_QLookup(self, op: QLookup) -> None:
+        """CAST int8 -> int32, ADD 128, GATHER from the 256-entry int8 table: the writer's
+        int8 code q is the program's code shifted to [-128, 127], so q + 128 is the program's
+        q - dtype min, the table index, for int8 and uint8 inputs alike."""
+        fb, x, y = self.fb, op.inputs[0], op.output
+        qy = self.qt[y]
+        shape = self.tflite_shape(y)
+        wide = self.add_tensor(f"{y}/code_int32", shape, fb.TensorType.INT32)
+        self.operator("CAST", [self.index[x]], [wide])
+        index = self.add_tensor(f"{y}/table_index", shape, fb.TensorType.INT32)
+        self.operator("ADD", [wide, self.int32_const(f"{y}/index_offset", [128])], [index],
+                      self.options("AddOptions"), "AddOptions")
+        table = self.const(f"{y}/table", (op.table.astype(np.int64) + _offset(qy)).astype(
+            np.int8), fb.TensorType.INT8, scale=qy.scale, zero_point=qy.zero_point + _offset(qy))
+        self.operator("GATHER", [table, index], [self.int8_tensor(y)],
+                      self.options("GatherOptions", axis=0, batchDims=0), "GatherOptions")
+
+    def emit_QMul(self, op: QMul) -> None:
+        a, b = op.inputs
+        if len(self.shapes[a]) != len(self.shapes[b]):
+            raise ValueError(f"{op.label}: MUL inputs of different ranks "
+                             f"{self.shapes[a]} and {self.shapes[b]}")
+        sa, sb, sy = (np.float32(self.qt[n].scale) for n in (a, b, op.output))
+        # TFLite MUL: double(float(S_a·S_b) / S_y), float32 arithmetic (mul.cc Prepare)
+        theirs = quantize_multiplier(np.array([np.float64((sa * sb) / sy)]))
+        ours = tflite_mul_multiplier(sa, sb, sy)
+        if [int(theirs[0][0]), int(theirs[1][0])] != list(ours):
+            raise ValueError(f"{op.label}: the reference's MUL multiplier {ours} differs from "
+                             f"LiteRT's {int(theirs[0][0]), int(theirs[1][0])}")
+        act, out = self.output_for(op.output)
+        self.operator("MUL", [self.index[a], self.index[b]], [out],
+                      self.options("MulOptions", fusedActivationFunction=act), "MulOptions")
+        self.finish_clamp(op.output, self.tensors[out].name)
+
+    def axes(self, name: str) -> tuple[int, ...]:
+        """Program axis of each axis of `name` as stored (NHWC for 4-D tensors)."""
+        return _TO_NHWC if self.layouts[name] == "nhwc" else tuple(range(len(self.shapes[name])))
+
+    def emit_Transpose(self, op: Transpose) -> None:
+        """TRANSPOSE by the program's perm composed with the layouts on both sides."""
+        x, y = op.inputs[0], op.output
+        self.tflite_shape(y)  # sets y's layout
+        src, dst = self.axes(x), self.axes(y)
+        perm = [src.index(op.perm[d]) for d in dst]
+        self.operator("TRANSPOSE", [self.index[x], self.int32_const(f"{y}/perm", perm)],
+                      [self.make_output(y)])
+
+    def emit_Slice(self, op: Slice) -> None:
+        """SLICE (step 1) or STRIDED_SLICE along the stored position of the program's axis."""
+        x, y = op.inputs[0], op.output
+        rank = len(self.shapes[x])
+        axis = self.axes(x).index(op.axis)
+        begin = [0] * rank
+        begin[axis] = op.start
+        if op.step == 1:
+            size = [-1] * rank
+            size[axis] = op.stop - op.start
+            self.operator("SLICE", [self.index[x], self.int32_const(f"{y}/begin", begin),
+                                    self.int32_const(f"{y}/size", size)], [self.make_output(y)])
+            return
+        end, strides = [0] * rank, [1] * rank
+        end[axis], strides[axis] = op.stop, op.step
+        mask = sum(1 << i for i in range(rank) if i != axis)
+        self.operator("STRIDED_SLICE", [self.index[x], self.int32_const(f"{y}/begin", begin),
+                                        self.int32_const(f"{y}/end", end),
+                                        self.int32_const(f"{y}/strides", strides)],
+                      [self.make_output(y)],
+                      self.options("StridedSliceOptions", beginMask=mask, endMask=mask),
+                      "StridedSliceOptions")
+
+    def emit_ResizeNearest(self, op: ResizeNearest) -> None:
+        """RESIZE_NEAREST_NEIGHBOR (align_corners and half_pixel_centers off): source index
+        min(floor(float32(d)·float32(in/out)), in - 1), checked to be d // factor."""
+        x, y = op.inputs[0], op.output
+        _, _, h, w = self.shapes[x]
+        for size, factor in ((h, op.factors[0]), (w, op.factors[1])):
+            out = np.arange(size * factor)
+            scale = np.float32(size) / np.float32(size * factor)
+            index = np.minimum(np.floor(out.astype(np.float32) * scale), size - 1)
+            if not np.array_equal(index.astype(np.int64), out // factor):
+                raise ValueError(f"{op.label}: RESIZE_NEAREST_NEIGHBOR's float32 source index "
+                                 f"is not d // {factor} for size {size}")
+        size = self.int32_const(f"{y}/size", [h * op.factors[0], w * op.factors[1]])
+        self.operator("RESIZE_NEAREST_NEIGHBOR", [self.index[x], size], [self.make_output(y)],
+                      self.options("ResizeNearestNeighborOptions", alignCorners=False,
+                                   halfPixelCenters=False), "ResizeNearestNeighborOptions")
 
     def emit_FloatOp(self, op: FloatOp) -> None:
         code = _FLOAT_OPS.get(op.op)

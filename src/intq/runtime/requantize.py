@@ -16,7 +16,8 @@ intq.export.onnx writes, integer for integer:
 QMul: "float32_half_even" is MLAS QLinearMul: v = float32(S_a·(a - Z_a))·float32(S_b·(b - Z_b)),
 y = rint(clamp(v / S_y, dtype min - Z_y, dtype max - Z_y)) + Z_y (all float32); "fixed_point"
 is TFLite MUL: MultiplyByQuantizedMultiplier((a - Z_a)(b - Z_b), m0, shift) + Z_y with
-real = S_a·S_b / S_y in float64. Both then clamp to the output [qmin, qmax].
+real = float32(float32(S_a·S_b) / S_y), float32 operations as in TFLite's mul.cc
+(intq.convert.requant.tflite_mul_multiplier). Both then clamp to the output [qmin, qmax].
 Dequantize is float32((q - Z)·S) in both. The clamp is the output QTensor's [qmin, qmax].
 A float-output QLinear is float32(acc)·float32(S_x·S_w[c]) in both (`dequantize_accumulator`:
 no integer rounding happens, so there is nothing for the two semantics to differ on).
@@ -26,9 +27,9 @@ The two modes agree except for rounding ties and near-ties: at most 1 LSB apart.
 import numpy as np
 
 from intq.convert.program import AddRequant, QTensor, Requant
+from intq.convert.requant import tflite_mul_multiplier
 from intq.qmath.fixedpoint import (
     multiply_by_quantized_multiplier,
-    quantize_multiplier,
     requantize_fixed_point,
     requantize_float32_half_even,
 )
@@ -121,10 +122,9 @@ def mul(a: np.ndarray, b: np.ndarray, qa: QTensor, qb: QTensor, qy: QTensor,
                     f32(high - qy.zero_point))
         q = np.rint(v).astype(np.int64) + qy.zero_point
     else:
-        real = np.float64(np.float32(qa.scale)) * np.float32(qb.scale) / np.float32(qy.scale)
-        m0, shift = quantize_multiplier(np.array([real]))
+        m0, shift = tflite_mul_multiplier(qa.scale, qb.scale, qy.scale)
         product = (a.astype(np.int64) - qa.zero_point) * (b.astype(np.int64) - qb.zero_point)
-        q = multiply_by_quantized_multiplier(product, m0[0], shift[0]) + np.int64(qy.zero_point)
+        q = multiply_by_quantized_multiplier(product, m0, shift) + np.int64(qy.zero_point)
     return np.clip(q, qy.qmin, qy.qmax).astype(qy.dtype)
 
 

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from onnx import TensorProto, helper
 
 from intq.convert import ProgramBuilder, QTensor
 from intq.convert.program import IntProgram, Op
@@ -13,7 +14,7 @@ from .tflite_programs import tflite_cnn
 
 
 @dataclass(frozen=True, init=False)
-class QMul(Op):
+class QUnknown(Op):
     """An integer op the writer does not know (stands in for ops added after it)."""
 
     inputs: tuple[str, ...]
@@ -33,17 +34,30 @@ def _conv_program(dtype="int8", bits=8, weight_zero_point=0, tail=None):
     return b.build([tail(b, d) if tail else d])
 
 
+def _island(b: ProgramBuilder, d: str) -> str:
+    """A float island (an ONNX Identity) after the dequantized conv."""
+    graph = helper.make_graph([helper.make_node("Identity", ["a"], ["b"])], "island",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("b", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph)
+    return b.float_subgraph([d], model.SerializeToString(), (1, 2, 4, 4),
+                            source="LayerNorm:\n no integer form")
+
+
 def _with_unknown_op() -> IntProgram:
     p = _conv_program()
     quantize, conv, deq = p.ops
     tensors = {**p.tensors, "m": p.tensors[conv.output]}
-    ops = (quantize, conv, QMul(conv.output, conv.output, "m"),
+    ops = (quantize, conv, QUnknown(conv.output, conv.output, "m"),
            type(deq)("m", deq.output))
     return IntProgram(p.inputs, p.outputs, tensors, ops)
 
 
 @pytest.mark.parametrize("program, message", [
-    (_with_unknown_op, "QMul -> 'm': QMul has no LiteRT form"),
+    (_with_unknown_op, "QUnknown -> 'm': QUnknown has no LiteRT form"),
+    (lambda: _conv_program(tail=_island),
+     r"FloatSubgraph -> 'float\d+': float island \(LayerNorm: no integer form\) has no "
+     r"LiteRT form; write ONNX instead"),
     (lambda: _conv_program(dtype="int16"), "int16 activations"),
     (lambda: _conv_program(bits=12), "at most 8 bits, got 12 bits"),
     (lambda: _conv_program(weight_zero_point=3), "symmetric weights .* zero point 3"),

@@ -8,7 +8,8 @@ the program's layout. One TFLite op per IntProgram op, except where noted:
     Quantize        QUANTIZE                  Dequantize      DEQUANTIZE
     QConv2d         CONV_2D (quantized_dimension 0), or DEPTHWISE_CONV_2D (dimension 3) when
                     groups == input channels; padding as SAME or VALID, else PAD + VALID
-    QLinear         FULLY_CONNECTED (per-channel scales)
+    QLinear         CONV_2D 1x1 between RESHAPEs to (N, 1, 1, K) and back (the reference
+                    FULLY_CONNECTED rounds round(double(acc)·S_x·S_w/S_y) once, half away)
     float-output QLinear  BATCH_MATMUL int8 -> int32 (zero points folded into the bias),
                     ADD int32 bias, CAST to float32, MUL by float32(S_x·S_w[c]): the reference's
                     float32(acc)·float32(S_x·S_w[c]), the same float32 operations
@@ -391,21 +392,37 @@ class _Writer:
         self.spatial_op(op, filt, self.bias(op, channels, s_w), op.kernel, True, 1)
 
     def emit_QLinear(self, op: QLinear) -> None:
+        """RESHAPE (N, K) -> (N, 1, 1, K), CONV_2D 1x1, RESHAPE back: CONV_2D requantizes
+        with MultiplyByQuantizedMultiplier, while the reference FULLY_CONNECTED computes
+        round(double(acc)·S_x·S_w[c]/S_y), one rounding half away, not the program's."""
         if op.requant is None:
             self.float_linear(op)
             return
+        x, y = op.inputs[0], op.output
         w = self.weights(op)
-        out_c = w.shape[0]
+        out_c, in_c = w.shape
         s_w = np.broadcast_to(op.weight_scale, (out_c,)).astype(np.float32)
         self.conv_requant(op, s_w)
-        fi = self.const(f"{op.output}/weight", w, self.fb.TensorType.INT8, scale=s_w,
-                        zero_point=np.zeros(out_c, np.int64))
-        act, out = self.output_for(op.output)
-        options = self.options("FullyConnectedOptions", fusedActivationFunction=act)
-        self.operator("FULLY_CONNECTED", [self.index[op.inputs[0]], fi,
-                                          self.bias(op, out_c, s_w)], [out], options,
-                      "FullyConnectedOptions")
-        self.finish_clamp(op.output, self.tensors[out].name)
+        batch = self.shapes[x][0]
+        x4 = self.like(x, f"{y}/input_nhwc", (batch, 1, 1, in_c))
+        self.operator("RESHAPE", [self.index[x], self.int32_const(f"{y}/input_shape",
+                                                                  [-1, 1, 1, in_c])], [x4],
+                      self.options("ReshapeOptions", newShape=[-1, 1, 1, in_c]),
+                      "ReshapeOptions")
+        fi = self.const(f"{y}/weight", w.reshape(out_c, 1, 1, in_c), self.fb.TensorType.INT8,
+                        scale=s_w, zero_point=np.zeros(out_c, np.int64))
+        act, written = self.activation(y)
+        y4 = self.like(y, f"{y}/nhwc", (batch, 1, 1, out_c))
+        options = self.options("Conv2DOptions", padding=self.fb.Padding.VALID, strideH=1,
+                               strideW=1, dilationHFactor=1, dilationWFactor=1,
+                               fusedActivationFunction=act)
+        self.operator("CONV_2D", [x4, fi, self.bias(op, out_c, s_w)], [y4], options,
+                      "Conv2DOptions")
+        out = (self.int8_tensor(y) if written == y
+               else self.like(y, written, self.tflite_shape(y)))
+        self.operator("RESHAPE", [y4, self.int32_const(f"{y}/shape", [-1, out_c])], [out],
+                      self.options("ReshapeOptions", newShape=[-1, out_c]), "ReshapeOptions")
+        self.finish_clamp(y, written)
 
     def float_linear(self, op: QLinear) -> None:
         """float32(acc)·float32(S_x·S_w[c]): BATCH_MATMUL -> int32, + bias, CAST, MUL."""

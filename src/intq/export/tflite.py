@@ -22,19 +22,38 @@ the program's layout. One TFLite op per IntProgram op, except where noted:
     Pad             PAD (the zero point)      Reshape/Flatten RESHAPE (TRANSPOSE to NCHW first
                                               when the tensor has H·W > 1)
     FloatOp         LOGISTIC, TANH, RELU, HARD_SWISH, SOFTMAX (last axis), ADD, MUL (float32)
+    QLookup         CAST int8 -> int32, ADD 128, GATHER from a constant int8 table of 256
+                    entries (the program's table + the output's shift): the stored code + 128
+                    is the program's q - dtype min for int8 and uint8 inputs alike. TFLite's
+                    int8 LOGISTIC/HARD_SWISH/TANH compute their own approximations, not the
+                    table
+    QMul            MUL (fused RELU/RELU6 or MAXIMUM/MINIMUM as above; broadcasting in NHWC,
+                    e.g. a (N, 1, 1, C) gate against (N, H, W, C); inputs of one rank); the
+                    multiplier LiteRT derives, float32(float32(S_a·S_b) / S_y), is checked
+                    against the reference's (requant.tflite_mul_multiplier)
+    Transpose       TRANSPOSE by the program's perm composed with the stored layouts (4-D
+                    tensors NHWC, other ranks as in the program; 5-D channel shuffles too)
+    Slice           SLICE (step 1) or STRIDED_SLICE (masks on the other axes), on the stored
+                    position of the axis
+    ResizeNearest   RESIZE_NEAREST_NEIGHBOR, align_corners and half_pixel_centers off: source
+                    index min(floor(float32(d)·float32(in/out)), in - 1), checked to equal
+                    d // factor (it does for every size up to 512 and factor up to 16)
+    FloatSubgraph   refused (one line naming the op and its source: write ONNX instead)
 
 Clamps. A requantizing op's output clamp [qmin, qmax] becomes its fused activation when TFLite
 derives the same range from the output scale (RELU: [Z, 127]; RELU6: [Z, min(127, Z +
 round_half_away(float32(6/S)))]); otherwise MAXIMUM/MINIMUM with constants follow the op.
 
 Types. uint8 tensors become int8 (q - 128, zero point - 128: the same integers after the shift).
-16-bit activations, weights wider than 8 bits, asymmetric weights, dilated max pools and
-callable FloatOps are refused with a ValueError naming the op.
+16-bit activations, weights wider than 8 bits, asymmetric weights, dilated max pools,
+callable FloatOps and float islands (FloatSubgraph) are refused with a ValueError naming the op.
 
 Exactness. LiteRT derives each multiplier from the stored float32 scales; the writer checks
 that it equals the program's fixed-point (m0, shift) and raises ValueError otherwise. Under
 that contract, run_reference(mode="fixed_point") == LiteRT BUILTIN_REF for every integer tensor
-(tests/export/test_tflite_agreement.py).
+(tests/export/test_tflite_agreement.py, test_tflite_modern_ops.py). Kernels whose arithmetic
+is not the program's are avoided: the reference FULLY_CONNECTED (round(double(acc)·S_x·S_w/S_y),
+one rounding half away) and AVERAGE_POOL_2D, and the int8 LOGISTIC/HARD_SWISH tables.
 
 Metadata "intq" (JSON): program tensor names, their dtype offset and layout, for
 intq.runtime.litert to map LiteRT's tensors back to the program's.

@@ -44,6 +44,13 @@ def _island(b: ProgramBuilder, d: str) -> str:
                             source="LayerNorm:\n no integer form")
 
 
+def _mul_of_ranks_4_and_2() -> IntProgram:
+    b = ProgramBuilder()
+    q = b.quantize(b.input("x", (1, 2, 4, 4)), QTensor(0.1, 0, "int8"))
+    g = b.quantize(b.input("g", (1, 4)), QTensor(0.01, -128, "int8"))
+    return b.build([b.dequantize(b.mul(q, g, QTensor(0.1, 0, "int8")))])
+
+
 def _with_unknown_op() -> IntProgram:
     p = _conv_program()
     quantize, conv, deq = p.ops
@@ -59,6 +66,7 @@ def _with_unknown_op() -> IntProgram:
      r"FloatSubgraph -> 'float\d+': float island \(LayerNorm: no integer form\) has no "
      r"LiteRT form; write ONNX instead"),
     (lambda: _conv_program(dtype="int16"), "int16 activations"),
+    (_mul_of_ranks_4_and_2, r"QMul -> 'mul\d+': MUL inputs of different ranks"),
     (lambda: _conv_program(bits=12), "at most 8 bits, got 12 bits"),
     (lambda: _conv_program(weight_zero_point=3), "symmetric weights .* zero point 3"),
     (lambda: _conv_program(tail=lambda b, d: b.float_op(d, "callable", fn=np.abs)),

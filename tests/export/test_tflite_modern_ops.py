@@ -130,7 +130,10 @@ def test_torchvision_model_is_bit_exact(name, op_types):
     assert float_islands(program) == []
     for op_type in op_types:
         assert any(isinstance(op, op_type) for op in program.ops), op_type
-    _assert_identical(program, _natural("evaluation", 2, 64).numpy())
+    session = _assert_identical(program, _natural("evaluation", 2, 64).numpy())
+    # channel shuffles stay NHWC: one TRANSPOSE each, none to NCHW and back
+    written = [o["op_name"] for o in session.interpreter._get_ops_details()]
+    assert written.count("TRANSPOSE") == sum(isinstance(op, Transpose) for op in program.ops)
 
 
 def test_integer_linear_keeps_the_fixed_point_rounding():

@@ -32,7 +32,10 @@ the program's layout. One TFLite op per IntProgram op, except where noted:
                     multiplier LiteRT derives, float32(float32(S_a·S_b) / S_y), is checked
                     against the reference's (requant.tflite_mul_multiplier)
     Transpose       TRANSPOSE by the program's perm composed with the stored layouts (4-D
-                    tensors NHWC, other ranks as in the program; 5-D channel shuffles too)
+                    tensors NHWC, other ranks as in the program). A channel shuffle, Reshape
+                    (N, C, H, W) -> (N, a, b, H, W), Transposes of the first three axes,
+                    Reshape back, keeps its 5-D tensors as (N, H, W, a, b) (layout
+                    "nhwc-split"): RESHAPE, TRANSPOSE (0, 1, 2, 4, 3), RESHAPE, nothing else
     Slice           SLICE (step 1) or STRIDED_SLICE (masks on the other axes), on the stored
                     position of the axis
     ResizeNearest   RESIZE_NEAREST_NEIGHBOR, align_corners and half_pixel_centers off: source
@@ -55,8 +58,9 @@ that contract, run_reference(mode="fixed_point") == LiteRT BUILTIN_REF for every
 is not the program's are avoided: the reference FULLY_CONNECTED (round(double(acc)·S_x·S_w/S_y),
 one rounding half away) and AVERAGE_POOL_2D, and the int8 LOGISTIC/HARD_SWISH tables.
 
-Metadata "intq" (JSON): program tensor names, their dtype offset and layout, for
-intq.runtime.litert to map LiteRT's tensors back to the program's.
+Metadata "intq" (JSON): program tensor names, their dtype offset and layout ("nhwc",
+"nhwc-split" or "plain", see LAYOUTS), for intq.runtime.litert to map LiteRT's tensors back to
+the program's.
 """
 
 import json
@@ -103,6 +107,9 @@ METADATA_KEY = "intq"
 _FLOAT_OPS = {"sigmoid": "LOGISTIC", "tanh": "TANH", "relu": "RELU", "hardswish": "HARD_SWISH",
               "softmax": "SOFTMAX", "add": "ADD", "mul": "MUL"}
 _TO_NCHW, _TO_NHWC = (0, 3, 1, 2), (0, 2, 3, 1)
+#: stored axis i holds program axis LAYOUTS[layout][i]; "nhwc-split" is a 5-D (N, a, b, H, W)
+#: channel split of an NHWC tensor, stored (N, H, W, a, b)
+LAYOUTS = {"nhwc": _TO_NHWC, "nhwc-split": (0, 3, 4, 1, 2)}
 
 
 def export_tflite(program: IntProgram, path: str | os.PathLike | None = None, *,
@@ -172,7 +179,7 @@ class _Writer:
         self.buffers = [fb.BufferT()]
         self.operators: list = []
         self.opcodes: dict[str, int] = {}
-        self.layouts: dict[str, str] = {}
+        self.layouts: dict[str, str] = dict.fromkeys(self.channel_splits(), "nhwc-split")
         for name, qt in self.qt.items():
             if qt.dtype not in ("uint8", "int8"):
                 op = program.producer(name)
@@ -186,11 +193,47 @@ class _Writer:
         shape = self.shapes[name]
         if shape is None:
             raise ValueError(f"tensor {name!r}: its shape is unknown; LiteRT needs static shapes")
-        if len(shape) == 4:
-            self.layouts[name] = "nhwc"
-            return tuple(shape[i] for i in _TO_NHWC)
-        self.layouts[name] = "plain"
-        return tuple(shape)
+        layout = self.layouts.get(name, "nhwc" if len(shape) == 4 else "plain")
+        self.layouts[name] = layout
+        return tuple(shape[i] for i in LAYOUTS[layout]) if layout in LAYOUTS else tuple(shape)
+
+    def channel_splits(self) -> set[str]:
+        """5-D integer tensors (N, a, b, H, W) of channel shuffles, stored (N, H, W, a, b): a
+        Reshape of an (N, a·b, H, W) tensor, Transposes among the first three axes, a Reshape
+        back to (N, a'·b', H, W). Each is RESHAPE, TRANSPOSE (0, 1, 2, 4, 3), RESHAPE in NHWC,
+        with no TRANSPOSE to NCHW and back. Only tensors whose every reader is such a Transpose
+        or Reshape qualify."""
+        readers: dict[str, list[Op]] = {}
+        for op in self.program.ops:
+            for name in op.inputs:
+                readers.setdefault(name, []).append(op)
+
+        def split_of(name: str, hw) -> bool:
+            shape = self.shapes[name]
+            return (name in self.qt and shape is not None and len(shape) == 5
+                    and tuple(shape[3:]) == tuple(hw))
+
+        def closes(name: str) -> bool:  # every reader keeps the split or ends it
+            hw = self.shapes[name][3:]
+            for op in readers.get(name, []):
+                out = self.shapes[op.output]
+                if isinstance(op, Transpose) and op.perm[3:] == (3, 4):
+                    if not closes(op.output):
+                        return False
+                elif not (isinstance(op, Reshape) and out is not None and len(out) == 4
+                          and tuple(out[2:]) == tuple(hw)):
+                    return False
+            return name not in self.program.outputs
+
+        found: set[str] = set()
+        for op in self.program.ops:
+            shape = self.shapes[op.inputs[0]] if op.inputs else None
+            if (isinstance(op, Reshape) and shape is not None and len(shape) == 4
+                    and split_of(op.output, shape[2:]) and closes(op.output)):
+                found.add(op.output)
+            elif isinstance(op, Transpose) and op.inputs[0] in found:
+                found.add(op.output)
+        return found
 
     def add_tensor(self, name: str, shape, ttype: int, *, data: np.ndarray | None = None,
                    scale=None, zero_point=None, dim: int = 0) -> int:
@@ -538,6 +581,12 @@ class _Writer:
         NHWC output with H·W > 1 back from NCHW."""
         x, y = op.inputs[0], op.output
         src, out_shape = self.index[x], self.shapes[y]
+        if self.layouts.get(y) == "nhwc-split" or self.layouts[x] == "nhwc-split":
+            target = [target[i] for i in LAYOUTS[self.layouts.get(y) or "nhwc"]]
+            self.operator("RESHAPE", [src, self.int32_const(f"{y}/shape", target)],
+                          [self.make_output(y)],
+                          self.options("ReshapeOptions", newShape=target), "ReshapeOptions")
+            return
         if self.layouts[x] == "nhwc" and np.prod(self.shapes[x][2:]) > 1:
             src = self.transpose(op, x, src, _TO_NCHW, "nchw")
         nhwc_out = len(out_shape) == 4
@@ -609,7 +658,7 @@ class _Writer:
 
     def axes(self, name: str) -> tuple[int, ...]:
         """Program axis of each axis of `name` as stored (NHWC for 4-D tensors)."""
-        return _TO_NHWC if self.layouts[name] == "nhwc" else tuple(range(len(self.shapes[name])))
+        return LAYOUTS.get(self.layouts[name], tuple(range(len(self.shapes[name]))))
 
     def emit_Transpose(self, op: Transpose) -> None:
         """TRANSPOSE by the program's perm composed with the layouts on both sides."""

@@ -6,9 +6,10 @@
     every = ref.run_all(x)       # program outputs + every integer tensor, in program form
 
 Arrays go in and come out in the program's layout (NCHW): 4-D tensors are transposed to and
-from the model's NHWC at the boundary, and int8 tensors of uint8 program tensors are shifted
-back by 128. A model without intq's metadata (another converter's) keeps its layout; its
-integer inputs and outputs are quantized and dequantized with its own parameters.
+from the model's NHWC at the boundary (5-D channel-shuffle tensors from (N, H, W, a, b)),
+and int8 tensors of uint8 program tensors are shifted back by 128. A model without intq's
+metadata (another converter's) keeps its layout; its integer inputs and outputs are quantized
+and dequantized with its own parameters.
 `ref_kernels` selects OpResolverType.BUILTIN_REF (the reference kernels, no delegate);
 `preserve_all` keeps intermediate tensors readable (needed by run_all).
 ai_edge_litert is imported when a session is created.
@@ -141,6 +142,8 @@ class LiteRtSession:
         info = self.meta["integer_tensors"].get(name)
         if info is not None:
             value = (value.astype(np.int16) - info["offset"]).astype(info["dtype"])
+        if info is not None and info["layout"] == "nhwc-split" and value.ndim == 5:
+            return value.transpose(0, 3, 4, 1, 2)  # (N, H, W, a, b) -> (N, a, b, H, W)
         return value.transpose(_TO_NCHW) if self._nhwc(name) and value.ndim == 4 else value
 
 

@@ -11,7 +11,6 @@ import torch
 from agreement.simulated import float_output_bound, locally_recomputed, simulated_integers
 from graph.nets import (
     SAME_PADDING_WARNING,
-    FunctionalNet,
     InplaceNet,
     ReshapedHead,
     SharedLogits,
@@ -155,11 +154,29 @@ def test_asymmetric_per_channel_weights_have_no_integer_form():
         convert_to_program(qgm, (1, 28, 28))
 
 
-@pytest.mark.filterwarnings(SAME_PADDING_WARNING)
-def test_ceil_mode_average_pool_is_a_float_island():
-    qgm = quantize(FunctionalNet().eval(), images(8), progress=False)
+class ExcludedPaddingPoolNet(nn.Module):
+    """conv -> AvgPool2d(3, 2, 1, count_include_pad=False) -> linear: the border windows
+    divide by their own count, which no integer pool here computes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, stride=2, padding=1)
+        self.pool = nn.AvgPool2d(3, 2, 1, count_include_pad=False)
+        self.fc = nn.Linear(4 * 7 * 7, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(torch.relu(self.conv(x))), 1))
+
+
+def test_average_pool_excluding_padding_is_an_exported_float_island():
+    torch.manual_seed(0)
+    qgm = quantize(ExcludedPaddingPoolNet().eval(), images(8), progress=False)
     program = convert_to_program(qgm, (1, 28, 28))
     assert [(i.op, i.exported) for i in float_islands(program)] == [("avg_pool2d", True)]
+    x = images(4).numpy()
+    want = run_reference(program, x)[program.outputs[0]]
+    got = OrtSession(export_onnx(program).SerializeToString()).run(x)
+    np.testing.assert_array_equal(got, want)
 
 
 def test_low_and_high_bit_widths():

@@ -34,12 +34,15 @@ _DEFAULT_BN_FREEZE = 0.5
 # Settings a resumed run must share with the run that wrote the checkpoint.
 _RUN_KEYS = ("model", "weights", "data", "n", "eval", "holdout", "recipe", "w_bits", "a_bits",
              "per_channel", "equalize", "epochs", "steps", "batch_size", "lr", "seed",
-             "distill", "temperature", "bn_freeze", "normalize")
+             "distill", "temperature", "bn_freeze", "act_ranges", "normalize")
+
+_CALIBRATION_SAMPLES = 256  # as intq quantize's default --calib-size
 
 _DESCRIPTION = """\
 Fine-tune a trained float model with simulated quantization (BN folded with the paper's
-correction; BN statistics frozen after --bn-freeze of the steps, activation ranges after
-three quarters), then write the integer model as ONNX and the QAT state as safetensors.
+correction; BN statistics frozen after --bn-freeze of the steps; activation ranges from PTQ
+calibration, frozen, or with --act-ranges ema the paper's EMA, frozen after three quarters of
+the steps), then write the integer model as ONNX and the QAT state as safetensors.
 
 MODEL, --weights and DATA are taken as by 'intq quantize'. With labels in DATA (a zoo
 dataset with labels, class sub-folders, a .npz with y) the loss is cross-entropy; without
@@ -99,6 +102,10 @@ def _add_training_arguments(parser) -> None:
     train.add_argument("--bn-freeze", type=_fraction, default=_DEFAULT_BN_FREEZE, metavar="F",
                        help="freeze BN statistics after this fraction of the steps (0: use "
                        f"the float model's from the start; default: {_DEFAULT_BN_FREEZE})")
+    train.add_argument("--act-ranges", choices=("calibrated", "ema"), default="calibrated",
+                       help="activation ranges: calibrated by PTQ with the recipe's observer "
+                       "on DATA and frozen, or the paper's EMA of batch min/max (default: "
+                       "calibrated)")
     train.add_argument("--distill", action="store_true",
                        help="distill from the float model even when DATA has labels")
     train.add_argument("--temperature", type=common.positive(float), default=1.0,
@@ -282,15 +289,26 @@ def _check_model(model: nn.Module, data: Dataset, labels: torch.Tensor | None) -
 # -- training ------------------------------------------------------------------------------
 
 def _train(setup: _Run, args: argparse.Namespace, rank: int, world: int):
-    from intq.qat import QATSchedule, make_distributed, prepare_qat, train_qat
+    from intq.qat import (
+        QATSchedule,
+        calibrate_activation_ranges,
+        make_distributed,
+        prepare_qat,
+        train_qat,
+    )
 
     model, train = setup.loaded.model, setup.train
     qgm = prepare_qat(model, train.x[:2], setup.recipe)
-    trained = make_distributed(qgm) if world > 1 else qgm
-    per_rank = args.batch_size // world
     total = _total_steps(len(train), args.batch_size, world, args.epochs, args.steps)
     schedule = dataclasses.replace(QATSchedule.for_total_steps(total),
                                    bn_freeze_step=int(total * args.bn_freeze))
+    if args.act_ranges == "calibrated":
+        samples = min(len(train.x), _CALIBRATION_SAMPLES)
+        with common.status(f"calibrating activation ranges on {samples} samples"):
+            calibrate_activation_ranges(qgm, model, train.x[:samples], setup.recipe)
+        schedule = dataclasses.replace(schedule, act_range_freeze_step=0)
+    trained = make_distributed(qgm) if world > 1 else qgm
+    per_rank = args.batch_size // world
     every = args.checkpoint_every or max(1, total // args.epochs)
     start = time.perf_counter()
     try:

@@ -18,6 +18,7 @@ from intq.qat.checkpoint import (
 from intq.qat.distill import distillation_loss
 from intq.qat.distributed import GlobalBatchEMAObserver, make_distributed
 from intq.qat.prepare import EMA_DECAY, convert_qat, prepare_qat, qat_layers, qat_recipe
+from intq.qat.ranges import calibrate_activation_ranges
 from intq.qat.schedule import QATSchedule, apply_schedule
 from intq.qat.train import QATProgress, train_qat
 
@@ -28,6 +29,7 @@ __all__ = [
     "QATProgress",
     "QATSchedule",
     "apply_schedule",
+    "calibrate_activation_ranges",
     "convert_qat",
     "distillation_loss",
     "load_checkpoint",

@@ -3,7 +3,8 @@
 Paper (PAPER.md 3, TF ``create_training_graph``): fine-tune from a trained float model,
 optionally after ``quant_delay`` float steps; freeze the BN moving statistics near
 convergence (``bn_freeze_step``, then the layer computes the inference graph); later freeze
-the activation ranges (``act_range_freeze_step``). ``apply_schedule(qgm, schedule, step)``
+the activation ranges (``act_range_freeze_step``; 0 keeps ranges set before training, see
+``intq.qat.ranges``). ``apply_schedule(qgm, schedule, step)``
 sets every switch of a ``prepare_qat`` model for global step ``step`` (0-based), so a run is
 a pure function of the step counter and can be resumed.
 """
@@ -78,9 +79,10 @@ def apply_schedule(qgm: fx.GraphModule, schedule: QATSchedule, step: int) -> Non
             module.bn_frozen = schedule.bn_frozen(step)
     for _name, quantizer in activation_quantizers(qgm):
         freeze = schedule.ranges_frozen(step)
-        if freeze and not quantizer.observer.has_data:
+        if freeze and not quantizer.observer.has_data and not quantizer.frozen:
             raise ValueError("apply_schedule: an activation range is frozen before it saw any "
-                             "data; run at least one step before act_range_freeze_step")
+                             "data; run at least one step before act_range_freeze_step, or "
+                             "set the ranges first (calibrate_activation_ranges)")
         quantizer.frozen = freeze
 
 

@@ -83,8 +83,8 @@ def test_file_factory(model_file):
 def test_module_factory(model_file, monkeypatch):
     monkeypatch.syspath_prepend(str(model_file.parent))
     assert isinstance(load_factory("nets:small"), nn.Linear)
-    assert spec_label("nets:small") == "nets"
-    assert spec_label("a.b.c:make") == "c" and spec_label("dir/x.py:f") == "x"
+    assert spec_label("nets:small") == "small"
+    assert spec_label("a.b.c:make") == "make" and spec_label("dir/x.py:f") == "x"
 
 
 def test_factory_errors_are_one_line(model_file, tmp_path):

@@ -77,11 +77,12 @@ def load_model_spec(spec: str, *, weights: str | Path | None = None) -> LoadedMo
 
 
 def spec_label(spec: str) -> str:
-    """A short name for ``spec``: the zoo name, the file stem or the module's last part."""
+    """A short name for ``spec``: the zoo name, the file stem of ``FILE.py:FACTORY``, or the
+    factory's name in a package (``torchvision.models:resnet18`` -> ``resnet18``)."""
     if spec in MODEL_ZOO:
         return spec
-    source = spec.rsplit(":", 1)[0]
-    return Path(source).stem if _is_file_source(source) else source.rsplit(".", 1)[-1]
+    source, _, factory = spec.rpartition(":")
+    return Path(source).stem if _is_file_source(source) else factory
 
 
 def load_factory(spec: str) -> nn.Module:

@@ -23,7 +23,7 @@ from intq.fakequant import Quantizer
 from intq.graph import prepare_float_graph
 from intq.graph._fx import is_leaf
 from intq.graph.bias_correction import InputMeans, correct_bias
-from intq.graph.equalize import cross_layer_equalize
+from intq.graph.equalize import cross_layer_equalize, relu6_preactivation_peaks
 from intq.graph.ort_calibration import OrtCalibrationPass
 from intq.graph.place import activation_quantizers, place_quantizers, quant_layers
 from intq.progress import progress_bar
@@ -67,7 +67,8 @@ def quantize(
     batches = list(_batches(calib_data, batch_size))
     if not batches:
         raise IntqError("calibration data is empty; give at least one input")
-    qgm = prepare_ptq(model, batches[0][:2], recipe, leaf_modules=leaf_modules)
+    qgm = prepare_ptq(model, batches[0][:2], recipe, leaf_modules=leaf_modules,
+                      equalize_data=batches)
     calibrate(qgm, batches, progress=progress, bias_correction=bias_correction, engine=engine)
     return qgm
 
@@ -78,12 +79,17 @@ def prepare_ptq(
     recipe: Recipe,
     *,
     leaf_modules: Iterable[str | type[nn.Module]] = (),
+    equalize_data: Sequence[torch.Tensor] | None = None,
 ) -> fx.GraphModule:
     """The fused graph of ``model`` (cross-layer equalized if ``recipe.equalize``) with the
-    quantizers of ``recipe`` placed, not calibrated."""
+    quantizers of ``recipe`` placed, not calibrated. Equalization crosses a relu6 within the
+    peaks measured on ``equalize_data`` (default: ``example_input``; see
+    ``intq.graph.equalize``)."""
     float_graph = prepare_float_graph(model, example_input, leaf_modules=leaf_modules)
     if recipe.equalize:
-        float_graph, _ = cross_layer_equalize(float_graph)
+        data = [example_input] if equalize_data is None else equalize_data
+        peaks = relu6_preactivation_peaks(float_graph, data)
+        float_graph, _ = cross_layer_equalize(float_graph, relu6_peaks=peaks)
     return place_quantizers(float_graph, recipe)
 
 

@@ -21,6 +21,7 @@ from intq.graph import (
     fuse,
     normalize,
     prepare_float_graph,
+    relu6_preactivation_peaks,
 )
 
 from .helpers import assert_same_function, relative_error, small_inputs
@@ -106,7 +107,7 @@ def test_relu_and_identity_pairs_keep_the_function_exactly():
     model = _model(last_act=nn.ReLU)
     gm, report = cross_layer_equalize(prepare_float_graph(model, small_inputs()[0]))
     assert report.converged and len(report.pairs) == 5  # 4 conv pairs + linear pair
-    assert not any(p.relu6_replaced for p in report.pairs)
+    assert not any(p.clamped_channels for p in report.pairs)
     assert_same_function(gm, model, small_inputs())
 
 
@@ -150,21 +151,57 @@ def test_depthwise_and_grouped_second_layers_scale_only_their_group():
     assert_same_function(gm, model, small_inputs())
 
 
-def test_relu6_pairs_are_skipped_or_become_relu():
-    model = _model(last_act=nn.ReLU6)
-    graph = prepare_float_graph(model, small_inputs()[0])
-    exact, report = cross_layer_equalize(graph, through_relu6=False)
-    assert "features.3.0" not in [p.first for p in report.pairs]
-    assert_same_function(exact, model, small_inputs())
-    assert exact.get_submodule("features.3.0").activation == "relu6"
+def _bn_output_peaks(model: nn.Module, block: int, inputs: list[torch.Tensor]) -> torch.Tensor:
+    """Per-channel max of features[block]'s BN output (the relu6 input) over ``inputs``."""
+    seen = []
+    hook = model.features[block][1].register_forward_hook(
+        lambda _m, _i, y: seen.append(y.detach().amax(dim=(0, 2, 3))))
+    with torch.no_grad():
+        for x in inputs:
+            model(x)
+    hook.remove()
+    return torch.stack(seen).amax(0)
 
-    crossed, report = cross_layer_equalize(graph)
-    replaced = [p for p in report.pairs if p.relu6_replaced]
-    assert [(p.first, p.activation) for p in replaced] == [("features.3.0", "relu")]
-    assert crossed.get_submodule("features.3.0").activation == "relu"
-    relu_model = copy.deepcopy(model)
-    relu_model.features[3][2] = nn.ReLU()
-    assert_same_function(crossed, relu_model, small_inputs())
+
+def test_relu6_pairs_without_peaks_are_skipped():
+    model = _model(last_act=nn.ReLU6)
+    exact, report = cross_layer_equalize(prepare_float_graph(model, small_inputs()[0]))
+    assert "features.3.0" not in [p.first for p in report.pairs]
+    assert exact.get_submodule("features.3.0").activation == "relu6"
+    assert_same_function(exact, model, small_inputs())
+
+
+@pytest.mark.parametrize("saturate", [False, True])
+def test_relu6_pairs_keep_relu6_and_the_function_on_the_measured_data(saturate):
+    model = _model(last_act=nn.ReLU6)
+    if saturate:  # drive two channels of the relu6 layer past the clamp
+        model.features[3][1].bias.data[:2] += 20.0
+    graph = prepare_float_graph(model, small_inputs()[0])
+    peaks = relu6_preactivation_peaks(graph, small_inputs())
+    want = _bn_output_peaks(model, 3, small_inputs())
+    torch.testing.assert_close(peaks["features.3.0"].float(), want, rtol=1e-5, atol=1e-5)
+
+    gm, report = cross_layer_equalize(graph, relu6_peaks=peaks)
+    pair = next(p for p in report.pairs if p.first == "features.3.0")
+    assert pair.activation == "relu6" and gm.get_submodule("features.3.0").activation == "relu6"
+    assert pair.clamped_channels == int((want >= 6).sum()) == (2 if saturate else 0)
+    assert_same_function(gm, model, small_inputs())
+    scaled = _bn_output_peaks_of_graph(gm, small_inputs())
+    free = want < 6
+    assert float(scaled[free].max()) <= 6.0 + 1e-4  # scaled channels stay under the clamp
+    torch.testing.assert_close(scaled[~free], want[~free])  # clamped ones keep S_i = 1
+
+
+def _bn_output_peaks_of_graph(gm, inputs: list[torch.Tensor]) -> torch.Tensor:
+    """Per-channel max of the equalized graph's features.3.0 pre-activation over ``inputs``."""
+    conv = gm.get_submodule("features.3.0").conv
+    seen = []
+    hook = conv.register_forward_hook(lambda _m, _i, y: seen.append(y.detach().amax((0, 2, 3))))
+    with torch.no_grad():
+        for x in inputs:
+            gm(x)
+    hook.remove()
+    return torch.stack(seen).amax(0)
 
 
 class Branching(nn.Module):

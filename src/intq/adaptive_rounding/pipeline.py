@@ -90,7 +90,8 @@ def adaround(
     batches = calibration_batches(calib_data, batch_size)
     if not batches:
         raise IntqError("calibration data is empty; give at least one input")
-    qgm = prepare_ptq(model, batches[0][:2], recipe, leaf_modules=leaf_modules)
+    qgm = prepare_ptq(model, batches[0][:2], recipe, leaf_modules=leaf_modules,
+                      equalize_data=batches)
     calibrate(qgm, batches, progress=progress, bias_correction=False, engine=engine)
     rounded, _ = adaround_graph(qgm, batches, settings, bias_correction=bias_correction,
                                 progress=progress)

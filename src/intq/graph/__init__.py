@@ -9,7 +9,12 @@ keeps the float function of the model. After `fuse`, conv/linear/add nodes call
 """
 
 from intq.graph.capture import capture
-from intq.graph.equalize import Equalization, EqualizedPair, cross_layer_equalize
+from intq.graph.equalize import (
+    Equalization,
+    EqualizedPair,
+    cross_layer_equalize,
+    relu6_preactivation_peaks,
+)
 from intq.graph.fold import fold_batchnorm, folded_parameters
 from intq.graph.fuse import fuse
 from intq.graph.fused import (
@@ -33,6 +38,7 @@ __all__ = [
     "fuse",
     "prepare_float_graph",
     "cross_layer_equalize",
+    "relu6_preactivation_peaks",
     "Equalization",
     "EqualizedPair",
     # fused ops

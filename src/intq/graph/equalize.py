@@ -18,17 +18,20 @@ statistics of the conv output are unchanged), and its folded weights `γW/σ` sc
 Channels with a zero range keep `s_i = 1`. Every layer is in at most two pairs (as first and
 as second); a chain is swept in graph order until no scale moves by more than `tolerance`.
 
-relu6 is not positive homogeneous: `min(max(x/s, 0), 6) != min(max(x, 0), 6)/s`. The exact
-form would clamp channel i at `6/s_i`, which the integer program cannot express (one clamp
-per tensor). With `through_relu6=True` (default, as AIMET does), the relu6 of an equalized
-pair becomes a relu: the equalized graph then computes the model with that clamp removed
-(BENCHMARKS.md 8 measures the float accuracy change on the zoo MobileNets), and the output
-activation quantizer still clips at its range. With `through_relu6=False` such pairs are
-left alone and the pass is exact.
+relu6 is not positive homogeneous: `min(max(x/s, 0), 6) != min(max(x, 0), 6)/s` once the
+clamp is hit. It is exact on data whose pre-activation `y_i` of channel i never exceeds 6 and
+never exceeds 6 after scaling either (`max y_i / S_i <= 6`, `S_i` the product of that channel's
+`s_i` over the sweeps). Given `relu6_peaks` (the first layer's per-channel maximum
+pre-activation on sample data, `relu6_preactivation_peaks`), a relu6 pair is equalized with
+the relu6 kept: a channel whose peak reaches 6 keeps `S_i = 1`, the others are bounded by
+`S_i >= peak_i / 6`. Without peaks for it, a relu6 pair is left alone (replacing relu6 by
+relu, as AIMET does, removes a clamp that EfficientNet-Lite relies on: its 8-bit PTQ agreement
+fell from 0.88 to 0.46).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -38,20 +41,22 @@ from intq.graph._fx import calls_module, copy_graph_module, finish
 from intq.graph.fold import folded_parameters
 from intq.graph.fused import FusedConv2d, FusedLinear
 
-__all__ = ["EqualizedPair", "Equalization", "cross_layer_equalize"]
+__all__ = ["EqualizedPair", "Equalization", "cross_layer_equalize", "relu6_preactivation_peaks"]
 
 _LAYERS = (FusedConv2d, FusedLinear)
 _HOMOGENEOUS = (None, "relu")
+RELU6_CLAMP = 6.0
 
 
 @dataclass(frozen=True)
 class EqualizedPair:
-    """Two consecutive layers (node targets) that were equalized, and the activation between."""
+    """Two consecutive layers (node targets) that were equalized, the activation between, and
+    for a relu6 pair the channels kept at scale 1 because their peak reaches the clamp."""
 
     first: str
     second: str
     activation: str | None
-    relu6_replaced: bool
+    clamped_channels: int = 0
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ class Equalization:
 def cross_layer_equalize(
     gm: fx.GraphModule,
     *,
-    through_relu6: bool = True,
+    relu6_peaks: Mapping[str, torch.Tensor] | None = None,
     tolerance: float = 1e-4,
     max_sweeps: int = 100,
 ) -> tuple[fx.GraphModule, Equalization]:
@@ -76,34 +81,79 @@ def cross_layer_equalize(
 
     Sweeps over all pairs in graph order until `max |s_i - 1| <= tolerance` or `max_sweeps`.
     Applying it again to its own result changes every weight by at most about `tolerance`.
+    `relu6_peaks` (first layer's node target -> per-channel peak pre-activation) lets relu6
+    pairs be equalized within the bounds of the module docstring.
     """
     if tolerance <= 0 or max_sweeps < 1:
         raise ValueError(f"need tolerance > 0 and max_sweeps >= 1, got {tolerance}, {max_sweeps}")
     gm = copy_graph_module(gm)
-    pairs = _equalizable_pairs(gm, through_relu6)
-    modules = [(gm.get_submodule(a), gm.get_submodule(b)) for a, b in pairs]
-    replaced = [first.activation == "relu6" for first, _ in modules]
-    for first, _ in modules:
-        if first.activation == "relu6":
-            first.activation = "relu"
+    peaks = {name: _saturated_as_inf(p) for name, p in (relu6_peaks or {}).items()}
+    pairs = _equalizable_pairs(gm, peaks)
+    modules = [(gm.get_submodule(a), gm.get_submodule(b), peaks.get(a)) for a, b in pairs]
     sweeps, change = 0, 0.0
     while modules and sweeps < max_sweeps:
         sweeps += 1
-        change = max(_equalize_pair(first, second) for first, second in modules)
+        change = max(_equalize_pair(*pair) for pair in modules)
         if change <= tolerance:
             break
     report = Equalization(
-        pairs=tuple(EqualizedPair(a, b, first.activation, r)
-                    for (a, b), (first, _), r in zip(pairs, modules, replaced, strict=True)),
+        pairs=tuple(EqualizedPair(a, b, first.activation, _clamped(first, peak))
+                    for (a, b), (first, _, peak) in zip(pairs, modules, strict=True)),
         sweeps=sweeps, last_change=change, converged=change <= tolerance,
     )
     return finish(gm), report
 
 
-def _equalizable_pairs(gm: fx.GraphModule, through_relu6: bool) -> list[tuple[str, str]]:
+@torch.no_grad()
+def relu6_preactivation_peaks(gm: fx.GraphModule,
+                              batches: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per-channel maximum of the pre-activation (before the relu6) of every conv/linear layer
+    with a fused relu6 of the fused graph `gm`, over `batches` (run in eval mode)."""
+    peaks: dict[str, torch.Tensor] = {}
+    hooks = []
+    for node in gm.graph.nodes:
+        if calls_module(gm, node, _LAYERS):
+            fused = gm.get_submodule(node.target)
+            if fused.activation == "relu6":
+                inner = fused.bn if fused.bn is not None else _layer(fused)
+                hooks.append(inner.register_forward_hook(_peak_recorder(peaks, str(node.target))))
+    was_training = gm.training
+    try:
+        gm.eval()
+        for x in batches:
+            gm(x)
+    finally:
+        gm.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return peaks
+
+
+def _peak_recorder(peaks: dict[str, torch.Tensor], name: str):
+    def record(_module, _inputs, y: torch.Tensor) -> None:
+        channel_max = y.detach().transpose(0, 1).reshape(y.shape[1], -1).amax(1).double()
+        previous = peaks.get(name)
+        peaks[name] = channel_max if previous is None else torch.maximum(previous, channel_max)
+    return record
+
+
+def _saturated_as_inf(peak: torch.Tensor) -> torch.Tensor:
+    """The peaks in float64, +inf for a channel that reaches the clamp (it keeps S_i = 1)."""
+    peak = peak.detach().double()
+    return torch.where(peak >= RELU6_CLAMP, torch.inf, peak)
+
+
+def _clamped(first: FusedConv2d | FusedLinear, peak: torch.Tensor | None) -> int:
+    if first.activation != "relu6" or peak is None:
+        return 0
+    return int(peak.isinf().sum())
+
+
+def _equalizable_pairs(gm: fx.GraphModule, relu6_peaks: Mapping[str, torch.Tensor]
+                       ) -> list[tuple[str, str]]:
     """(first, second) node targets: conv->conv or linear->linear, the first's output read
-    only by the second, with an activation between that equalization may cross."""
-    allowed = (*_HOMOGENEOUS, "relu6") if through_relu6 else _HOMOGENEOUS
+    only by the second, with an activation between that equalization may cross (relu6 only
+    with peaks for the first)."""
     pairs = []
     for node in gm.graph.nodes:
         if not calls_module(gm, node, _LAYERS) or len(node.users) != 1:
@@ -112,7 +162,9 @@ def _equalizable_pairs(gm: fx.GraphModule, through_relu6: bool) -> list[tuple[st
         if not calls_module(gm, user, _LAYERS) or user.args != (node,) or user.kwargs:
             continue
         first, second = gm.get_submodule(node.target), gm.get_submodule(user.target)
-        if type(first) is type(second) and first.activation in allowed and _scalable(first):
+        crossable = first.activation in _HOMOGENEOUS or (
+            first.activation == "relu6" and str(node.target) in relu6_peaks)
+        if type(first) is type(second) and crossable and _scalable(first):
             pairs.append((str(node.target), str(user.target)))
     return pairs
 
@@ -153,12 +205,17 @@ def _input_ranges(fused: FusedConv2d | FusedLinear) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _equalize_pair(first: FusedConv2d | FusedLinear, second: FusedConv2d | FusedLinear) -> float:
-    """Apply `s_i = sqrt(r1_i · r2_i) / r2_i` to one pair; returns `max |s_i - 1|`."""
+def _equalize_pair(first: FusedConv2d | FusedLinear, second: FusedConv2d | FusedLinear,
+                   peak: torch.Tensor | None) -> float:
+    """Apply `s_i = sqrt(r1_i · r2_i) / r2_i` to one pair, within the relu6 bounds when
+    `peak` is given (then updated in place to the scaled peaks); returns `max |s_i - 1|`."""
     r1, r2 = _output_ranges(first), _input_ranges(second)
     assert r1.shape == r2.shape, f"channel mismatch {tuple(r1.shape)} vs {tuple(r2.shape)}"
     usable = (r1 > 0) & (r2 > 0)
     s = torch.where(usable, torch.sqrt(r1 * r2) / torch.where(usable, r2, 1.0), 1.0)
+    if first.activation == "relu6" and peak is not None:
+        s = torch.where(peak.isinf(), 1.0, torch.maximum(s, peak / RELU6_CLAMP))
+        peak /= s
     _scale_outputs(first, 1.0 / s)
     _scale_inputs(second, s)
     return float((s - 1.0).abs().max())

@@ -28,7 +28,14 @@ from torch import fx, nn
 
 from intq.errors import IntqError
 from intq.fakequant import Quantizer, QuantSpec
-from intq.graph import capture, cross_layer_equalize, fold_batchnorm, fuse, normalize
+from intq.graph import (
+    capture,
+    cross_layer_equalize,
+    fold_batchnorm,
+    fuse,
+    normalize,
+    relu6_preactivation_peaks,
+)
 from intq.graph.fused import FusedConv2d
 from intq.graph.place import activation_quantizers, place_quantizers, quant_layers
 from intq.graph.qmodules import QuantConv2d
@@ -60,7 +67,8 @@ def prepare_qat(
     recipe = qat_recipe(get_recipe(recipe) if isinstance(recipe, str) else recipe)
     gm = fuse(normalize(capture(model, example_input, leaf_modules=leaf_modules)))
     if recipe.equalize:  # BNs still inside: output channels scale through γ and β
-        gm, _ = cross_layer_equalize(gm)
+        peaks = relu6_preactivation_peaks(gm, [example_input])
+        gm, _ = cross_layer_equalize(gm, relu6_peaks=peaks)
     batchnorms = _take_conv_batchnorms(gm)
     qgm = place_quantizers(fold_batchnorm(gm), recipe)
     for name, bn in batchnorms.items():

@@ -26,10 +26,11 @@ _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 def simulate_int32_bias(
     bias: torch.Tensor, input_scale: torch.Tensor, weight_scale: torch.Tensor
 ) -> torch.Tensor:
-    """``bias`` rounded half-to-even onto the int32 grid of scale ``S_in·S_w`` and back."""
+    """``bias`` rounded half-to-even onto the int32 grid of scale ``S_in·S_w`` and back; the
+    gradient passes straight through (the bias of a quantized graph stays trainable)."""
     scale = (input_scale.double() * weight_scale.double()).to(bias.device)
-    q = round_half_even(bias.double() / scale).clamp(_INT32_MIN, _INT32_MAX)
-    return (q * scale).to(bias.dtype)
+    q = round_half_even(bias.detach().double() / scale).clamp(_INT32_MIN, _INT32_MAX)
+    return (q * scale).to(bias.dtype) + (bias - bias.detach())
 
 
 class _QuantLayer(nn.Module):

@@ -17,6 +17,7 @@ from intq.qat.checkpoint import (
 )
 from intq.qat.distill import distillation_loss
 from intq.qat.distributed import GlobalBatchEMAObserver, make_distributed
+from intq.qat.from_ptq import FROM_PTQ_SCHEDULE, prepare_qat_from_ptq
 from intq.qat.prepare import EMA_DECAY, convert_qat, prepare_qat, qat_layers, qat_recipe
 from intq.qat.ranges import calibrate_activation_ranges
 from intq.qat.schedule import QATSchedule, apply_schedule
@@ -24,6 +25,7 @@ from intq.qat.train import QATProgress, train_qat
 
 __all__ = [
     "EMA_DECAY",
+    "FROM_PTQ_SCHEDULE",
     "GlobalBatchEMAObserver",
     "QATConvBn2d",
     "QATProgress",
@@ -35,6 +37,7 @@ __all__ = [
     "load_checkpoint",
     "make_distributed",
     "prepare_qat",
+    "prepare_qat_from_ptq",
     "qat_layers",
     "qat_recipe",
     "restore_training_state",

@@ -103,23 +103,39 @@ def _interrupt_at(monkeypatch, stop: int) -> None:
     monkeypatch.setattr(qat_cli, "_progress", lambda enabled: Stop())
 
 
+@pytest.mark.parametrize("start", [(), ("--start", "adaround", "--adaround-iters", "20")])
 def test_interrupted_run_writes_nothing_and_resume_equals_uninterrupted(
-        user_files, tmp_path, monkeypatch, capsys):
+        user_files, tmp_path, monkeypatch, capsys, start):
     whole, resumed = tmp_path / "whole.onnx", tmp_path / "resumed.onnx"
     ckpt = tmp_path / "ck.safetensors"
-    assert intq.cli.main(_qat(user_files, whole)) == 0
+    assert intq.cli.main(_qat(user_files, whole, *start)) == 0
     with monkeypatch.context() as m:
         _interrupt_at(m, 7)
-        argv = _qat(user_files, resumed, "--checkpoint", str(ckpt), "--checkpoint-every", "3")
+        argv = _qat(user_files, resumed, *start, "--checkpoint", str(ckpt),
+                    "--checkpoint-every", "3")
         assert intq.cli.main(argv) == 130
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.safetensors", "whole.onnx",
                                                           "whole.safetensors"]
     assert int(load_checkpoint(ckpt)[0]["step"]) == 6  # the last complete checkpoint
-    assert intq.cli.main(_qat(user_files, resumed, "--resume", str(ckpt))) == 0
+    assert intq.cli.main(_qat(user_files, resumed, *start, "--resume", str(ckpt))) == 0
     _states_equal(whole.with_suffix(".safetensors"), resumed.with_suffix(".safetensors"),
                   rtol=0, atol=0)
     assert whole.read_bytes() == resumed.read_bytes()
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("start", ["ptq", "adaround"])
+def test_a_ptq_start_trains_the_ptq_model_closer_to_float(user_files, tmp_path, capsys, start):
+    """The untrained PTQ model (lr ~0) against the trained one, both from the same start."""
+    kl = {}
+    for lr in ("1e-12", "0.05"):
+        argv = _qat(user_files, tmp_path / f"{lr}.onnx", "--json", "--start", start,
+                    "--adaround-iters", "20", "--w-bits", "3", "--lr", lr)
+        assert intq.cli.main(argv) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["start"] == start
+        kl[lr] = summary["agreement"]["onnx"]["kl_divergence"]
+    assert kl["0.05"] < kl["1e-12"], kl
 
 
 def test_resume_refuses_a_checkpoint_of_other_settings(user_files, tmp_path, capsys):
@@ -152,6 +168,7 @@ def test_two_torchrun_processes_equal_one(user_files, tmp_path):
 
 @pytest.mark.parametrize("extra, code, message", [
     (("--checkpoint-every", "2"), 2, "--checkpoint-every needs --checkpoint FILE"),
+    (("--start", "ptq", "--bn-freeze", "0"), 2, "--start ptq takes no --bn-freeze"),
     (("--resume", "missing.safetensors"), 1, "checkpoint missing.safetensors does not exist"),
     (("--resume", "x.npy"), 1, "checkpoint x.npy is not a valid safetensors file"),
 ])

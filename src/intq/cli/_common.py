@@ -34,6 +34,8 @@ from intq.zoo.normalization import NORMALIZATIONS, Normalization
 
 __all__ = [
     "DATA_HELP",
+    "adaround_settings",
+    "add_adaround_settings_arguments",
     "add_equalize_argument",
     "agreement",
     "check_onnx_file",
@@ -169,8 +171,28 @@ def add_equalize_argument(parser) -> None:
     parser.add_argument(
         "--equalize", "--cle", action=argparse.BooleanOptionalAction, default=None,
         help="cross-layer equalization: rescale consecutive layers to equal per-channel weight "
-        "ranges before quantizing (relu6 between them becomes relu); default: on for "
-        "per-tensor weights with quantized activations")
+        "ranges before quantizing (across a relu6 only within the peaks seen on the data); "
+        "default: on for per-tensor weights with quantized activations")
+
+
+def add_adaround_settings_arguments(group) -> None:
+    """``--adaround-iters N`` and ``--adaround-images N`` (``AdaRoundSettings``)."""
+    from intq.adaptive_rounding import AdaRoundSettings
+
+    defaults = AdaRoundSettings()
+    group.add_argument("--adaround-iters", type=positive_int, default=defaults.iterations,
+                       metavar="N", help=f"AdaRound optimizer steps per layer at most (default: "
+                       f"{defaults.iterations}; stops early when the rounding settles)")
+    group.add_argument("--adaround-images", type=positive_int, default=defaults.images,
+                       metavar="N", help="calibration samples AdaRound learns from (default: "
+                       f"{defaults.images}, at most the calibration set)")
+
+
+def adaround_settings(args: argparse.Namespace):
+    """The ``AdaRoundSettings`` of ``add_adaround_settings_arguments``'s arguments."""
+    from intq.adaptive_rounding import AdaRoundSettings
+
+    return AdaRoundSettings(iterations=args.adaround_iters, images=args.adaround_images)
 
 
 def add_normalize_argument(parser) -> None:

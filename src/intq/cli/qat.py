@@ -34,15 +34,23 @@ _DEFAULT_BN_FREEZE = 0.5
 # Settings a resumed run must share with the run that wrote the checkpoint.
 _RUN_KEYS = ("model", "weights", "data", "n", "eval", "holdout", "recipe", "w_bits", "a_bits",
              "per_channel", "equalize", "epochs", "steps", "batch_size", "lr", "seed",
-             "distill", "temperature", "bn_freeze", "act_ranges", "normalize")
+             "distill", "temperature", "bn_freeze", "act_ranges", "normalize", "start",
+             "adaround_iters", "adaround_images")
 
 _CALIBRATION_SAMPLES = 256  # as intq quantize's default --calib-size
+_START_LABELS = {"float": "float model", "ptq": "PTQ model",
+                 "adaround": "PTQ model with AdaRound weights"}
+_STARTS = tuple(_START_LABELS)
 
 _DESCRIPTION = """\
-Fine-tune a trained float model with simulated quantization (BN folded with the paper's
-correction; BN statistics frozen after --bn-freeze of the steps; activation ranges from PTQ
-calibration, frozen, or with --act-ranges ema the paper's EMA, frozen after three quarters of
-the steps), then write the integer model as ONNX and the QAT state as safetensors.
+Fine-tune a trained float model with simulated quantization, then write the integer model as
+ONNX and the QAT state as safetensors. --start float (default) is the paper's QAT: BN folded
+with its correction, BN statistics frozen after --bn-freeze of the steps, activation ranges
+from PTQ calibration, frozen (or with --act-ranges ema the paper's EMA, frozen after three
+quarters of the steps). --start ptq fine-tunes the PTQ model instead ('intq quantize' on the
+first 256 samples of DATA, with bias correction: BN folded and frozen, ranges frozen), and
+--start adaround the PTQ model with AdaRound weights (slower to start, the best start for
+4-bit weights).
 
 MODEL, --weights and DATA are taken as by 'intq quantize'. With labels in DATA (a zoo
 dataset with labels, class sub-folders, a .npz with y) the loss is cross-entropy; without
@@ -99,13 +107,17 @@ def _add_training_arguments(parser) -> None:
                        help="peak learning rate, cosine decay (default: 0.005)")
     train.add_argument("--batch-size", type=common.positive_int, default=64, metavar="B",
                        help="global batch, split over torchrun processes (default: 64)")
-    train.add_argument("--bn-freeze", type=_fraction, default=_DEFAULT_BN_FREEZE, metavar="F",
+    train.add_argument("--start", choices=_STARTS, default="float",
+                       help="what training starts from: the float model (the paper's QAT), "
+                       "the PTQ model, or the PTQ model with AdaRound weights (default: float)")
+    train.add_argument("--bn-freeze", type=_fraction, metavar="F",
                        help="freeze BN statistics after this fraction of the steps (0: use "
-                       f"the float model's from the start; default: {_DEFAULT_BN_FREEZE})")
-    train.add_argument("--act-ranges", choices=("calibrated", "ema"), default="calibrated",
+                       f"the float model's from the start; default: {_DEFAULT_BN_FREEZE}; "
+                       "--start float only)")
+    train.add_argument("--act-ranges", choices=("calibrated", "ema"),
                        help="activation ranges: calibrated by PTQ with the recipe's observer "
                        "on DATA and frozen, or the paper's EMA of batch min/max (default: "
-                       "calibrated)")
+                       "calibrated; --start float only)")
     train.add_argument("--distill", action="store_true",
                        help="distill from the float model even when DATA has labels")
     train.add_argument("--temperature", type=common.positive(float), default=1.0,
@@ -134,6 +146,7 @@ def _add_recipe_arguments(parser) -> None:
     granularity.add_argument("--per-tensor", dest="per_channel", action="store_false",
                              help="one weight scale per tensor")
     common.add_equalize_argument(q)
+    common.add_adaround_settings_arguments(q)
 
 
 def _fraction(text: str) -> float:
@@ -181,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
 # -- set-up: everything checked before training ----------------------------------------
 
 def _setup(args: argparse.Namespace, world: int) -> _Run:
+    _check_start(args)
     outputs = _outputs(args)
     recipe = _recipe(args)
     resume = _resume_state(args)
@@ -195,6 +209,19 @@ def _setup(args: argparse.Namespace, world: int) -> _Run:
     distill = args.distill or train.y is None
     _check_model(loaded.model, train, None if distill else train.y)
     return _Run(loaded, recipe, input_shape, train, holdout, distill, outputs, resume)
+
+
+def _check_start(args: argparse.Namespace) -> None:
+    """Fill the --start float defaults; refuse its options with a PTQ start."""
+    if args.start == "float":
+        args.bn_freeze = _DEFAULT_BN_FREEZE if args.bn_freeze is None else args.bn_freeze
+        args.act_ranges = args.act_ranges or "calibrated"
+        return
+    given = [f"--{k.replace('_', '-')}" for k in ("bn_freeze", "act_ranges")
+             if getattr(args, k) is not None]
+    if given:
+        raise UsageError(f"--start {args.start} takes no {' or '.join(given)}: its BN is "
+                         "folded and its calibrated ranges frozen (those are for --start float)")
 
 
 def _outputs(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -215,9 +242,9 @@ def _outputs(args: argparse.Namespace) -> tuple[Path, Path]:
 
 def _recipe(args: argparse.Namespace) -> Recipe:
     try:
+        observer = {"observer": "ema"} if args.start == "float" else {}
         recipe = get_recipe(args.recipe, w_bits=args.w_bits, a_bits=args.a_bits,
-                            per_channel=args.per_channel, observer="ema",
-                            equalize=args.equalize)
+                            per_channel=args.per_channel, equalize=args.equalize, **observer)
     except ValueError as exc:
         raise UsageError(f"recipe options: {exc}") from None
     if max(recipe.weight.bits, recipe.activation.bits) > 8:
@@ -289,24 +316,14 @@ def _check_model(model: nn.Module, data: Dataset, labels: torch.Tensor | None) -
 # -- training ------------------------------------------------------------------------------
 
 def _train(setup: _Run, args: argparse.Namespace, rank: int, world: int):
-    from intq.qat import (
-        QATSchedule,
-        calibrate_activation_ranges,
-        make_distributed,
-        prepare_qat,
-        train_qat,
-    )
+    from intq.qat import FROM_PTQ_SCHEDULE, make_distributed, train_qat
 
     model, train = setup.loaded.model, setup.train
-    qgm = prepare_qat(model, train.x[:2], setup.recipe)
     total = _total_steps(len(train), args.batch_size, world, args.epochs, args.steps)
-    schedule = dataclasses.replace(QATSchedule.for_total_steps(total),
-                                   bn_freeze_step=int(total * args.bn_freeze))
-    if args.act_ranges == "calibrated":
-        samples = min(len(train.x), _CALIBRATION_SAMPLES)
-        with common.status(f"calibrating activation ranges on {samples} samples"):
-            calibrate_activation_ranges(qgm, model, train.x[:samples], setup.recipe)
-        schedule = dataclasses.replace(schedule, act_range_freeze_step=0)
+    if args.start == "float":
+        qgm, schedule = _float_start(setup, args, total)
+    else:
+        qgm, schedule = _ptq_start(setup, args), FROM_PTQ_SCHEDULE
     trained = make_distributed(qgm) if world > 1 else qgm
     per_rank = args.batch_size // world
     every = args.checkpoint_every or max(1, total // args.epochs)
@@ -323,6 +340,43 @@ def _train(setup: _Run, args: argparse.Namespace, rank: int, world: int):
         raise IntqError(f"QAT failed: {common.one_line(exc)}; if the training diverged, "
                         "lower --lr") from None
     return qgm, time.perf_counter() - start
+
+
+def _float_start(setup: _Run, args: argparse.Namespace, total: int):
+    """The paper's QAT graph of the float model and its schedule."""
+    from intq.qat import QATSchedule, calibrate_activation_ranges, prepare_qat
+
+    model, train = setup.loaded.model, setup.train
+    qgm = prepare_qat(model, train.x[:2], setup.recipe)
+    schedule = dataclasses.replace(QATSchedule.for_total_steps(total),
+                                   bn_freeze_step=int(total * args.bn_freeze))
+    if args.act_ranges == "calibrated":
+        samples = min(len(train.x), _CALIBRATION_SAMPLES)
+        with common.status(f"calibrating activation ranges on {samples} samples"):
+            calibrate_activation_ranges(qgm, model, train.x[:samples], setup.recipe)
+        schedule = dataclasses.replace(schedule, act_range_freeze_step=0)
+    return qgm, schedule
+
+
+def _ptq_start(setup: _Run, args: argparse.Namespace):
+    """The PTQ (or AdaRound) model of the first samples of the training data, trainable. A
+    resumed run only needs the graph's shape: the checkpoint holds every weight and range."""
+    from intq.adaptive_rounding import adaround
+    from intq.ptq import quantize
+    from intq.qat import prepare_qat_from_ptq
+
+    model, calib = setup.loaded.model, setup.train.x[:_CALIBRATION_SAMPLES]
+    show = common.progress_enabled()
+    try:
+        if args.start == "adaround" and setup.resume is None:
+            ptq = adaround(model, calib, setup.recipe, settings=common.adaround_settings(args),
+                           progress=show)
+        else:
+            ptq = quantize(model, calib, setup.recipe, bias_correction=setup.resume is None,
+                           progress=show)
+    except ValueError as exc:
+        raise IntqError(f"post-training quantization failed: {common.one_line(exc)}") from exc
+    return prepare_qat_from_ptq(ptq)
 
 
 def _total_steps(n: int, global_batch: int, world: int, epochs: int, steps: int | None) -> int:
@@ -422,6 +476,7 @@ def _finish(setup: _Run, qgm, args: argparse.Namespace) -> dict:
         "weights": setup.loaded.weights,
         "recipe": setup.recipe.name,
         "equalize": setup.recipe.equalize,
+        "start": args.start,
         "loss": f"distillation (T={args.temperature:g})" if setup.distill else "cross-entropy",
         "onnx": str(onnx_path),
         "checkpoint": str(state_path),
@@ -460,7 +515,8 @@ def _accuracy(logits: torch.Tensor, labels: torch.Tensor | None) -> float | None
 def _format(s: dict) -> str:
     lines = [
         f"model            {s['model']} ({s['recipe']}"
-        + (" + cross-layer equalization)" if s["equalize"] else ")") + f", {s['loss']}",
+        + (" + cross-layer equalization)" if s["equalize"] else ")") + f", {s['loss']}, "
+        f"from the {_START_LABELS[s['start']]}",
         f"data             {s['train_samples']} training, {s['holdout_samples']} hold-out; "
         f"{s['processes']} process(es), {s['train_seconds']:.1f} s training",
     ]

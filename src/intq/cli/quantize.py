@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from intq.adaptive_rounding import AdaRoundSettings, adaround
+from intq.adaptive_rounding import adaround
 from intq.cli import _common as common
 from intq.cli import _mixed as mixed_cli
 from intq.cli import _report_dir as report_dir
@@ -163,13 +163,7 @@ def _add_adaround_options(p) -> None:
     ada.add_argument("--adaround", action="store_true",
                      help="learn each weight's rounding (up or down) layer by layer so the "
                      "layer's output matches the float model's on the calibration data")
-    defaults = AdaRoundSettings()
-    ada.add_argument("--adaround-iters", type=common.positive_int, default=defaults.iterations,
-                     metavar="N", help=f"optimizer steps per layer at most (default: "
-                     f"{defaults.iterations}; stops early when the rounding settles)")
-    ada.add_argument("--adaround-images", type=common.positive_int, default=defaults.images,
-                     metavar="N", help="calibration samples AdaRound learns from (default: "
-                     f"{defaults.images}, at most the calibration set)")
+    common.add_adaround_settings_arguments(ada)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -422,9 +416,8 @@ def _calibrate(model: nn.Module, calib: Dataset, recipe: Recipe, leaves: list[st
     start = time.perf_counter()
     try:
         if args.adaround:
-            settings = AdaRoundSettings(iterations=args.adaround_iters,
-                                        images=args.adaround_images)
-            qgm = adaround(model, calib.x, recipe, settings=settings, leaf_modules=leaves,
+            qgm = adaround(model, calib.x, recipe, settings=common.adaround_settings(args),
+                           leaf_modules=leaves,
                            bias_correction=args.bias_correction,
                            progress=common.progress_enabled())
         else:

@@ -6,7 +6,8 @@ For every (model, weight setting) of ``--runs``:
   ranges, nearest rounding, no AdaRound), evaluated by the command itself;
 - QAT: ``intq qat MODEL --data natural-images --n TRAIN --eval natural-images --holdout EVAL
   --steps S --bn-freeze 0`` (no labels: distillation from the float model, BN statistics
-  of the float model from the start, activation ranges frozen at 75% of the steps).
+  of the float model from the start, calibrated activation ranges frozen), or with
+  ``--start ptq|adaround`` the same fine-tuning of the PTQ / AdaRound model.
 Training/calibration crops come from the natural-images 'calibration' stream, evaluation crops
 from the disjoint 'evaluation' stream (random-resized crops of the same 18 photographs, see
 ``intq.zoo.natural_images``). Every number is the integer ONNX model in ONNX Runtime against
@@ -17,8 +18,9 @@ Lite1 is the user model ``benchmarks/models/efficientnet_lite1.py:efficientnet_l
 
     PYTHONPATH=src .venv/bin/python benchmarks/qat_distill.py [--steps 60] [--batch-size 16]
         [--lr 0.002] [--train 256] [--eval 256] [--runs lite0:8,lite1:4] [--out DIR]
+        [--start float|ptq|adaround] [--name qat_distill]
 
-Writes DIR/qat_distill.{json,md} (default benchmarks/results); wall times are whole command
+Writes DIR/NAME.{json,md} (default benchmarks/results); wall times are whole command
 runs (model loading, training, conversion, evaluation) on this machine, as measured.
 """
 
@@ -80,10 +82,19 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--eval", type=int, default=256, help="held-out evaluation crops")
     p.add_argument("--runs", default="lite0:8,lite1:4", help="MODEL:WEIGHT_BITS,...")
     p.add_argument("--methods", default="ptq,qat", help="ptq, qat or both")
+    p.add_argument("--start", choices=("float", "ptq", "adaround"), default="float",
+                   help="intq qat --start (default: float, the paper's QAT)")
+    p.add_argument("--adaround-iters", type=int, default=1000)
+    p.add_argument("--name", default="qat_distill", help="output file stem")
     p.add_argument("--combine", nargs="+", metavar="JSON",
                    help="only merge the qat_distill.json files of earlier runs into --out")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
     return p.parse_args()
+
+
+_START_LABELS = {"float": "QAT, distillation (no labels)",
+                 "ptq": "QAT from PTQ, distillation (no labels)",
+                 "adaround": "QAT from AdaRound, distillation (no labels)"}
 
 
 def _compare(name: str, bits: int, args):
@@ -103,10 +114,12 @@ def _compare(name: str, bits: int, args):
                "--eval", "natural-images", "--holdout", str(args.eval), "--steps",
                str(args.steps), "--epochs", str(args.steps), "--batch-size",
                str(args.batch_size), "--lr", str(args.lr), "--temperature",
-               str(args.temperature), "--bn-freeze", "0", "--w-bits", str(bits),
+               str(args.temperature), "--w-bits", str(bits), "--start", args.start,
                "-o", f"{tmp}/qat.onnx"]
+        qat += (["--bn-freeze", "0"] if args.start == "float"
+                else ["--adaround-iters", str(args.adaround_iters)])
         report, seconds = _intq(qat)
-        yield _row(name, bits, "QAT, distillation (no labels)", report["agreement"]["onnx"],
+        yield _row(name, bits, _START_LABELS[args.start], report["agreement"]["onnx"],
                    seconds, f"{args.steps} steps x {args.batch_size} of {args.train} crops, "
                    f"lr {args.lr}, T {args.temperature:g}", report["train_seconds"])
 
@@ -133,7 +146,7 @@ def _row(name, bits, method, agreement, seconds, settings, train_seconds=None) -
 def _write(rows: list[dict], args, metas: list[dict]) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     meta = metas[0] if len(metas) == 1 else {"runs": metas}
-    (args.out / "qat_distill.json").write_text(json.dumps({"meta": meta, "rows": rows},
+    (args.out / f"{args.name}.json").write_text(json.dumps({"meta": meta, "rows": rows},
                                                           indent=2) + "\n")
     commands = "; ".join(f"`benchmarks/qat_distill.py {' '.join(m['argv'])}` (load average "
                          f"{m['load_average'][0]:.1f} at its end)" for m in metas)
@@ -153,7 +166,7 @@ def _write(rows: list[dict], args, metas: list[dict]) -> None:
                      f"{r['top1_agreement']:.3f} | {r['sqnr_db']:.1f} | "
                      f"{r['kl_divergence']:.4f} | {r['seconds']:.0f} | {train} | "
                      f"{r['settings']} |")
-    (args.out / "qat_distill.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

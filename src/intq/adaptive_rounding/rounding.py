@@ -19,6 +19,7 @@ every h(V) exactly 0 or 1 and the hard rounding unchanged since the previous che
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -108,9 +109,27 @@ class LayerProblem:
 
     def output(self, weight: torch.Tensor, columns: torch.Tensor | slice) -> torch.Tensor:
         """f(W·x̃ + b) on the chosen columns (G, O/G, m)."""
-        x = self.inputs[:, :, columns]
+        return self._output(weight, self.inputs[:, :, columns])
+
+    def sampled(self, weight: torch.Tensor, columns: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f(W·x̃ + b), target) on the columns of the index tensor ``columns`` (G, O/G, m),
+        gathered from column-major copies: picking scattered columns out of (G, K, M) costs
+        a strided gather per value, out of (M, G, K) one contiguous row per column."""
+        x = self._inputs_by_column[columns].permute(1, 2, 0)
+        return self._output(weight, x), self._target_by_column[columns].permute(1, 2, 0)
+
+    def _output(self, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         y = torch.bmm(weight, x) if self.bias is None else torch.baddbmm(self.bias, weight, x)
         return apply_activation(y, self.activation)
+
+    @functools.cached_property
+    def _inputs_by_column(self) -> torch.Tensor:
+        return self.inputs.permute(2, 0, 1).contiguous()
+
+    @functools.cached_property
+    def _target_by_column(self) -> torch.Tensor:
+        return self.target.permute(2, 0, 1).contiguous()
 
     @property
     def columns(self) -> int:
@@ -174,7 +193,8 @@ def learn_rounding(problem: LayerProblem, settings: AdaRoundSettings,
     for step in range(settings.iterations):
         batch = torch.randint(problem.columns, (settings.batch_columns,), generator=generator)
         h = rectified_sigmoid(v)
-        diff = problem.output(problem.weight(h), batch) - problem.target[:, :, batch]
+        output, target = problem.sampled(problem.weight(h), batch)
+        diff = output - target
         loss = diff.pow(2).sum(dim=(0, 1)).mean()
         beta = annealed_beta(step, settings.iterations, settings)
         if beta is not None:

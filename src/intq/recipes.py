@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_RECIPE",
     "LayerOverride",
     "Recipe",
+    "WEIGHT_OBSERVERS",
     "default_equalize",
     "get_recipe",
     "recipe_names",
@@ -38,6 +39,7 @@ DEFAULT_RECIPE = "sym-per-channel-8"
 # Measured on EfficientNet-Lite0 (BENCHMARKS.md section 2): MSE-optimal clipping gives the best
 # logit SQNR and agreement, in simulation and in ONNX Runtime.
 DEFAULT_OBSERVER = "mse"
+WEIGHT_OBSERVERS = ("minmax", "mse")
 # 99.999 keeps the rare large activations of the linear bottlenecks that 99.99 clips.
 ACTIVATION_OBSERVER_OPTIONS = {"percentile": {"percentile": 99.999}}
 _NAME = re.compile(r"^(?P<scheme>[a-z-]+?)-(?P<bits>\d+)$")
@@ -126,23 +128,30 @@ def get_recipe(
     per_channel: bool | None = None,
     weight_only: bool = False,
     observer: str = DEFAULT_OBSERVER,
+    weight_observer: str = "minmax",
     equalize: bool | None = None,
 ) -> Recipe:
     """The preset ``name`` (``<scheme>-<bits>``), adjusted by the CLI-style options.
 
     ``per_channel`` switches the scheme's granularity (sym-per-channel <-> sym-per-layer is
     not a preset: True/False picks the per-channel/per-layer form of the same symmetry).
-    ``equalize`` None: ``default_equalize(recipe)``.
+    ``weight_observer``: one of ``WEIGHT_OBSERVERS`` (``mse``: the per-channel clipping that
+    minimizes the weights' squared error, worth it at 4 bits). ``equalize`` None:
+    ``default_equalize(recipe)``.
     """
+    if weight_observer not in WEIGHT_OBSERVERS:
+        raise ValueError(f"weight observer must be one of {', '.join(WEIGHT_OBSERVERS)}, "
+                         f"got {weight_observer!r}")
     match = _NAME.match(name)
     if match is None or match["scheme"] not in SCHEMES:
         raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(recipe_names())}")
     scheme = _with_granularity(match["scheme"], per_channel)
     bits = int(match["bits"]) if w_bits is None else w_bits
-    weight = weight_spec(scheme, bits)
+    weight = weight_spec(scheme, bits, observer=weight_observer)
     options = ACTIVATION_OBSERVER_OPTIONS.get(observer, {})
     activation = None if weight_only else activation_spec(a_bits, observer=observer, **options)
-    label = f"{scheme}-{bits}" + ("-weight-only" if weight_only else f"-a{a_bits}-{observer}")
+    weight_label = f"{scheme}-{bits}" + ("" if weight_observer == "minmax" else "-mse-weights")
+    label = weight_label + ("-weight-only" if weight_only else f"-a{a_bits}-{observer}")
     recipe = Recipe(label, weight, activation)
     equalize = default_equalize(recipe) if equalize is None else equalize
     return dataclasses.replace(recipe, equalize=equalize)

@@ -130,7 +130,8 @@ def test_a_ptq_start_trains_the_ptq_model_closer_to_float(user_files, tmp_path, 
     kl = {}
     for lr in ("1e-12", "0.05"):
         argv = _qat(user_files, tmp_path / f"{lr}.onnx", "--json", "--start", start,
-                    "--adaround-iters", "20", "--w-bits", "3", "--lr", lr)
+                    "--adaround-iters", "20", "--w-bits", "2", "--weight-ranges", "mse",
+                    "--lr", lr)
         assert intq.cli.main(argv) == 0
         summary = json.loads(capsys.readouterr().out)
         assert summary["start"] == start
@@ -169,6 +170,7 @@ def test_two_torchrun_processes_equal_one(user_files, tmp_path):
 @pytest.mark.parametrize("extra, code, message", [
     (("--checkpoint-every", "2"), 2, "--checkpoint-every needs --checkpoint FILE"),
     (("--start", "ptq", "--bn-freeze", "0"), 2, "--start ptq takes no --bn-freeze"),
+    (("--weight-ranges", "mse"), 2, "--weight-ranges mse needs --start ptq or adaround"),
     (("--resume", "missing.safetensors"), 1, "checkpoint missing.safetensors does not exist"),
     (("--resume", "x.npy"), 1, "checkpoint x.npy is not a valid safetensors file"),
 ])

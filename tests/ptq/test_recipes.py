@@ -4,8 +4,9 @@ keep_float, and ValueErrors that say what was wrong and what is allowed."""
 import dataclasses
 
 import pytest
+import torch
 
-from intq.fakequant import QuantSpec, activation_spec, weight_spec
+from intq.fakequant import Quantizer, QuantSpec, activation_spec, weight_spec
 from intq.recipes import (
     DEFAULT_OBSERVER,
     DEFAULT_RECIPE,
@@ -136,3 +137,19 @@ def test_recipe_validation():
     per_channel = QuantSpec(per_channel=True, axis=1)
     with pytest.raises(ValueError, match=r"activations are quantized per tensor"):
         Recipe("r", w, per_channel)
+
+
+def test_mse_weight_ranges_clip_the_weights_with_less_squared_error():
+    recipe = get_recipe("sym-per-channel-4", weight_observer="mse")
+    assert recipe.weight.observer == "mse" and recipe.name.startswith("sym-per-channel-4-mse")
+    assert get_recipe("sym-per-channel-4").weight.observer == "minmax"
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(8, 16, 3, 3, generator=g) * torch.logspace(-1, 1, 8).reshape(-1, 1, 1, 1)
+    w[:, 0, 0, 0] *= 6  # one outlier per channel: min/max wastes levels on it
+    errors = {}
+    for kind in ("minmax", "mse"):
+        q = Quantizer(get_recipe("sym-per-channel-4", weight_observer=kind).weight)
+        errors[kind] = float((q(w) - w).pow(2).sum())
+    assert errors["mse"] < 0.9 * errors["minmax"], errors
+    with pytest.raises(ValueError, match=r"weight observer must be one of minmax, mse"):
+        get_recipe(weight_observer="kl")

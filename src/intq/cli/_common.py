@@ -37,6 +37,7 @@ __all__ = [
     "adaround_settings",
     "add_adaround_settings_arguments",
     "add_equalize_argument",
+    "add_weight_observer_argument",
     "agreement",
     "check_onnx_file",
     "check_output_path",
@@ -173,6 +174,15 @@ def add_equalize_argument(parser) -> None:
         help="cross-layer equalization: rescale consecutive layers to equal per-channel weight "
         "ranges before quantizing (across a relu6 only within the peaks seen on the data); "
         "default: on for per-tensor weights with quantized activations")
+
+
+def add_weight_observer_argument(group) -> None:
+    """``--weight-ranges {minmax,mse}``: the weight quantizers' range estimator."""
+    from intq.recipes import WEIGHT_OBSERVERS
+
+    group.add_argument("--weight-ranges", choices=WEIGHT_OBSERVERS, default="minmax",
+                       help="weight range per channel (or tensor): min/max, or the clipping "
+                       "with the least squared error (better at 4 bits); default: minmax")
 
 
 def add_adaround_settings_arguments(group) -> None:

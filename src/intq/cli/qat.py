@@ -35,7 +35,7 @@ _DEFAULT_BN_FREEZE = 0.5
 _RUN_KEYS = ("model", "weights", "data", "n", "eval", "holdout", "recipe", "w_bits", "a_bits",
              "per_channel", "equalize", "epochs", "steps", "batch_size", "lr", "seed",
              "distill", "temperature", "bn_freeze", "act_ranges", "normalize", "start",
-             "adaround_iters", "adaround_images")
+             "adaround_iters", "adaround_images", "weight_ranges")
 
 _CALIBRATION_SAMPLES = 256  # as intq quantize's default --calib-size
 _START_LABELS = {"float": "float model", "ptq": "PTQ model",
@@ -146,6 +146,7 @@ def _add_recipe_arguments(parser) -> None:
     granularity.add_argument("--per-tensor", dest="per_channel", action="store_false",
                              help="one weight scale per tensor")
     common.add_equalize_argument(q)
+    common.add_weight_observer_argument(q)
     common.add_adaround_settings_arguments(q)
 
 
@@ -214,6 +215,9 @@ def _setup(args: argparse.Namespace, world: int) -> _Run:
 def _check_start(args: argparse.Namespace) -> None:
     """Fill the --start float defaults; refuse its options with a PTQ start."""
     if args.start == "float":
+        if args.weight_ranges != "minmax":
+            raise UsageError(f"--weight-ranges {args.weight_ranges} needs --start ptq or "
+                             "adaround (QAT from float tracks the weights' min/max each step)")
         args.bn_freeze = _DEFAULT_BN_FREEZE if args.bn_freeze is None else args.bn_freeze
         args.act_ranges = args.act_ranges or "calibrated"
         return
@@ -244,7 +248,8 @@ def _recipe(args: argparse.Namespace) -> Recipe:
     try:
         observer = {"observer": "ema"} if args.start == "float" else {}
         recipe = get_recipe(args.recipe, w_bits=args.w_bits, a_bits=args.a_bits,
-                            per_channel=args.per_channel, equalize=args.equalize, **observer)
+                            per_channel=args.per_channel, equalize=args.equalize,
+                            weight_observer=args.weight_ranges, **observer)
     except ValueError as exc:
         raise UsageError(f"recipe options: {exc}") from None
     if max(recipe.weight.bits, recipe.activation.bits) > 8:

@@ -132,6 +132,7 @@ def add_parser(subparsers) -> None:
                    help="quantize weights only (simulated: no ONNX file)")
     q.add_argument("--observer", choices=OBSERVER_KINDS, default=DEFAULT_OBSERVER,
                    help=f"activation range estimator (default: {DEFAULT_OBSERVER})")
+    common.add_weight_observer_argument(q)
     q.add_argument("--keep-float", action="append", default=[], metavar="NAME",
                    help="keep this module (qualified name, or fnmatch pattern of layers) in "
                    "float; repeatable (simulated: no ONNX file)")
@@ -265,7 +266,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
 def _recipe(args: argparse.Namespace) -> Recipe:
     try:
         recipe = get_recipe(args.recipe, w_bits=args.w_bits, a_bits=args.a_bits,
-                            weight_only=args.weight_only, observer=args.observer)
+                            weight_only=args.weight_only, observer=args.observer,
+                            weight_observer=args.weight_ranges)
     except ValueError as exc:
         raise UsageError(f"--recipe: {exc}") from None
     if args.w_bits is None and not _EXPORTABLE_BITS[0] <= recipe.weight.bits <= 8:

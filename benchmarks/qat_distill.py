@@ -86,6 +86,8 @@ def _parse() -> argparse.Namespace:
                    help="intq qat --start (default: float, the paper's QAT)")
     p.add_argument("--adaround-iters", type=int, default=1000)
     p.add_argument("--name", default="qat_distill", help="output file stem")
+    p.add_argument("--qat-args", default="", help="more 'intq qat' arguments, e.g. "
+                   "'--cle --weight-ranges mse'")
     p.add_argument("--combine", nargs="+", metavar="JSON",
                    help="only merge the qat_distill.json files of earlier runs into --out")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
@@ -117,11 +119,12 @@ def _compare(name: str, bits: int, args):
                str(args.temperature), "--w-bits", str(bits), "--start", args.start,
                "-o", f"{tmp}/qat.onnx"]
         qat += (["--bn-freeze", "0"] if args.start == "float"
-                else ["--adaround-iters", str(args.adaround_iters)])
+                else ["--adaround-iters", str(args.adaround_iters)]) + args.qat_args.split()
         report, seconds = _intq(qat)
         yield _row(name, bits, _START_LABELS[args.start], report["agreement"]["onnx"],
                    seconds, f"{args.steps} steps x {args.batch_size} of {args.train} crops, "
-                   f"lr {args.lr}, T {args.temperature:g}", report["train_seconds"])
+                   f"lr {args.lr}, T {args.temperature:g} {args.qat_args}".strip(),
+                   report["train_seconds"])
 
 
 def _intq(argv: list[str]) -> tuple[dict, float]:

@@ -31,6 +31,7 @@ __all__ = ["add_parser", "run"]
 
 _MAX_HOLDOUT = 5000
 _DEFAULT_BN_FREEZE = 0.5
+_DEFAULT_LR = {"float": 0.005, "ptq": 1e-4, "adaround": 1e-4}
 # Settings a resumed run must share with the run that wrote the checkpoint.
 _RUN_KEYS = ("model", "weights", "data", "n", "eval", "holdout", "recipe", "w_bits", "a_bits",
              "per_channel", "equalize", "epochs", "steps", "batch_size", "lr", "seed",
@@ -103,8 +104,10 @@ def _add_training_arguments(parser) -> None:
                        help="default: 1")
     train.add_argument("--steps", type=common.positive_int, metavar="N",
                        help="stop after N steps (default: all steps of the epochs)")
-    train.add_argument("--lr", type=common.positive(float), default=0.005,
-                       help="peak learning rate, cosine decay (default: 0.005)")
+    train.add_argument("--lr", type=common.positive(float),
+                       help=f"peak learning rate, cosine decay (default: {_DEFAULT_LR['float']} "
+                       f"for --start float, {_DEFAULT_LR['ptq']} from a PTQ start, which is "
+                       "already close)")
     train.add_argument("--batch-size", type=common.positive_int, default=64, metavar="B",
                        help="global batch, split over torchrun processes (default: 64)")
     train.add_argument("--start", choices=_STARTS, default="float",
@@ -213,7 +216,8 @@ def _setup(args: argparse.Namespace, world: int) -> _Run:
 
 
 def _check_start(args: argparse.Namespace) -> None:
-    """Fill the --start float defaults; refuse its options with a PTQ start."""
+    """Fill the defaults of --start; refuse the float start's options with a PTQ start."""
+    args.lr = _DEFAULT_LR[args.start] if args.lr is None else args.lr
     if args.start == "float":
         if args.weight_ranges != "minmax":
             raise UsageError(f"--weight-ranges {args.weight_ranges} needs --start ptq or "

@@ -8,6 +8,8 @@ from torch import nn
 from intq.eval import mean_kl_divergence
 from intq.qat import convert_qat, distillation_loss, prepare_qat, train_qat
 
+from .nets import trained_looking_net
+
 
 def test_loss_at_temperature_one_is_the_reported_mean_kl():
     g = torch.Generator().manual_seed(0)
@@ -34,21 +36,6 @@ def test_temperature_must_be_positive(bad):
         distillation_loss(torch.zeros(1, 2), torch.zeros(1, 2), bad)
 
 
-def _float_net() -> nn.Module:
-    """A small trained-looking float CNN: random weights, BN statistics from real batches."""
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 16, 3, stride=2, bias=False), nn.BatchNorm2d(16), nn.ReLU6(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
-    )
-    net.train()
-    with torch.no_grad():
-        for _ in range(20):
-            net(torch.randn(32, 3, 12, 12))
-    return net.eval()
-
-
 def _heldout_kl(teacher: nn.Module, lr: float, x: torch.Tensor, held: torch.Tensor) -> float:
     qgm = prepare_qat(teacher, x[:2], "sym-per-channel-4")
     train_qat(qgm, x, teacher=teacher, epochs=6, lr=lr, batch_size=32, seed=0)
@@ -59,7 +46,7 @@ def _heldout_kl(teacher: nn.Module, lr: float, x: torch.Tensor, held: torch.Tens
 def test_distillation_qat_lowers_the_heldout_kl():
     """Same schedule, ranges and BN statistics; only the weight updates differ (lr 0 vs >0)."""
     torch.set_num_threads(1)
-    teacher = _float_net()
+    teacher = trained_looking_net()
     g = torch.Generator().manual_seed(2)
     x, held = torch.randn(256, 3, 12, 12, generator=g), torch.randn(128, 3, 12, 12, generator=g)
     untrained = _heldout_kl(teacher, 1e-12, x, held)

@@ -14,20 +14,7 @@ from intq.ptq import quantize
 from intq.qat import FROM_PTQ_SCHEDULE, convert_qat, prepare_qat_from_ptq, train_qat
 from intq.recipes import get_recipe
 
-
-def _float_net() -> nn.Module:
-    """A small trained-looking float CNN: random weights, BN statistics from real batches."""
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 16, 3, stride=2, bias=False), nn.BatchNorm2d(16), nn.ReLU6(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
-    )
-    net.train()
-    with torch.no_grad():
-        for _ in range(20):
-            net(torch.randn(32, 3, 12, 12))
-    return net.eval()
+from .nets import trained_looking_net
 
 
 def _data():
@@ -37,7 +24,7 @@ def _data():
 
 def test_the_prepared_copy_computes_the_ptq_graph_and_leaves_it_alone():
     torch.set_num_threads(1)
-    teacher = _float_net()
+    teacher = trained_looking_net()
     x, held = _data()
     ptq = quantize(teacher, x[:64], "sym-per-channel-4", progress=False)
     before = copy.deepcopy(ptq.state_dict())
@@ -50,7 +37,7 @@ def test_the_prepared_copy_computes_the_ptq_graph_and_leaves_it_alone():
 
 
 def test_weights_and_biases_get_gradients():
-    teacher = _float_net()
+    teacher = trained_looking_net()
     x, _ = _data()
     qgm = prepare_qat_from_ptq(quantize(teacher, x[:64], "sym-per-channel-8", progress=False))
     qgm(x[:8]).pow(2).sum().backward()
@@ -60,7 +47,7 @@ def test_weights_and_biases_get_gradients():
 
 
 def test_adaround_weights_stay_on_their_grid():
-    teacher = _float_net()
+    teacher = trained_looking_net()
     x, _ = _data()
     rounded = adaround(teacher, x[:32], "sym-per-channel-4", progress=False,
                        settings=AdaRoundSettings(iterations=20, images=32, check_every=5))
@@ -82,7 +69,7 @@ def _heldout_kl(teacher: nn.Module, lr: float, x: torch.Tensor, held: torch.Tens
 def test_distillation_from_ptq_lowers_the_heldout_kl():
     """Same PTQ start and frozen ranges; only the weight updates differ (lr 0 vs > 0)."""
     torch.set_num_threads(1)
-    teacher = _float_net()
+    teacher = trained_looking_net()
     x, held = _data()
     untrained = _heldout_kl(teacher, 1e-12, x, held)
     trained = _heldout_kl(teacher, 0.02, x, held)

@@ -3,6 +3,9 @@ the learned rounding reconstructs each layer at least as well as rounding to nea
 columns it learned from and on held-out images; every weight is the floor or the ceil of
 w/s; an interrupted run leaves the graph it was given untouched."""
 
+import copy
+import dataclasses
+
 import pytest
 import torch
 
@@ -82,6 +85,48 @@ def test_every_weight_is_the_floor_or_the_ceil_of_w_over_s(rounded):
         assert torch.equal(layer.quantized_weight(), layer.layer.weight), name
 
 
+@pytest.fixture(scope="module")
+def rounded_with_scales(calibrated, data):
+    """AdaRound that also learns the weight scales and a bias shift (no bias correction)."""
+    _, qgm = calibrated
+    settings = dataclasses.replace(QUICK, learn_scale_and_bias=True)
+    return adaround_graph(qgm, list(data[0].split(16)), settings, bias_correction=False,
+                          progress=False)
+
+
+def test_learning_scales_and_biases_beats_learning_the_rounding_alone(calibrated, rounded,
+                                                                     rounded_with_scales, data):
+    model, _ = calibrated
+    with torch.no_grad():
+        reference = model(data[1])
+        error = {name: (gm(data[1]) - reference).pow(2).mean().item()
+                 for name, (gm, _) in (("rounding", rounded), ("scales", rounded_with_scales))}
+    assert error["scales"] < 0.95 * error["rounding"], error
+    layers = rounded_with_scales[1]
+    assert sum(r.learned_error for r in layers) < sum(r.learned_error for r in rounded[1])
+
+
+def test_learned_scales_keep_every_weight_on_its_grid_and_the_float_model_recoverable(
+        calibrated, rounded_with_scales, data):
+    model, qgm = calibrated
+    learned, _ = rounded_with_scales
+    calibrated_scales = {n: layer.weight_quantizer.scale for n, layer in quant_layers(qgm)}
+    moved = 0
+    for name, layer in quant_layers(learned):
+        scale = layer.weight_quantizer.scale
+        moved += not torch.equal(scale, calibrated_scales[name])
+        q = layer.layer.weight / scale.reshape(-1, *[1] * (layer.layer.weight.dim() - 1))
+        assert (q - torch.round(q)).abs().max() < 1e-4, name
+        assert torch.equal(layer.quantized_weight(), layer.layer.weight), name
+    assert moved == len(calibrated_scales)
+    float_graph = copy.deepcopy(learned)
+    for module in float_graph.modules():
+        if hasattr(module, "fake_quant"):
+            module.fake_quant = False
+    with torch.no_grad():
+        torch.testing.assert_close(float_graph(data[1]), model(data[1]), rtol=1e-4, atol=1e-4)
+
+
 def test_the_graph_given_is_not_modified(calibrated, rounded):
     _, qgm = calibrated
     for _, layer in quant_layers(qgm):
@@ -141,7 +186,8 @@ def test_beta_is_off_during_the_warm_start_then_anneals_from_20_to_2():
 
 
 @pytest.mark.parametrize("field,value", [("iterations", 0), ("warm_start", 1.0),
-                                         ("beta", (2.0, 20.0)), ("lr", 0.0)])
+                                         ("beta", (2.0, 20.0)), ("lr", 0.0),
+                                         ("scale_bias_lr", -1.0)])
 def test_bad_settings_are_rejected(field, value):
     with pytest.raises(ValueError, match=field):
         AdaRoundSettings(**{field: value})

@@ -52,3 +52,12 @@ def test_cle_bias_correction_and_adaround_switches(flags, equalize, bias_correct
     args = build_parser().parse_args(["quantize", "--w-bits", "4", *flags])
     assert quantize_cli._recipe(args).equalize is equalize
     assert (args.bias_correction, args.adaround) == (bias_correction, adaround)
+
+
+def test_adaround_scales_switch_reaches_the_settings():
+    from intq.cli import _common as common
+
+    args = build_parser().parse_args(["quantize", "--adaround", "--adaround-scales"])
+    assert common.adaround_settings(args).learn_scale_and_bias
+    args = build_parser().parse_args(["quantize", "--adaround"])
+    assert not common.adaround_settings(args).learn_scale_and_bias

@@ -133,10 +133,15 @@ def _round_layer(name: str, layer: QuantLayer, x_quantized: torch.Tensor, x_floa
     problem = _layer_problem(layer, x_quantized, x_float, settings, generator)
     result = learn_rounding(problem, settings, generator)
     kept = result.learned_error <= result.nearest_error
-    weight = problem.weight(result.up.float()) if kept else problem.nearest
+    scale, bias = (result.scale, result.bias) if kept else (problem.scale, problem.bias)
+    weight = problem.weight(result.up.float(), scale) if kept else problem.nearest
     changed = float((weight != problem.nearest).float().mean())
     if bias_correction:
-        _correct_bias(layer, problem, weight)
+        _correct_bias(layer, problem, weight, bias)
+    elif bias is not problem.bias:
+        _write_bias(layer, bias.reshape(-1))
+    if scale is not problem.scale:
+        _set_weight_scale(layer, scale)
     _put_on_grid(layer, weight)
     return AdaRoundLayer(name, problem.columns, result.steps, result.nearest_error,
                          result.learned_error, kept, changed, time.perf_counter() - start)
@@ -158,7 +163,7 @@ def _layer_problem(layer: QuantLayer, x_quantized: torch.Tensor, x_float: torch.
                                      float_bias)
     return LayerProblem(floor, ratio - floor, scale, zero_point, wq.spec.qmin, wq.spec.qmax,
                         nearest, _grouped_bias(layer.layer.bias, w_g.shape), inputs,
-                        preactivation, layer.activation)
+                        preactivation, layer.activation, wq.spec.per_channel)
 
 
 def _columns(layer: QuantLayer, x_quantized, x_float, settings, generator, w_g, float_bias):
@@ -194,20 +199,37 @@ def _grouped_bias(bias: torch.Tensor | None, shape: torch.Size) -> torch.Tensor 
     return None if bias is None else bias.detach().reshape(shape[0], shape[1], 1)
 
 
-def _correct_bias(layer: QuantLayer, problem: LayerProblem, weight: torch.Tensor) -> None:
-    """b += mean over the columns of (W·x + b_float) - (W̃·x̃ + b)."""
+def _correct_bias(layer: QuantLayer, problem: LayerProblem, weight: torch.Tensor,
+                  bias: torch.Tensor | None) -> None:
+    """The layer's bias := b + mean over the columns of (W·x + b_float) - (W̃·x̃ + b), with
+    b = ``bias`` (G, O/G, 1) or None (zero)."""
     with torch.no_grad():
-        current = _affine(weight, problem.bias, problem.inputs)
+        current = _affine(weight, bias, problem.inputs)
         shift = (problem.preactivation - current).double().mean(dim=2).reshape(-1)
-    bias = layer.layer.bias
+    base = torch.zeros_like(shift) if bias is None else bias.reshape(-1).double()
+    _write_bias(layer, base + shift)
+
+
+def _write_bias(layer: QuantLayer, bias: torch.Tensor) -> None:
+    """Set the layer's bias (creating it if the layer has none), the float one kept as
+    ``float_bias``."""
+    current = layer.layer.bias
     if not hasattr(layer, "float_bias"):
-        original = torch.zeros_like(shift).float() if bias is None else bias.detach().clone()
-        layer.register_buffer("float_bias", original)
-    if bias is None:
-        layer.layer.bias = nn.Parameter(shift.float())
+        original = (torch.zeros(bias.shape) if current is None else current.detach().clone())
+        layer.register_buffer("float_bias", original.float())
+    if current is None:
+        layer.layer.bias = nn.Parameter(bias.float())
     else:
         with torch.no_grad():
-            bias.copy_((bias.double() + shift).to(bias.dtype))
+            current.copy_(bias.to(current.dtype))
+
+
+def _set_weight_scale(layer: QuantLayer, scale_g: torch.Tensor) -> None:
+    """The weight quantizer's scale := the learned (G, O/G, 1) scale (one value per tensor
+    when it quantizes per tensor: every entry is the same then)."""
+    wq = layer.weight_quantizer
+    flat = scale_g.reshape(-1).float()
+    wq.scale = (flat[:1] if wq.scale.numel() == 1 else flat).reshape(wq.scale.shape).clone()
 
 
 def _put_on_grid(layer: QuantLayer, weight_g: torch.Tensor) -> None:

@@ -15,6 +15,11 @@ output (activation f included where it is fused). The regularizer is off for the
 ``warm_start`` of the iterations, then β follows a cosine from 20 to 2 (as AIMET). Adam on V,
 one random batch of columns per step. The run stops early once the rounding has settled:
 every h(V) exactly 0 or 1 and the hard rounding unchanged since the previous check.
+
+``learn_scale_and_bias`` (an extension, as AdaQuant, Hubara et al. 2021) also learns, in the
+same objective, each weight scale as s·exp(g) (g per channel, or one per tensor when the
+weights are quantized per tensor) and a bias shift Δb: the integer grid choice stays
+floor(W/s) + h(V), only the float value of a step and the bias move.
 """
 
 from __future__ import annotations
@@ -51,7 +56,9 @@ class AdaRoundSettings:
     without regularizer; ``check_every``: steps between two early-stop checks;
     ``images``: calibration samples used (the first ones; both models' activations of all of
     them are held in memory, about 1 GB for EfficientNet-Lite0 at 64); ``column_budget``: at
-    most that many input values (columns x patch size) are kept for one layer."""
+    most that many input values (columns x patch size) are kept for one layer;
+    ``learn_scale_and_bias``: also learn the weight scales and a bias shift (module docstring)
+    with Adam at ``scale_bias_lr``."""
 
     iterations: int = 1000
     batch_columns: int = 256
@@ -63,14 +70,17 @@ class AdaRoundSettings:
     images: int = 64
     column_budget: int = 2**24
     seed: int = 0
+    learn_scale_and_bias: bool = False
+    scale_bias_lr: float = 1e-3
 
     def __post_init__(self) -> None:
         for name in ("iterations", "batch_columns", "check_every", "images", "column_budget"):
             if getattr(self, name) < 1:
                 raise ValueError(f"AdaRoundSettings: {name} must be >= 1, "
                                  f"got {getattr(self, name)}")
-        if not self.lr > 0 or not self.reg_weight >= 0:
-            raise ValueError("AdaRoundSettings: lr must be > 0 and reg_weight >= 0")
+        if not self.lr > 0 or not self.scale_bias_lr > 0 or not self.reg_weight >= 0:
+            raise ValueError("AdaRoundSettings: lr and scale_bias_lr must be > 0, "
+                             "reg_weight >= 0")
         if not 0 <= self.warm_start < 1:
             raise ValueError("AdaRoundSettings: warm_start must be in [0, 1), "
                              f"got {self.warm_start}")
@@ -85,7 +95,8 @@ class LayerProblem:
     W_g / s as floor (G, O/G, K) and remainder in [0, 1), scale and zero point (G, O/G, 1),
     grid [qmin, qmax], the round-to-nearest weights (G, O/G, K), bias (G, O/G, 1) or None,
     the quantized-model input columns X̃_g (G, K, M), the float model's pre-activation
-    W·x + b (G, O/G, M) and the fused activation f (the target is f(W·x + b))."""
+    W·x + b (G, O/G, M), the fused activation f (the target is f(W·x + b)), and whether the
+    scale is one per output channel (else one for the tensor)."""
 
     floor: torch.Tensor
     remainder: torch.Tensor
@@ -98,29 +109,35 @@ class LayerProblem:
     inputs: torch.Tensor
     preactivation: torch.Tensor
     activation: str | None
+    per_channel: bool = True
 
     def __post_init__(self) -> None:
         self.target = apply_activation(self.preactivation, self.activation)
 
-    def weight(self, h: torch.Tensor) -> torch.Tensor:
-        """W̃ = s·(clamp(floor + z + h, qmin, qmax) - z), h in [0, 1] (G, O/G, K)."""
+    def weight(self, h: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """W̃ = s·(clamp(floor + z + h, qmin, qmax) - z), h in [0, 1] (G, O/G, K); s is the
+        problem's scale unless ``scale`` is given."""
         q = torch.clamp(self.floor + self.zero_point + h, self.qmin, self.qmax)
-        return self.scale * (q - self.zero_point)
+        return (self.scale if scale is None else scale) * (q - self.zero_point)
 
-    def output(self, weight: torch.Tensor, columns: torch.Tensor | slice) -> torch.Tensor:
-        """f(W·x̃ + b) on the chosen columns (G, O/G, m)."""
-        return self._output(weight, self.inputs[:, :, columns])
+    def output(self, weight: torch.Tensor, columns: torch.Tensor | slice,
+               bias: torch.Tensor | None = None) -> torch.Tensor:
+        """f(W·x̃ + b) on the chosen columns (G, O/G, m); b is the problem's bias unless
+        ``bias`` is given."""
+        return self._output(weight, self.inputs[:, :, columns], bias)
 
-    def sampled(self, weight: torch.Tensor, columns: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def sampled(self, weight: torch.Tensor, columns: torch.Tensor,
+                bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(f(W·x̃ + b), target) on the columns of the index tensor ``columns`` (G, O/G, m),
         gathered from column-major copies: picking scattered columns out of (G, K, M) costs
         a strided gather per value, out of (M, G, K) one contiguous row per column."""
         x = self._inputs_by_column[columns].permute(1, 2, 0)
-        return self._output(weight, x), self._target_by_column[columns].permute(1, 2, 0)
+        return self._output(weight, x, bias), self._target_by_column[columns].permute(1, 2, 0)
 
-    def _output(self, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        y = torch.bmm(weight, x) if self.bias is None else torch.baddbmm(self.bias, weight, x)
+    def _output(self, weight: torch.Tensor, x: torch.Tensor,
+                bias: torch.Tensor | None) -> torch.Tensor:
+        bias = self.bias if bias is None else bias
+        y = torch.bmm(weight, x) if bias is None else torch.baddbmm(bias, weight, x)
         return apply_activation(y, self.activation)
 
     @functools.cached_property
@@ -139,13 +156,17 @@ class LayerProblem:
 @dataclass(frozen=True)
 class RoundingResult:
     """The learned rounding ``up`` (bool, G, O/G, K: ceil instead of floor), the steps run,
-    and the reconstruction error (mean over columns of the per-column squared error summed
-    over channels) of nearest and of learned rounding on all the problem's columns."""
+    the reconstruction error (mean over columns of the per-column squared error summed over
+    channels) of nearest and of learned rounding on all the problem's columns, and the scale
+    (G, O/G, 1) and bias (G, O/G, 1 or None) that go with the learned rounding (the problem's
+    own unless ``learn_scale_and_bias``)."""
 
     up: torch.Tensor
     steps: int
     nearest_error: float
     learned_error: float
+    scale: torch.Tensor
+    bias: torch.Tensor | None
 
 
 def rectified_sigmoid(v: torch.Tensor) -> torch.Tensor:
@@ -173,13 +194,15 @@ def annealed_beta(step: int, iterations: int, settings: AdaRoundSettings) -> flo
     return end + 0.5 * (start - end) * (1.0 + math.cos(math.pi * progress))
 
 
-def reconstruction_error(problem: LayerProblem, weight: torch.Tensor) -> float:
-    """mean_m Σ_o (f(W̃·x̃_m + b)_o - t_{o,m})² over all columns (chunked)."""
+def reconstruction_error(problem: LayerProblem, weight: torch.Tensor,
+                         bias: torch.Tensor | None = None) -> float:
+    """mean_m Σ_o (f(W̃·x̃_m + b)_o - t_{o,m})² over all columns (chunked); b is the
+    problem's bias unless ``bias`` is given."""
     total = 0.0
     with torch.no_grad():
         for start in range(0, problem.columns, _EVAL_COLUMNS):
             chunk = slice(start, start + _EVAL_COLUMNS)
-            diff = problem.output(weight, chunk) - problem.target[:, :, chunk]
+            diff = problem.output(weight, chunk, bias) - problem.target[:, :, chunk]
             total += float(diff.double().pow(2).sum())
     return total / problem.columns
 
@@ -188,12 +211,17 @@ def learn_rounding(problem: LayerProblem, settings: AdaRoundSettings,
                    generator: torch.Generator) -> RoundingResult:
     """Optimize V by Adam (module docstring) and return the hard rounding h(V) >= 0.5."""
     v = rectified_sigmoid_inverse(problem.remainder.clamp(0.0, 1.0 - 1e-6)).requires_grad_()
-    optimizer = torch.optim.Adam([v], lr=settings.lr)
+    parameter_groups = [{"params": [v], "lr": settings.lr}]
+    log_gain, bias = _scale_and_bias_parameters(problem, settings.learn_scale_and_bias)
+    if log_gain is not None:
+        parameter_groups.append({"params": [log_gain, bias], "lr": settings.scale_bias_lr})
+    optimizer = torch.optim.Adam(parameter_groups)
     previous, steps = None, settings.iterations
     for step in range(settings.iterations):
         batch = torch.randint(problem.columns, (settings.batch_columns,), generator=generator)
         h = rectified_sigmoid(v)
-        output, target = problem.sampled(problem.weight(h), batch)
+        scale = None if log_gain is None else problem.scale * log_gain.exp()
+        output, target = problem.sampled(problem.weight(h, scale), batch, bias)
         diff = output - target
         loss = diff.pow(2).sum(dim=(0, 1)).mean()
         beta = annealed_beta(step, settings.iterations, settings)
@@ -208,8 +236,24 @@ def learn_rounding(problem: LayerProblem, settings: AdaRoundSettings,
                 steps = step + 1
                 break
     up = rectified_sigmoid(v.detach()) >= 0.5
-    return RoundingResult(up, steps, nearest_error=reconstruction_error(problem, problem.nearest),
-                          learned_error=reconstruction_error(problem, problem.weight(up.float())))
+    scale = problem.scale if log_gain is None else (problem.scale * log_gain.exp()).detach()
+    bias = problem.bias if bias is None else bias.detach()
+    learned = reconstruction_error(problem, problem.weight(up.float(), scale), bias)
+    return RoundingResult(up, steps, reconstruction_error(problem, problem.nearest), learned,
+                          scale, bias)
+
+
+def _scale_and_bias_parameters(problem: LayerProblem, learn: bool
+                               ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(log gain g of the scale: (G, O/G, 1) per channel, else (1, 1, 1); the bias to learn,
+    starting at the problem's or at 0), both zero-gradient leaves; (None, None) unless
+    ``learn``."""
+    if not learn:
+        return None, None
+    scale = problem.scale
+    log_gain = torch.zeros(scale.shape if problem.per_channel else (1, 1, 1), dtype=scale.dtype)
+    bias = (torch.zeros_like(scale) if problem.bias is None else problem.bias.clone())
+    return log_gain.requires_grad_(), bias.requires_grad_()
 
 
 def _settled(v: torch.Tensor, previous: torch.Tensor | None) -> tuple[torch.Tensor, bool]:

@@ -186,7 +186,8 @@ def add_weight_observer_argument(group) -> None:
 
 
 def add_adaround_settings_arguments(group) -> None:
-    """``--adaround-iters N`` and ``--adaround-images N`` (``AdaRoundSettings``)."""
+    """``--adaround-iters N``, ``--adaround-images N`` and ``--adaround-scales``
+    (``AdaRoundSettings``)."""
     from intq.adaptive_rounding import AdaRoundSettings
 
     defaults = AdaRoundSettings()
@@ -196,13 +197,17 @@ def add_adaround_settings_arguments(group) -> None:
     group.add_argument("--adaround-images", type=positive_int, default=defaults.images,
                        metavar="N", help="calibration samples AdaRound learns from (default: "
                        f"{defaults.images}, at most the calibration set)")
+    group.add_argument("--adaround-scales", action="store_true",
+                       help="AdaRound also learns each weight scale and a bias shift in the "
+                       "same objective (AdaQuant-style; helps at 4 bits)")
 
 
 def adaround_settings(args: argparse.Namespace):
     """The ``AdaRoundSettings`` of ``add_adaround_settings_arguments``'s arguments."""
     from intq.adaptive_rounding import AdaRoundSettings
 
-    return AdaRoundSettings(iterations=args.adaround_iters, images=args.adaround_images)
+    return AdaRoundSettings(iterations=args.adaround_iters, images=args.adaround_images,
+                            learn_scale_and_bias=args.adaround_scales)
 
 
 def add_normalize_argument(parser) -> None:

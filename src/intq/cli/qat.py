@@ -36,7 +36,7 @@ _DEFAULT_LR = {"float": 0.005, "ptq": 1e-4, "adaround": 1e-4}
 _RUN_KEYS = ("model", "weights", "data", "n", "eval", "holdout", "recipe", "w_bits", "a_bits",
              "per_channel", "equalize", "epochs", "steps", "batch_size", "lr", "seed",
              "distill", "temperature", "bn_freeze", "act_ranges", "normalize", "start",
-             "adaround_iters", "adaround_images", "weight_ranges")
+             "adaround_iters", "adaround_images", "adaround_scales", "weight_ranges")
 
 _CALIBRATION_SAMPLES = 256  # as intq quantize's default --calib-size
 _START_LABELS = {"float": "float model", "ptq": "PTQ model",

@@ -215,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
             "equalize": recipe.equalize,
             "bias_correction": args.bias_correction,
             "adaround": args.adaround,
+            "adaround_scales": args.adaround and args.adaround_scales,
             "weight_spec": recipe.weight.describe(),
             "activation_spec": None if recipe.weight_only else recipe.activation.describe(),
             "keep_float": list(args.keep_float),
@@ -622,6 +623,7 @@ def _header_lines(r: dict) -> list[str]:
         f"recipe       {r['recipe']}"
         + (" + cross-layer equalization" if r["equalize"] else "")
         + (" + AdaRound" if r["adaround"] else "")
+        + (" with learned scales" if r["adaround_scales"] else "")
         + (" + bias correction" if r["bias_correction"] else ""),
         f"calibration  {calib['samples']} samples of {calib['data']} in "
         f"{r['calibration_seconds']:.1f} s",

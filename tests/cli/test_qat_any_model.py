@@ -131,7 +131,7 @@ def test_a_ptq_start_trains_the_ptq_model_closer_to_float(user_files, tmp_path, 
     for lr in ("1e-12", "0.05"):
         argv = _qat(user_files, tmp_path / f"{lr}.onnx", "--json", "--start", start,
                     "--adaround-iters", "20", "--w-bits", "2", "--weight-ranges", "mse",
-                    "--lr", lr)
+                    "--optimizer", "sgd", "--lr", lr)
         assert intq.cli.main(argv) == 0
         summary = json.loads(capsys.readouterr().out)
         assert summary["start"] == start

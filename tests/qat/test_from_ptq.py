@@ -57,11 +57,13 @@ def test_adaround_weights_stay_on_their_grid():
         assert torch.equal(layer.weight_quantizer(weight), weight), name
 
 
-def _heldout_kl(teacher: nn.Module, lr: float, x: torch.Tensor, held: torch.Tensor) -> float:
+def _heldout_kl(teacher: nn.Module, lr: float, x: torch.Tensor, held: torch.Tensor,
+                optimizer: str = "sgd", learn_scales: bool = False) -> float:
     recipe = get_recipe("sym-per-channel-4", w_bits=2)  # far from float, room to improve
-    qgm = prepare_qat_from_ptq(quantize(teacher, x[:64], recipe, progress=False))
+    qgm = prepare_qat_from_ptq(quantize(teacher, x[:64], recipe, progress=False),
+                               learn_weight_scales=learn_scales)
     train_qat(qgm, x, teacher=teacher, epochs=6, lr=lr, batch_size=32, seed=0,
-              schedule=FROM_PTQ_SCHEDULE)
+              schedule=FROM_PTQ_SCHEDULE, optimizer=optimizer)
     with torch.no_grad():
         return mean_kl_divergence(teacher(held), convert_qat(qgm)(held))
 
@@ -74,3 +76,33 @@ def test_distillation_from_ptq_lowers_the_heldout_kl():
     untrained = _heldout_kl(teacher, 1e-12, x, held)
     trained = _heldout_kl(teacher, 0.02, x, held)
     assert trained < 0.7 * untrained, (trained, untrained)
+
+
+def test_adam_with_learned_weight_scales_lowers_the_heldout_kl():
+    torch.set_num_threads(1)
+    teacher = trained_looking_net()
+    x, held = _data()
+    untrained = _heldout_kl(teacher, 1e-12, x, held, "adam", learn_scales=True)
+    trained = _heldout_kl(teacher, 1e-3, x, held, "adam", learn_scales=True)
+    assert trained < 0.7 * untrained, (trained, untrained)
+
+
+def test_learned_weight_scales_train_and_are_baked_into_the_converted_graph():
+    teacher = trained_looking_net()
+    x, held = _data()
+    ptq = quantize(teacher, x[:64], "sym-per-channel-4", progress=False)
+    qgm = prepare_qat_from_ptq(ptq, learn_weight_scales=True)
+    with torch.no_grad():  # a zero log gain: the PTQ graph exactly
+        torch.testing.assert_close(qgm.eval()(held), ptq(held), rtol=0, atol=0)
+    train_qat(qgm, x, teacher=teacher, epochs=2, lr=1e-2, batch_size=32, seed=0,
+              schedule=FROM_PTQ_SCHEDULE, optimizer="adam")
+    converted = convert_qat(qgm)
+    for (name, trained), (_, baked) in zip(quant_layers(qgm), quant_layers(converted),
+                                           strict=True):
+        gain = trained.weight_quantizer.scale_log_gain.detach()
+        assert gain.abs().max() > 1e-3, name
+        assert "scale_log_gain" not in dict(baked.weight_quantizer.named_parameters())
+        torch.testing.assert_close(baked.weight_quantizer.scale,
+                                   trained.weight_quantizer.scale * gain.exp())
+    with torch.no_grad():
+        torch.testing.assert_close(converted(held), qgm.eval()(held), rtol=1e-5, atol=1e-5)

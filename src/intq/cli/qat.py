@@ -23,6 +23,7 @@ from intq.cli import _common as common
 from intq.cli._distributed import process_group
 from intq.errors import IntqError, UsageError
 from intq.modelspec import LoadedModel, load_model_spec
+from intq.qat.train import OPTIMIZERS
 from intq.recipes import DEFAULT_RECIPE, Recipe, get_recipe, recipe_names
 from intq.zoo.dataset import Dataset
 from intq.zoo.registry import MODEL_ZOO
@@ -32,11 +33,13 @@ __all__ = ["add_parser", "run"]
 _MAX_HOLDOUT = 5000
 _DEFAULT_BN_FREEZE = 0.5
 _DEFAULT_LR = {"float": 0.005, "ptq": 1e-4, "adaround": 1e-4}
+_DEFAULT_OPTIMIZER = {"float": "sgd", "ptq": "adam", "adaround": "adam"}
 # Settings a resumed run must share with the run that wrote the checkpoint.
 _RUN_KEYS = ("model", "weights", "data", "n", "eval", "holdout", "recipe", "w_bits", "a_bits",
              "per_channel", "equalize", "epochs", "steps", "batch_size", "lr", "seed",
              "distill", "temperature", "bn_freeze", "act_ranges", "normalize", "start",
-             "adaround_iters", "adaround_images", "adaround_scales", "weight_ranges")
+             "adaround_iters", "adaround_images", "adaround_scales", "weight_ranges",
+             "optimizer", "learn_scales")
 
 _CALIBRATION_SAMPLES = 256  # as intq quantize's default --calib-size
 _START_LABELS = {"float": "float model", "ptq": "PTQ model",
@@ -108,6 +111,12 @@ def _add_training_arguments(parser) -> None:
                        help=f"peak learning rate, cosine decay (default: {_DEFAULT_LR['float']} "
                        f"for --start float, {_DEFAULT_LR['ptq']} from a PTQ start, which is "
                        "already close)")
+    train.add_argument("--optimizer", choices=OPTIMIZERS,
+                       help="sgd (momentum 0.9, the paper's) or adam (default: sgd for --start "
+                       "float, adam from a PTQ start: distillation gradients are small)")
+    train.add_argument("--learn-scales", action="store_true",
+                       help="train each weight quantizer's scale too (learned step size, LSQ; "
+                       "--start ptq or adaround)")
     train.add_argument("--batch-size", type=common.positive_int, default=64, metavar="B",
                        help="global batch, split over torchrun processes (default: 64)")
     train.add_argument("--start", choices=_STARTS, default="float",
@@ -218,10 +227,14 @@ def _setup(args: argparse.Namespace, world: int) -> _Run:
 def _check_start(args: argparse.Namespace) -> None:
     """Fill the defaults of --start; refuse the float start's options with a PTQ start."""
     args.lr = _DEFAULT_LR[args.start] if args.lr is None else args.lr
+    args.optimizer = args.optimizer or _DEFAULT_OPTIMIZER[args.start]
     if args.start == "float":
         if args.weight_ranges != "minmax":
             raise UsageError(f"--weight-ranges {args.weight_ranges} needs --start ptq or "
                              "adaround (QAT from float tracks the weights' min/max each step)")
+        if args.learn_scales:
+            raise UsageError("--learn-scales needs --start ptq or adaround (QAT from float "
+                             "tracks the weights' min/max each step)")
         args.bn_freeze = _DEFAULT_BN_FREEZE if args.bn_freeze is None else args.bn_freeze
         args.act_ranges = args.act_ranges or "calibrated"
         return
@@ -344,7 +357,8 @@ def _train(setup: _Run, args: argparse.Namespace, rank: int, world: int):
                       epochs=args.epochs, lr=args.lr, batch_size=per_rank,
                       max_steps=args.steps, schedule=schedule, seed=args.seed,
                       on_step=on_step, resume=setup.resume,
-                      checkpoint=_checkpoint_writer(args, rank), checkpoint_every=every)
+                      checkpoint=_checkpoint_writer(args, rank), checkpoint_every=every,
+                      optimizer=args.optimizer)
     except ValueError as exc:  # e.g. Inf activations after a diverging step
         raise IntqError(f"QAT failed: {common.one_line(exc)}; if the training diverged, "
                         "lower --lr") from None
@@ -385,7 +399,7 @@ def _ptq_start(setup: _Run, args: argparse.Namespace):
                            progress=show)
     except ValueError as exc:
         raise IntqError(f"post-training quantization failed: {common.one_line(exc)}") from exc
-    return prepare_qat_from_ptq(ptq)
+    return prepare_qat_from_ptq(ptq, learn_weight_scales=args.learn_scales)
 
 
 def _total_steps(n: int, global_batch: int, world: int, epochs: int, steps: int | None) -> int:

@@ -7,6 +7,9 @@ forward(x):
      with half-even rounding takes fake_quantize_half_even_clamped_ste (same values and
      gradient in fewer passes over x).
 frozen: ranges are fixed: the observer is not updated and scale/zero_point are not recomputed.
+learn_scale(): the frozen scale s becomes trainable as s·exp(g), g a parameter (zero at first)
+that gets the learned-step-size gradient (LSQ, ``intq.fakequant.lsq``); bake_scale() writes
+s·exp(g) back into the scale buffer and drops g.
 input_clamp = (a, b): the quantizer takes over the clamp of a ReLU (0, inf) or ReLU6 (0, 6)
 before it (a QAT fusion) and computes forward(hardtanh(x, a, b)): the observer gets the
 clamped extremes of x, and the clamped form fuses the two clamps, so the activation costs no
@@ -31,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from intq.fakequant.lsq import fake_quantize_lsq
 from intq.fakequant.spec import QuantSpec
 from intq.fakequant.ste import (
     MAX_CLAMPED_GRID_OFFSET,
@@ -201,6 +205,12 @@ class Quantizer(nn.Module):
             raise ValueError(f"Quantizer({self.spec.describe()}): fake_quant is on but it {state}; "
                              "observe calibration data first (observe=True) or load a state_dict")
         spec = self.spec
+        gain = self._parameters.get("scale_log_gain")
+        if gain is not None:
+            if clamp is not None:
+                x = F.hardtanh(x, *clamp)
+            return fake_quantize_lsq(x, self.scale * gain.exp(), self.zero_point, spec.qmin,
+                                     spec.qmax, spec.axis if spec.per_channel else None)
         if self._clamped_form_applies(x, grid is not None):
             if not (observed and (extremes or _rejects_nonfinite(self.observer))):
                 _check_finite_clamped(x, clamp)
@@ -360,6 +370,27 @@ class Quantizer(nn.Module):
             self.observer.reset()
         self.observer.update_summary(batch_min, batch_max, sample, stride)
         self._flags.stale = True
+
+    # ------------------------------------------------------------------ learned step size
+    def learn_scale(self) -> None:
+        """Train the frozen scale (see the module docstring); half-even rounding only."""
+        if not (self.frozen and self.has_qparams) or self.spec.rounding != "half_even":
+            raise ValueError(f"Quantizer({self.spec.describe()}): only a frozen, calibrated "
+                             "quantizer with half-even rounding can learn its scale")
+        self.scale_log_gain = nn.Parameter(torch.zeros_like(self.scale))
+
+    @property
+    def effective_scale(self) -> torch.Tensor:
+        """The scale forward uses: s·exp(g) while learning it, else the scale buffer."""
+        gain = self._parameters.get("scale_log_gain")
+        return self.scale if gain is None else self.scale * gain.exp()
+
+    @torch.no_grad()
+    def bake_scale(self) -> None:
+        """scale := s·exp(g) and stop learning it (no-op when not learning)."""
+        gain = self._parameters.pop("scale_log_gain", None)
+        if gain is not None:
+            self.scale = (self.scale * gain.exp()).to(self.scale.dtype)
 
     # ---------------------------------------------------------------------------- state
     def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:

@@ -68,7 +68,7 @@ class _QuantLayer(nn.Module):
         q_in = self._input_quantizer
         if bias is None or q_in is None or not q_in.fake_quant:
             return bias
-        return simulate_int32_bias(bias, q_in.scale, self.weight_quantizer.scale)
+        return simulate_int32_bias(bias, q_in.scale, self.weight_quantizer.effective_scale)
 
     def extra_repr(self) -> str:
         return f"activation={self.activation!r}"

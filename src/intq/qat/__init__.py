@@ -21,10 +21,11 @@ from intq.qat.from_ptq import FROM_PTQ_SCHEDULE, prepare_qat_from_ptq
 from intq.qat.prepare import EMA_DECAY, convert_qat, prepare_qat, qat_layers, qat_recipe
 from intq.qat.ranges import calibrate_activation_ranges
 from intq.qat.schedule import QATSchedule, apply_schedule
-from intq.qat.train import QATProgress, train_qat
+from intq.qat.train import OPTIMIZERS, QATProgress, train_qat
 
 __all__ = [
     "EMA_DECAY",
+    "OPTIMIZERS",
     "FROM_PTQ_SCHEDULE",
     "GlobalBatchEMAObserver",
     "QATConvBn2d",

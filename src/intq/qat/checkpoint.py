@@ -1,8 +1,10 @@
 """QAT checkpoints: the training state after a step, as one safetensors file (never pickle).
 
 The state is the QAT graph's ``state_dict`` (weights, BN statistics, quantizer ranges and
-qparams, switches) under ``model.``, the SGD momentum buffers under ``momentum.<i>`` (``i``:
-the parameter's index in ``parameters()``) and the number of steps done under ``step``. With
+qparams, switches) under ``model.``, the optimizer's per-parameter state (SGD's momentum
+buffer, Adam's moments and step count) under ``optimizer.<i>.<name>`` (``i``: the parameter's
+index in ``parameters()``; ``momentum.<i>``, the SGD momentum of older checkpoints, is read
+too) and the number of steps done under ``step``. With
 the seeded batch order and the step-indexed schedule and learning rate (``intq.qat.train``),
 that is all a run needs to continue exactly where it stopped. Files are written to a
 temporary name and renamed, so a checkpoint on disk is always complete; ``metadata`` (str to
@@ -22,17 +24,17 @@ from intq.errors import IntqError
 
 __all__ = ["load_checkpoint", "restore_training_state", "save_checkpoint", "training_state"]
 
-_MODEL, _MOMENTUM, _STEP = "model.", "momentum.", "step"
+_MODEL, _OPTIMIZER, _MOMENTUM, _STEP = "model.", "optimizer.", "momentum.", "step"
 
 
 def training_state(model: nn.Module, optimizer: torch.optim.Optimizer,
                    step: int) -> dict[str, torch.Tensor]:
-    """Copies of ``model``'s state, ``optimizer``'s momentum buffers and ``step``."""
+    """Copies of ``model``'s state, ``optimizer``'s per-parameter tensors and ``step``."""
     state = {_MODEL + k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     for i, param in enumerate(_params(optimizer)):
-        buffer = optimizer.state.get(param, {}).get("momentum_buffer")
-        if buffer is not None:
-            state[f"{_MOMENTUM}{i}"] = buffer.detach().clone().contiguous()
+        for name, value in optimizer.state.get(param, {}).items():
+            if isinstance(value, torch.Tensor):
+                state[f"{_OPTIMIZER}{i}.{name}"] = value.detach().clone().contiguous()
     state[_STEP] = torch.tensor(step, dtype=torch.int64)
     return state
 
@@ -49,13 +51,19 @@ def restore_training_state(state: dict[str, torch.Tensor], model: nn.Module,
         first = str(exc).strip().splitlines()[0]
         raise IntqError(f"the checkpoint does not fit the QAT model: {first}") from None
     params = _params(optimizer)
-    for key, buffer in state.items():
+    for key, value in state.items():
         if key.startswith(_MOMENTUM):
-            index = int(key[len(_MOMENTUM):])
-            if index >= len(params) or params[index].shape != buffer.shape:
-                raise IntqError(f"the checkpoint's momentum buffer {index} does not fit the "
-                                "QAT model")
-            optimizer.state[params[index]]["momentum_buffer"] = buffer.clone()
+            index, name = int(key[len(_MOMENTUM):]), "momentum_buffer"
+        elif key.startswith(_OPTIMIZER):
+            position, name = key[len(_OPTIMIZER):].split(".", 1)
+            index = int(position)
+        else:
+            continue
+        scalar = value.dim() == 0 and name == "step"
+        if index >= len(params) or not (scalar or params[index].shape == value.shape):
+            raise IntqError(f"the checkpoint's optimizer state {name} of parameter {index} "
+                            "does not fit the QAT model (or was written by another optimizer)")
+        optimizer.state[params[index]][name] = value.clone()
     return int(state[_STEP])
 
 

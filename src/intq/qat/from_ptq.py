@@ -11,7 +11,8 @@ straight-through estimator, the int32 bias rounded with a straight-through gradi
 keeps what PTQ found: cross-layer equalization, the bias correction, AdaRound's rounding (the
 weights sit on the grid and each weight quantizer keeps its calibrated scale, so training
 moves a weight off its AdaRound choice only when the loss pulls it past half a step), and the
-calibrated activation ranges, all frozen. Training then moves only the weights and biases.
+calibrated activation ranges, all frozen. Training then moves only the weights and biases
+(and, with ``learn_weight_scales``, the weight scales: LSQ).
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ __all__ = ["FROM_PTQ_SCHEDULE", "prepare_qat_from_ptq"]
 _PTQ_BUFFERS = ("float_weight", "float_bias")
 
 
-def prepare_qat_from_ptq(ptq: fx.GraphModule) -> fx.GraphModule:
+def prepare_qat_from_ptq(ptq: fx.GraphModule, *,
+                         learn_weight_scales: bool = False) -> fx.GraphModule:
     """A training-mode copy of the calibrated PTQ graph ``ptq`` for ``train_qat``: every
     quantizer frozen at its calibrated range with fake quantization on, and the float weight
     and bias that AdaRound and bias correction keep beside the quantized ones dropped (the
-    trained weights are the model from now on)."""
+    trained weights are the model from now on). ``learn_weight_scales``: each weight
+    quantizer's scale trains too (``Quantizer.learn_scale``, LSQ); ``convert_qat`` bakes it."""
     qgm = copy.deepcopy(ptq)
     for module in qgm.modules():
         if isinstance(module, Quantizer):
@@ -46,6 +49,8 @@ def prepare_qat_from_ptq(ptq: fx.GraphModule) -> fx.GraphModule:
                 del layer._buffers[buffer]
         for parameter in layer.parameters():
             parameter.requires_grad_(True)
+        if learn_weight_scales:
+            layer.weight_quantizer.learn_scale()
     return qgm.train()
 
 

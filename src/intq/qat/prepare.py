@@ -118,13 +118,15 @@ def qat_layers(qgm: fx.GraphModule):
 def convert_qat(qgm: fx.GraphModule) -> fx.GraphModule:
     """A frozen, eval-mode copy of the trained QAT graph ``qgm`` for ``convert_to_program``:
     BN-folding layers become ``QuantConv2d`` with the inference-folded weights, weight
-    quantizers are frozen on the final weights, activation ranges on their EMA."""
+    quantizers are frozen on the final weights (a learned scale baked in), activation ranges
+    on their EMA."""
     out = copy.deepcopy(qgm).eval()
     for name, module in list(out.named_modules()):
         if isinstance(module, QATConvBn2d):
             module.restore_activation()
             out.add_submodule(name, module.to_quant_conv())
     for name, layer in quant_layers(out):
+        layer.weight_quantizer.bake_scale()
         _freeze_on(layer.weight_quantizer, layer.layer.weight.detach(), f"weights of {name}")
     for name, quantizer in activation_quantizers(out):
         if not quantizer.observer.has_data and not quantizer.has_qparams:

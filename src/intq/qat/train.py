@@ -27,7 +27,9 @@ from intq.qat.checkpoint import restore_training_state, training_state
 from intq.qat.distill import distillation_loss
 from intq.qat.schedule import QATSchedule, apply_schedule
 
-__all__ = ["QATProgress", "train_qat"]
+__all__ = ["OPTIMIZERS", "QATProgress", "train_qat"]
+
+OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclass(frozen=True)
@@ -76,13 +78,16 @@ def train_qat(
     resume: dict[str, torch.Tensor] | None = None,
     checkpoint: Callable[[dict[str, torch.Tensor]], None] | None = None,
     checkpoint_every: int | None = None,
+    optimizer: str = "sgd",
 ) -> fx.GraphModule | nn.Module:
     """Fine-tune ``qgm`` (or its DDP wrapper) on ``x`` with cross-entropy on ``y``, or by
     distillation from ``teacher`` (eval mode; ``y`` unused); returns it in training mode.
 
     ``schedule`` defaults to ``QATSchedule.for_total_steps(total)``. ``resume``: a state from
     ``training_state`` to continue from. ``checkpoint(state)`` is called after every
-    ``checkpoint_every``-th step with that step's ``training_state``.
+    ``checkpoint_every``-th step with that step's ``training_state``. ``optimizer``: "sgd"
+    (momentum 0.9, the paper's) or "adam" (steps of about ``lr`` whatever the gradient's
+    scale: fine-tuning a PTQ model by distillation, whose gradients are small).
     """
     _check_inputs(x, y, teacher)
     rank, world = _rank_and_world()
@@ -90,7 +95,7 @@ def train_qat(
     total = per_epoch * epochs if max_steps is None else min(max_steps, per_epoch * epochs)
     schedule = QATSchedule.for_total_steps(total) if schedule is None else schedule
     target = qgm.module if hasattr(qgm, "module") else qgm
-    optimizer = torch.optim.SGD(qgm.parameters(), lr=lr, momentum=0.9)
+    optimizer = _make_optimizer(optimizer, qgm.parameters(), lr)
     start = 0 if resume is None else restore_training_state(resume, target, optimizer)
     loss_fn = _Loss(teacher, temperature)
     qgm.train()
@@ -117,6 +122,15 @@ def train_qat(
             if checkpoint is not None and checkpoint_every and step % checkpoint_every == 0:
                 checkpoint(training_state(target, optimizer, step))
     return qgm
+
+
+def _make_optimizer(name: str, parameters, lr: float) -> torch.optim.Optimizer:
+    """``OPTIMIZERS[name]``: SGD with momentum 0.9, or Adam (default betas)."""
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=0.9)
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr)
+    raise ValueError(f"train_qat: optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
 
 
 def _check_inputs(x: torch.Tensor, y: torch.Tensor | None, teacher: nn.Module | None) -> None:

@@ -11,6 +11,7 @@ import torch
 
 from intq.adaptive_rounding import AdaRoundSettings, adaround, adaround_graph
 from intq.adaptive_rounding import pipeline as pipeline_module
+from intq.adaptive_rounding.blocks import block_inputs, layers_of, split_blocks
 from intq.adaptive_rounding.rounding import (
     annealed_beta,
     rectified_sigmoid,
@@ -70,8 +71,41 @@ def test_learned_rounding_helps_on_held_out_images(calibrated, rounded, data):
     assert error["learned"] < 0.8 * error["nearest"], error
 
 
-def test_every_weight_is_the_floor_or_the_ceil_of_w_over_s(rounded):
-    learned, _ = rounded
+@pytest.fixture(scope="module")
+def rounded_blocks(calibrated, data):
+    _, qgm = calibrated
+    settings = dataclasses.replace(QUICK, granularity="block")
+    return adaround_graph(qgm, list(data[0].split(16)), settings, bias_correction=False,
+                          progress=False)
+
+
+def test_blocks_cover_the_graph_in_order_each_reading_only_the_block_before(calibrated):
+    _, qgm = calibrated
+    blocks = split_blocks(qgm, 3)
+    assert [n for block in blocks for n in block] == list(qgm.graph.nodes)
+    assert len(blocks) == 7
+    for before, block in zip(blocks, blocks[1:], strict=False):
+        assert block_inputs(block) == [before[-1]]
+        assert len(layers_of(qgm, before)) >= 3
+
+
+def test_block_rounding_helps_on_held_out_images(calibrated, rounded_blocks, data):
+    model, nearest = calibrated
+    learned, report = rounded_blocks
+    assert len(report) == 20 and all(r.kept for r in report)
+    with torch.no_grad():
+        reference = model(data[1])
+        error = {name: (gm(data[1]) - reference).pow(2).mean().item()
+                 for name, gm in (("nearest", nearest), ("learned", learned))}
+    assert error["learned"] < 0.8 * error["nearest"], error
+
+
+def test_every_weight_is_the_floor_or_the_ceil_of_w_over_s(rounded, rounded_blocks):
+    for learned, _ in (rounded, rounded_blocks):
+        _assert_floor_or_ceil(learned)
+
+
+def _assert_floor_or_ceil(learned):
     for name, layer in quant_layers(learned):
         scale = layer.weight_quantizer.scale.reshape(-1, *[1] * (layer.layer.weight.dim() - 1))
         ratio = layer.float_weight / scale
@@ -187,7 +221,13 @@ def test_beta_is_off_during_the_warm_start_then_anneals_from_20_to_2():
 
 @pytest.mark.parametrize("field,value", [("iterations", 0), ("warm_start", 1.0),
                                          ("beta", (2.0, 20.0)), ("lr", 0.0),
-                                         ("scale_bias_lr", -1.0)])
+                                         ("scale_bias_lr", -1.0), ("granularity", "net"),
+                                         ("block_layers", 0), ("batch_images", 0)])
 def test_bad_settings_are_rejected(field, value):
     with pytest.raises(ValueError, match=field):
         AdaRoundSettings(**{field: value})
+
+
+def test_learned_scales_need_layer_granularity():
+    with pytest.raises(ValueError, match="learn_scale_and_bias needs granularity"):
+        AdaRoundSettings(granularity="block", learn_scale_and_bias=True)

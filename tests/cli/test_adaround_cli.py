@@ -61,3 +61,17 @@ def test_adaround_scales_switch_reaches_the_settings():
     assert common.adaround_settings(args).learn_scale_and_bias
     args = build_parser().parse_args(["quantize", "--adaround"])
     assert not common.adaround_settings(args).learn_scale_and_bias
+
+
+def test_adaround_granularity_reaches_the_settings_and_block_refuses_scales(tmp_path, capsys):
+    from intq.cli import _common as common
+
+    args = build_parser().parse_args(["quantize", "--adaround", "--adaround-granularity",
+                                      "block"])
+    assert common.adaround_settings(args).granularity == "block"
+    argv = [*W4, *QUICK_ADAROUND, "--adaround-granularity", "block", "--adaround-scales",
+            "-o", str(tmp_path / "out.onnx")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--adaround-scales works with" in err
+    assert list(tmp_path.iterdir()) == []

@@ -24,6 +24,14 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
+from intq.adaptive_rounding.blocks import (
+    block_inputs,
+    float_block_output,
+    layers_of,
+    learn_block_rounding,
+    learned_weight,
+    split_blocks,
+)
 from intq.adaptive_rounding.columns import (
     columns_at,
     grouped_weight,
@@ -54,8 +62,9 @@ _UNFOLD_SAMPLES = 4
 
 @dataclass(frozen=True)
 class AdaRoundLayer:
-    """What AdaRound did to one layer: steps run, reconstruction error of nearest and of the
-    learned rounding on the sampled columns, whether the learned one was kept, the fraction
+    """What AdaRound did to one layer: the columns sampled (block granularity: the images),
+    steps run, reconstruction error of nearest and of the learned rounding on them (block
+    granularity: the block's output error), whether the learned one was kept, the fraction
     of weights rounded differently from nearest, and the seconds spent."""
 
     name: str
@@ -113,17 +122,67 @@ def adaround_graph(
     rounded = copy.deepcopy(qgm)
     generator = torch.Generator().manual_seed(settings.seed)
     streams = GraphStreams(rounded, images)
-    report = []
-    for node in progress_bar(list(rounded.graph.nodes), "AdaRound", enabled=progress):
-        layer = _quant_layer(rounded, node)
-        if layer is not None:
-            x_quantized, x_float = streams.inputs(node)
-            report.append(_round_layer(node.target, layer, x_quantized, x_float, settings,
-                                       generator, bias_correction))
-        if node.op != "output":
-            streams.step(node)
+    if settings.granularity == "block":
+        report = _round_blocks(rounded, streams, settings, generator, bias_correction, progress)
+    else:
+        report = []
+        for node in progress_bar(list(rounded.graph.nodes), "AdaRound", enabled=progress):
+            layer = _quant_layer(rounded, node)
+            if layer is not None:
+                x_quantized, x_float = streams.inputs(node)
+                report.append(_round_layer(node.target, layer, x_quantized, x_float, settings,
+                                           generator, bias_correction))
+            if node.op != "output":
+                streams.step(node)
     widen_weight_scales_for_int32_bias(rounded)
     return rounded, report
+
+
+def _round_blocks(rounded: fx.GraphModule, streams: GraphStreams, settings: AdaRoundSettings,
+                  generator: torch.Generator, bias_correction: bool,
+                  progress: bool) -> list[AdaRoundLayer]:
+    """Block by block (``blocks``): learn the block's rounding, write it, then step both
+    models over the block, correcting each layer's bias on the way."""
+    report = []
+    for node in rounded.graph.find_nodes(op="placeholder"):
+        streams.step(node)
+    blocks = split_blocks(rounded, settings.block_layers)
+    for block in progress_bar(blocks, "AdaRound blocks", enabled=progress):
+        block = [node for node in block if node.op != "placeholder"]
+        if layers_of(rounded, block):
+            report += _round_block(rounded, block, streams, settings, generator)
+        for node in block:
+            layer = _quant_layer(rounded, node)
+            if layer is not None and bias_correction:
+                x_quantized, x_float = streams.inputs(node)
+                problem = _layer_problem(layer, x_quantized, x_float, settings, generator)
+                weight = grouped_weight(layer.layer.weight.detach(), layer_groups(layer))
+                _correct_bias(layer, problem, weight, problem.bias)
+            if node.op != "output":
+                streams.step(node)
+    return report
+
+
+def _round_block(rounded: fx.GraphModule, block: list[fx.Node], streams: GraphStreams,
+                 settings: AdaRoundSettings, generator: torch.Generator) -> list[AdaRoundLayer]:
+    start = time.perf_counter()
+    inputs = block_inputs(block)
+    quantized = {node: streams.value(node, True) for node in inputs}
+    with streams.fake_quant(False):
+        target = float_block_output(rounded, block, {n: streams.value(n, False) for n in inputs})
+    result = learn_block_rounding(rounded, block, quantized, target, settings, generator)
+    kept = result.learned_error <= result.nearest_error
+    layers = layers_of(rounded, block)
+    report = []
+    for node, layer in layers:
+        nearest = layer.weight_quantizer(getattr(layer, "float_weight", layer.layer.weight))
+        weight = learned_weight(layer, result.up[node.target]) if kept else nearest.detach()
+        changed = float((weight != nearest).float().mean())
+        _put_on_grid(layer, weight)
+        report.append(AdaRoundLayer(node.target, len(target), result.steps,
+                                    result.nearest_error, result.learned_error, kept, changed,
+                                    (time.perf_counter() - start) / len(layers)))
+    return report
 
 
 def _round_layer(name: str, layer: QuantLayer, x_quantized: torch.Tensor, x_float: torch.Tensor,

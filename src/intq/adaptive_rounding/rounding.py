@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 ZETA, GAMMA = 1.1, -0.1
+GRANULARITIES = ("layer", "block")
 _EVAL_COLUMNS = 4096  # columns per chunk when scoring a whole layer
 
 
@@ -58,7 +59,9 @@ class AdaRoundSettings:
     them are held in memory, about 1 GB for EfficientNet-Lite0 at 64); ``column_budget``: at
     most that many input values (columns x patch size) are kept for one layer;
     ``learn_scale_and_bias``: also learn the weight scales and a bias shift (module docstring)
-    with Adam at ``scale_bias_lr``."""
+    with Adam at ``scale_bias_lr``; ``granularity``: "layer" (each layer's output, columns)
+    or "block" (the output of blocks of at least ``block_layers`` layers, ``batch_images``
+    whole images per step: ``intq.adaptive_rounding.blocks``)."""
 
     iterations: int = 1000
     batch_columns: int = 256
@@ -72,9 +75,18 @@ class AdaRoundSettings:
     seed: int = 0
     learn_scale_and_bias: bool = False
     scale_bias_lr: float = 1e-3
+    granularity: str = "layer"
+    block_layers: int = 3
+    batch_images: int = 8
 
     def __post_init__(self) -> None:
-        for name in ("iterations", "batch_columns", "check_every", "images", "column_budget"):
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"AdaRoundSettings: granularity must be one of "
+                             f"{', '.join(GRANULARITIES)}, got {self.granularity!r}")
+        if self.granularity == "block" and self.learn_scale_and_bias:
+            raise ValueError("AdaRoundSettings: learn_scale_and_bias needs granularity 'layer'")
+        for name in ("iterations", "batch_columns", "check_every", "images", "column_budget",
+                     "block_layers", "batch_images"):
             if getattr(self, name) < 1:
                 raise ValueError(f"AdaRoundSettings: {name} must be >= 1, "
                                  f"got {getattr(self, name)}")

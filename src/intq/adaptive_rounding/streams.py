@@ -37,19 +37,23 @@ class GraphStreams:
 
     def inputs(self, node: fx.Node) -> tuple[torch.Tensor, torch.Tensor]:
         """(quantized, float) value of ``node``'s first argument (computed already)."""
-        source = node.args[0]
-        return self._streams[True].env[source], self._streams[False].env[source]
+        return self.value(node.args[0], True), self.value(node.args[0], False)
+
+    def value(self, node: fx.Node, quantized: bool) -> torch.Tensor:
+        """The value of ``node`` (computed already) in the quantized or the float model."""
+        return self._streams[quantized].env[node]
 
     def step(self, node: fx.Node) -> None:
         """Compute ``node`` in both models and free the values it used last."""
         for quantized, interpreter in self._streams.items():
-            with self._fake_quant(quantized), torch.no_grad():
+            with self.fake_quant(quantized), torch.no_grad():
                 interpreter.env[node] = interpreter.run_node(node)
             for dead in self._last_uses.get(node, ()):
                 del interpreter.env[dead]
 
     @contextmanager
-    def _fake_quant(self, enabled: bool) -> Iterator[None]:
+    def fake_quant(self, enabled: bool) -> Iterator[None]:
+        """Every quantizer's fake quantization on (the quantized model) or off (float)."""
         changed = [q for q in self.quantizers if q.fake_quant != enabled]
         for q in changed:
             q.fake_quant = enabled

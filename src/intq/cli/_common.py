@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from intq.cli import _paths
-from intq.errors import IntqError, printable
+from intq.errors import IntqError, UsageError, printable
 from intq.eval import (
     logit_sqnr_db,
     mean_kl_divergence,
@@ -186,8 +186,8 @@ def add_weight_observer_argument(group) -> None:
 
 
 def add_adaround_settings_arguments(group) -> None:
-    """``--adaround-iters N``, ``--adaround-images N`` and ``--adaround-scales``
-    (``AdaRoundSettings``)."""
+    """``--adaround-iters N``, ``--adaround-images N``, ``--adaround-scales`` and
+    ``--adaround-granularity`` (``AdaRoundSettings``)."""
     from intq.adaptive_rounding import AdaRoundSettings
 
     defaults = AdaRoundSettings()
@@ -199,15 +199,21 @@ def add_adaround_settings_arguments(group) -> None:
                        f"{defaults.images}, at most the calibration set)")
     group.add_argument("--adaround-scales", action="store_true",
                        help="AdaRound also learns each weight scale and a bias shift in the "
-                       "same objective (AdaQuant-style; helps at 4 bits)")
+                       "same objective (AdaQuant-style; layer granularity)")
+    group.add_argument("--adaround-granularity", choices=("layer", "block"), default="layer",
+                       help="reconstruct each layer's output, or each block's (BRECQ: the "
+                       "layers between two residual adds learn together); default: layer")
 
 
 def adaround_settings(args: argparse.Namespace):
     """The ``AdaRoundSettings`` of ``add_adaround_settings_arguments``'s arguments."""
     from intq.adaptive_rounding import AdaRoundSettings
 
+    if args.adaround_scales and args.adaround_granularity == "block":
+        raise UsageError("--adaround-scales works with --adaround-granularity layer only")
     return AdaRoundSettings(iterations=args.adaround_iters, images=args.adaround_images,
-                            learn_scale_and_bias=args.adaround_scales)
+                            learn_scale_and_bias=args.adaround_scales,
+                            granularity=args.adaround_granularity)
 
 
 def add_normalize_argument(parser) -> None:

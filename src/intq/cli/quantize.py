@@ -216,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
             "bias_correction": args.bias_correction,
             "adaround": args.adaround,
             "adaround_scales": args.adaround and args.adaround_scales,
+            "adaround_granularity": args.adaround_granularity if args.adaround else None,
             "weight_spec": recipe.weight.describe(),
             "activation_spec": None if recipe.weight_only else recipe.activation.describe(),
             "keep_float": list(args.keep_float),
@@ -623,6 +624,7 @@ def _header_lines(r: dict) -> list[str]:
         f"recipe       {r['recipe']}"
         + (" + cross-layer equalization" if r["equalize"] else "")
         + (" + AdaRound" if r["adaround"] else "")
+        + (" by block" if r["adaround_granularity"] == "block" else "")
         + (" with learned scales" if r["adaround_scales"] else "")
         + (" + bias correction" if r["bias_correction"] else ""),
         f"calibration  {calib['samples']} samples of {calib['data']} in "

@@ -30,6 +30,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -47,17 +48,39 @@ from intq.zoo.natural_images import load_natural_images  # noqa: E402
 from intq.zoo.normalization import INCEPTION  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-# (label, weight bits, AdaRound, CLE + bias correction, weight range estimator)
+
+
+class Setting(NamedTuple):
+    """One PTQ setting: label, weight bits, AdaRound, CLE (and bias correction), weight
+    range estimator, AdaRound granularity and learned scales, bias correction without CLE."""
+
+    label: str
+    bits: int
+    adaround: bool
+    cle_bc: bool
+    weight_ranges: str
+    granularity: str = "layer"
+    scales: bool = False
+    bc_only: bool = False
+
+
 W4_SETTINGS = (
-    ("nearest", 4, False, False, "minmax"),
-    ("AdaRound + CLE + BC", 4, True, True, "minmax"),
-    ("AdaRound", 4, True, False, "minmax"),
-    ("nearest + CLE + BC", 4, False, True, "minmax"),
-    ("nearest + CLE + BC (MSE weight ranges)", 4, False, True, "mse"),
-    ("AdaRound + CLE + BC (MSE weight ranges)", 4, True, True, "mse"),
+    Setting("nearest", 4, False, False, "minmax"),
+    Setting("AdaRound + CLE + BC", 4, True, True, "minmax"),
+    Setting("AdaRound", 4, True, False, "minmax"),
+    Setting("nearest + CLE + BC", 4, False, True, "minmax"),
+    Setting("nearest + CLE + BC (MSE weight ranges)", 4, False, True, "mse"),
+    Setting("AdaRound + CLE + BC (MSE weight ranges)", 4, True, True, "mse"),
+    Setting("AdaRound + BC (MSE weight ranges)", 4, True, False, "mse", bc_only=True),
+    Setting("AdaRound + learned scales + BC (MSE weight ranges)", 4, True, False, "mse",
+            scales=True, bc_only=True),
+    Setting("AdaRound by block + BC (MSE weight ranges)", 4, True, False, "mse", "block",
+            bc_only=True),
+    Setting("AdaRound by block + CLE + BC (MSE weight ranges)", 4, True, True, "mse", "block"),
+    Setting("16-bit weights + BC (the A8 floor)", 16, False, False, "minmax", bc_only=True),
 )
-W8_SETTINGS = (("nearest + BC", 8, False, True, "minmax"),
-               ("AdaRound + BC", 8, True, True, "minmax"))
+W8_SETTINGS = (Setting("nearest + BC", 8, False, True, "minmax"),
+               Setting("AdaRound + BC", 8, True, True, "minmax"))
 
 
 def load_efficientnet_lite1() -> torch.nn.Module:
@@ -80,27 +103,31 @@ def _batched(model, x: torch.Tensor, batch: int = 32) -> torch.Tensor:
         return torch.cat([model(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
-def _quantize(model, calib, bits: int, use_adaround: bool, cle_bc: bool, weight_ranges: str,
-              settings: AdaRoundSettings):
-    recipe = get_recipe(f"sym-per-channel-{bits}")
-    weight = dataclasses.replace(recipe.weight, observer=weight_ranges)
-    recipe = dataclasses.replace(recipe, weight=weight, equalize=cle_bc)
-    if use_adaround:
-        return adaround(model, calib, recipe, settings=settings, bias_correction=cle_bc,
-                        progress=False)
-    return quantize(model, calib, recipe, bias_correction=cle_bc, progress=False)
+def _quantize(model, calib, setting: Setting, settings: AdaRoundSettings):
+    recipe = get_recipe(f"sym-per-channel-{setting.bits}")
+    weight = dataclasses.replace(recipe.weight, observer=setting.weight_ranges)
+    recipe = dataclasses.replace(recipe, weight=weight, equalize=setting.cle_bc)
+    bias_correction = setting.cle_bc or setting.bc_only
+    if setting.adaround:
+        settings = dataclasses.replace(settings, granularity=setting.granularity,
+                                       learn_scale_and_bias=setting.scales)
+        return adaround(model, calib, recipe, settings=settings,
+                        bias_correction=bias_correction, progress=False)
+    return quantize(model, calib, recipe, bias_correction=bias_correction, progress=False)
 
 
-def run_setting(name, model, calib, evalx, ref, setting, settings, tmp: Path) -> dict:
-    label, bits, use_adaround, cle_bc, weight_ranges = setting
+def run_setting(name, model, calib, evalx, ref, setting: Setting, settings, tmp: Path) -> dict:
+    label, bits, use_adaround, cle_bc, weight_ranges = setting[:5]
     start, cpu_start = time.perf_counter(), time.process_time()
-    qgm = _quantize(model, calib, bits, use_adaround, cle_bc, weight_ranges, settings)
+    qgm = _quantize(model, calib, setting, settings)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     path = tmp / "model.onnx"
     export_onnx(convert_to_program(qgm, tuple(calib.shape[1:])), path, weight_type="s8")
     c = compare_logits(ref, ort_logits(path, evalx))
     row = {"model": name, "setting": label, "weight_bits": bits, "adaround": use_adaround,
-           "cle_bias_correction": cle_bc, "weight_ranges": weight_ranges,
+           "cle_bias_correction": cle_bc, "bias_correction": cle_bc or setting.bc_only,
+           "granularity": setting.granularity, "learned_scales": setting.scales,
+           "weight_ranges": weight_ranges,
            "top1_agreement": c.top1_agreement, "top5_agreement": c.top5_agreement,
            "sqnr_db": c.sqnr_db, "seconds": seconds, "cpu_seconds": cpu_seconds,
            "load_average": os.getloadavg()[0]}

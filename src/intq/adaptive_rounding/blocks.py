@@ -26,10 +26,9 @@ from torch import fx
 
 from intq.adaptive_rounding.rounding import (
     AdaRoundSettings,
-    annealed_beta,
+    minimize_with_annealed_regularizer,
     rectified_sigmoid,
     rectified_sigmoid_inverse,
-    rounding_regularizer,
 )
 from intq.fakequant import Quantizer
 from intq.fakequant.ste import param_shape
@@ -156,26 +155,17 @@ def learn_block_rounding(gm: fx.GraphModule, block: list[fx.Node],
     variables = {name: _variables(layer) for name, layer in layers.items()}
     optimizer = torch.optim.Adam([v.v for v in variables.values()], lr=settings.lr)
     count = len(target)
-    previous, steps = None, settings.iterations
-    for step in range(settings.iterations):
+
+    def reconstruction() -> tuple[torch.Tensor, list[torch.Tensor]]:
         pick = torch.randint(count, (min(settings.batch_images, count),), generator=generator)
         hs = {name: rectified_sigmoid(v.v) for name, v in variables.items()}
         weights = {name: v.weight(hs[name]) for name, v in variables.items()}
         output = _BlockInterpreter(gm, weights).run_block(
             block, {n: value[pick] for n, value in quantized_inputs.items()})
-        loss = _squared_error(output, target[pick])
-        beta = annealed_beta(step, settings.iterations, settings)
-        if beta is not None:
-            loss = loss + settings.reg_weight * sum(rounding_regularizer(h, beta)
-                                                    for h in hs.values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if beta is not None and (step + 1) % settings.check_every == 0:
-            previous, settled = _settled(variables, previous)
-            if settled:
-                steps = step + 1
-                break
+        return _squared_error(output, target[pick]), list(hs.values())
+
+    steps = minimize_with_annealed_regularizer(
+        reconstruction, [v.v for v in variables.values()], optimizer, settings)
     up = {name: rectified_sigmoid(v.v.detach()) >= 0.5 for name, v in variables.items()}
     nearest = {name: layer.weight_quantizer(_float_weight(layer)).detach()
                for name, layer in layers.items()}
@@ -244,17 +234,6 @@ def _block_error(gm: fx.GraphModule, block: list[fx.Node],
             output = interpreter.run_block(block, {n: v[chunk] for n, v in inputs.items()})
             total += float(_squared_error(output, target[chunk]).double()) * len(output)
     return total / len(target)
-
-
-def _settled(variables: dict[str, _Variables], previous: dict[str, torch.Tensor] | None
-             ) -> tuple[dict[str, torch.Tensor], bool]:
-    """(hard rounding now, True when every h is 0 or 1 and unchanged since ``previous``)."""
-    with torch.no_grad():
-        hs = {name: rectified_sigmoid(v.v) for name, v in variables.items()}
-        up = {name: h >= 0.5 for name, h in hs.items()}
-        binary = all(bool(((h == 0) | (h == 1)).all()) for h in hs.values())
-    same = previous is not None and all(torch.equal(up[k], previous[k]) for k in up)
-    return up, binary and same
 
 
 def layers_of(gm: fx.GraphModule, block: Iterable[fx.Node]) -> list[tuple[fx.Node, QuantLayer]]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +39,7 @@ __all__ = [
     "RoundingResult",
     "annealed_beta",
     "learn_rounding",
+    "minimize_with_annealed_regularizer",
     "rectified_sigmoid",
     "rectified_sigmoid_inverse",
     "reconstruction_error",
@@ -228,31 +230,21 @@ def learn_rounding(problem: LayerProblem, settings: AdaRoundSettings,
     if log_gain is not None:
         parameter_groups.append({"params": [log_gain, bias], "lr": settings.scale_bias_lr})
     optimizer = torch.optim.Adam(parameter_groups)
-    previous, steps = None, settings.iterations
-    for step in range(settings.iterations):
+
+    def reconstruction() -> tuple[torch.Tensor, list[torch.Tensor]]:
         batch = torch.randint(problem.columns, (settings.batch_columns,), generator=generator)
         h = rectified_sigmoid(v)
         scale = None if log_gain is None else problem.scale * log_gain.exp()
         output, target = problem.sampled(problem.weight(h, scale), batch, bias)
-        diff = output - target
-        loss = diff.pow(2).sum(dim=(0, 1)).mean()
-        beta = annealed_beta(step, settings.iterations, settings)
-        if beta is not None:
-            loss = loss + settings.reg_weight * rounding_regularizer(h, beta)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if beta is not None and (step + 1) % settings.check_every == 0:
-            previous, settled = _settled(v, previous)
-            if settled:
-                steps = step + 1
-                break
+        return (output - target).pow(2).sum(dim=(0, 1)).mean(), [h]
+
+    steps = minimize_with_annealed_regularizer(reconstruction, [v], optimizer, settings)
     up = rectified_sigmoid(v.detach()) >= 0.5
     scale = problem.scale if log_gain is None else (problem.scale * log_gain.exp()).detach()
-    bias = problem.bias if bias is None else bias.detach()
-    learned = reconstruction_error(problem, problem.weight(up.float(), scale), bias)
+    learned_bias = problem.bias if bias is None else bias.detach()
+    learned = reconstruction_error(problem, problem.weight(up.float(), scale), learned_bias)
     return RoundingResult(up, steps, reconstruction_error(problem, problem.nearest), learned,
-                          scale, bias)
+                          scale, learned_bias)
 
 
 def _scale_and_bias_parameters(problem: LayerProblem, learn: bool
@@ -268,12 +260,38 @@ def _scale_and_bias_parameters(problem: LayerProblem, learn: bool
     return log_gain.requires_grad_(), bias.requires_grad_()
 
 
-def _settled(v: torch.Tensor, previous: torch.Tensor | None) -> tuple[torch.Tensor, bool]:
+def minimize_with_annealed_regularizer(
+    reconstruction: Callable[[], tuple[torch.Tensor, list[torch.Tensor]]],
+    vs: list[torch.Tensor], optimizer: torch.optim.Optimizer, settings: AdaRoundSettings,
+) -> int:
+    """Step ``optimizer`` on reconstruction() + λ·Σ f_reg(h) (the regularizer from the end
+    of the warm start, β annealed) until every h(V) of ``vs`` is 0 or 1 and the hard
+    rounding stable across two checks, or ``settings.iterations``; the steps run.
+    ``reconstruction`` returns the loss of a fresh batch and the h(V) it used."""
+    previous = None
+    for step in range(settings.iterations):
+        loss, hs = reconstruction()
+        beta = annealed_beta(step, settings.iterations, settings)
+        if beta is not None:
+            loss = loss + settings.reg_weight * sum(rounding_regularizer(h, beta) for h in hs)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if beta is not None and (step + 1) % settings.check_every == 0:
+            previous, settled = _settled(vs, previous)
+            if settled:
+                return step + 1
+    return settings.iterations
+
+
+def _settled(vs: list[torch.Tensor], previous: list[torch.Tensor] | None
+             ) -> tuple[list[torch.Tensor], bool]:
     """(hard rounding now, True when every h(V) is exactly 0 or 1 and the hard rounding is
     the one of the previous check)."""
     with torch.no_grad():
-        h = rectified_sigmoid(v)
-        up = h >= 0.5
-        binary = bool(((h == 0) | (h == 1)).all())
-    return up, binary and previous is not None and bool(torch.equal(up, previous))
-
+        hs = [rectified_sigmoid(v) for v in vs]
+        up = [h >= 0.5 for h in hs]
+        binary = all(bool(((h == 0) | (h == 1)).all()) for h in hs)
+    same = previous is not None and all(torch.equal(a, b) for a, b in zip(up, previous,
+                                                                          strict=True))
+    return up, binary and same

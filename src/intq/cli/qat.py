@@ -33,7 +33,6 @@ __all__ = ["add_parser", "run"]
 _MAX_HOLDOUT = 5000
 _DEFAULT_BN_FREEZE = 0.5
 _DEFAULT_LR = {"float": 0.005, "ptq": 1e-4, "adaround": 1e-4}
-_DEFAULT_OPTIMIZER = {"float": "sgd", "ptq": "adam", "adaround": "adam"}
 # Settings a resumed run must share with the run that wrote the checkpoint.
 _RUN_KEYS = ("model", "weights", "data", "n", "eval", "holdout", "recipe", "w_bits", "a_bits",
              "per_channel", "equalize", "epochs", "steps", "batch_size", "lr", "seed",
@@ -112,9 +111,10 @@ def _add_training_arguments(parser) -> None:
                        help=f"peak learning rate, cosine decay (default: {_DEFAULT_LR['float']} "
                        f"for --start float, {_DEFAULT_LR['ptq']} from a PTQ start, which is "
                        "already close)")
-    train.add_argument("--optimizer", choices=OPTIMIZERS,
-                       help="sgd (momentum 0.9, the paper's) or adam (default: sgd for --start "
-                       "float, adam from a PTQ start: distillation gradients are small)")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
+                       help="sgd (momentum 0.9, the paper's) or adam (default: sgd; adam "
+                       "with --learn-scales and a small --lr helps 4-bit weights from a PTQ "
+                       "start, see BENCHMARKS.md 11)")
     train.add_argument("--learn-scales", action="store_true",
                        help="train each weight quantizer's scale too (learned step size, LSQ; "
                        "--start ptq or adaround)")
@@ -228,7 +228,6 @@ def _setup(args: argparse.Namespace, world: int) -> _Run:
 def _check_start(args: argparse.Namespace) -> None:
     """Fill the defaults of --start; refuse the float start's options with a PTQ start."""
     args.lr = _DEFAULT_LR[args.start] if args.lr is None else args.lr
-    args.optimizer = args.optimizer or _DEFAULT_OPTIMIZER[args.start]
     if args.start == "float":
         if args.weight_ranges != "minmax":
             raise UsageError(f"--weight-ranges {args.weight_ranges} needs --start ptq or "

@@ -87,7 +87,7 @@ def train_qat(
     ``training_state`` to continue from. ``checkpoint(state)`` is called after every
     ``checkpoint_every``-th step with that step's ``training_state``. ``optimizer``: "sgd"
     (momentum 0.9, the paper's) or "adam" (steps of about ``lr`` whatever the gradient's
-    scale: fine-tuning a PTQ model by distillation, whose gradients are small).
+    scale: 4-bit fine-tuning from a PTQ model by distillation, whose gradients are small).
     """
     _check_inputs(x, y, teacher)
     rank, world = _rank_and_world()

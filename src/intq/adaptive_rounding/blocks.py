@@ -29,6 +29,7 @@ from intq.adaptive_rounding.rounding import (
     minimize_with_annealed_regularizer,
     rectified_sigmoid,
     rectified_sigmoid_inverse,
+    rounded_weight,
 )
 from intq.fakequant import Quantizer
 from intq.fakequant.ste import param_shape
@@ -90,8 +91,7 @@ class _Variables:
     v: torch.Tensor
 
     def weight(self, h: torch.Tensor) -> torch.Tensor:
-        q = torch.clamp(self.floor + self.zero_point + h, self.qmin, self.qmax)
-        return self.scale * (q - self.zero_point)
+        return rounded_weight(self.floor, h, self.scale, self.zero_point, self.qmin, self.qmax)
 
 
 @dataclass(frozen=True)

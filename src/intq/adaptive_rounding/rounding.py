@@ -43,6 +43,7 @@ __all__ = [
     "rectified_sigmoid",
     "rectified_sigmoid_inverse",
     "reconstruction_error",
+    "rounded_weight",
     "rounding_regularizer",
 ]
 
@@ -129,10 +130,9 @@ class LayerProblem:
         self.target = apply_activation(self.preactivation, self.activation)
 
     def weight(self, h: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
-        """W̃ = s·(clamp(floor + z + h, qmin, qmax) - z), h in [0, 1] (G, O/G, K); s is the
-        problem's scale unless ``scale`` is given."""
-        q = torch.clamp(self.floor + self.zero_point + h, self.qmin, self.qmax)
-        return (self.scale if scale is None else scale) * (q - self.zero_point)
+        """W̃ (G, O/G, K) for h in [0, 1]; s is the problem's scale unless ``scale`` is given."""
+        return rounded_weight(self.floor, h, self.scale if scale is None else scale,
+                              self.zero_point, self.qmin, self.qmax)
 
     def output(self, weight: torch.Tensor, columns: torch.Tensor | slice,
                bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -181,6 +181,12 @@ class RoundingResult:
     learned_error: float
     scale: torch.Tensor
     bias: torch.Tensor | None
+
+
+def rounded_weight(floor: torch.Tensor, h: torch.Tensor, scale: torch.Tensor,
+                   zero_point: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+    """W̃ = s·(clamp(floor + z + h, qmin, qmax) - z): floor(W/s) rounded up by h in [0, 1]."""
+    return scale * (torch.clamp(floor + zero_point + h, qmin, qmax) - zero_point)
 
 
 def rectified_sigmoid(v: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,8 @@ if it reconstructs at least as well as rounding to nearest on all sampled column
 With ``bias_correction`` the layer's bias then absorbs the mean pre-activation error on the
 same columns (empirical bias correction, the inputs from the quantized model):
 ``b += mean_m(W·x_m + b_float - W̃·x̃_m - b)``.
+With ``settings.granularity == "block"`` the layers of each block learn their rounding
+together on the block's output (``blocks``), and the bias correction follows layer by layer.
 
 The graph given is never modified: the work happens on a copy, returned when every layer is
 done, so an interrupted run (Ctrl-C) leaves nothing half-rounded.
@@ -175,8 +177,9 @@ def _round_block(rounded: fx.GraphModule, block: list[fx.Node], streams: GraphSt
     layers = layers_of(rounded, block)
     report = []
     for node, layer in layers:
-        nearest = layer.weight_quantizer(getattr(layer, "float_weight", layer.layer.weight))
-        weight = learned_weight(layer, result.up[node.target]) if kept else nearest.detach()
+        with torch.no_grad():
+            nearest = layer.weight_quantizer(getattr(layer, "float_weight", layer.layer.weight))
+        weight = learned_weight(layer, result.up[node.target]) if kept else nearest
         changed = float((weight != nearest).float().mean())
         _put_on_grid(layer, weight)
         report.append(AdaRoundLayer(node.target, len(target), result.steps,

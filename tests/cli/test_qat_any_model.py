@@ -103,7 +103,9 @@ def _interrupt_at(monkeypatch, stop: int) -> None:
     monkeypatch.setattr(qat_cli, "_progress", lambda enabled: Stop())
 
 
-@pytest.mark.parametrize("start", [(), ("--start", "adaround", "--adaround-iters", "20")])
+@pytest.mark.parametrize("start", [(), ("--start", "adaround", "--adaround-iters", "20"),
+                                   ("--start", "ptq", "--optimizer", "adam", "--learn-scales",
+                                    "--lr", "0.001")])
 def test_interrupted_run_writes_nothing_and_resume_equals_uninterrupted(
         user_files, tmp_path, monkeypatch, capsys, start):
     whole, resumed = tmp_path / "whole.onnx", tmp_path / "resumed.onnx"

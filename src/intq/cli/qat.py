@@ -38,8 +38,7 @@ _RUN_KEYS = ("model", "weights", "data", "n", "eval", "holdout", "recipe", "w_bi
              "per_channel", "equalize", "epochs", "steps", "batch_size", "lr", "seed",
              "distill", "temperature", "bn_freeze", "act_ranges", "normalize", "start",
              "adaround_iters", "adaround_images", "adaround_scales", "adaround_granularity",
-             "weight_ranges",
-             "optimizer", "learn_scales")
+             "weight_ranges", "optimizer", "learn_scales")
 
 _CALIBRATION_SAMPLES = 256  # as intq quantize's default --calib-size
 _START_LABELS = {"float": "float model", "ptq": "PTQ model",

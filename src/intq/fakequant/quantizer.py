@@ -205,11 +205,10 @@ class Quantizer(nn.Module):
             raise ValueError(f"Quantizer({self.spec.describe()}): fake_quant is on but it {state}; "
                              "observe calibration data first (observe=True) or load a state_dict")
         spec = self.spec
-        gain = self._parameters.get("scale_log_gain")
-        if gain is not None:
+        if "scale_log_gain" in self._parameters:
             if clamp is not None:
                 x = F.hardtanh(x, *clamp)
-            return fake_quantize_lsq(x, self.scale * gain.exp(), self.zero_point, spec.qmin,
+            return fake_quantize_lsq(x, self.effective_scale, self.zero_point, spec.qmin,
                                      spec.qmax, spec.axis if spec.per_channel else None)
         if self._clamped_form_applies(x, grid is not None):
             if not (observed and (extremes or _rejects_nonfinite(self.observer))):

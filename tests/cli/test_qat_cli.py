@@ -57,3 +57,11 @@ def test_bad_recipe_options_are_usage_errors(argv, message, tmp_path, capsys):
 def test_output_must_be_onnx(tmp_path, capsys):
     assert intq.cli.main(["qat", "mobilenet-v1-fmnist", "-o", str(tmp_path / "x.tflite")]) == 2
     assert "must end in .onnx" in capsys.readouterr().err
+
+
+def test_crops_need_held_out_data(tmp_path, capsys):
+    argv = ["qat", "mobilenet-v1-fmnist", "--data", str(tmp_path), "--crops", "8",
+            "-o", str(tmp_path / "x.onnx")]
+    assert intq.cli.main(argv) == 2
+    assert "--crops needs --eval DATA" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

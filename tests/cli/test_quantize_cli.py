@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import save_file
 
 import intq.cli.quantize as quantize_cli
@@ -250,3 +251,20 @@ def test_broken_pipe_exits_quietly(files, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdout", ClosedPipe())
     assert main(["zoo", "--json"]) == 141
     assert capsys.readouterr().err == ""
+
+
+def test_crops_calibrate_on_random_crops_of_a_folder(tmp_path, capsys):
+    from intq.cli import main
+
+    rng = np.random.default_rng(0)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (40, 50), dtype=np.uint8)).save(photos / f"{i}.png")
+    out = tmp_path / "m.onnx"
+    argv = ["quantize", "mobilenet-v2-fmnist", "--calib", str(photos), "--crops", "12",
+            "--calib-size", "2", "--eval-size", "16", "--repeats", "1", "--json", "-o", str(out)]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["calibration"] == {"data": f"folder:{photos} (12 random crops)", "samples": 12}
+    assert out.is_file()

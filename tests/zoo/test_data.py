@@ -52,6 +52,7 @@ def test_names_and_shapes_are_listed():
         ("fashion-mnist", {"input_shape": (3, 224, 224)}, r"provides \(1, 28, 28\) inputs"),
         ("natural-images", {"split": "train"}, "unknown data split 'train'"),
         ("natural-images", {"n": 0}, ">= 1"),
+        ("natural-images", {"crops": 4}, "random crops apply to a folder of images"),
     ],
 )
 def test_bad_specs(spec, kwargs, message):

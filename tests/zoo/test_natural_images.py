@@ -3,16 +3,11 @@
 import hashlib
 from importlib import resources
 
-import numpy as np
 import pytest
 import torch
 
 from intq.errors import IntqError
-from intq.zoo.natural_images import (
-    PHOTOGRAPHS,
-    crop_params_random_resized,
-    load_natural_images,
-)
+from intq.zoo.natural_images import PHOTOGRAPHS, load_natural_images
 from intq.zoo.normalization import IMAGENET, INCEPTION
 
 _MEAN = torch.tensor(IMAGENET.mean, dtype=torch.float64).view(1, 3, 1, 1)
@@ -82,22 +77,6 @@ def test_grayscale_photographs_are_replicated_to_rgb(splits):
     gray_sources = [i for i, (_, name) in enumerate(PHOTOGRAPHS) if name == "camera.png"]
     assert gray[gray_sources[0]]  # crop i comes from photograph i % len(PHOTOGRAPHS)
     assert not gray[0]  # astronaut is in colour
-
-
-def test_crop_params_respect_area_aspect_and_bounds():
-    rng = np.random.default_rng(0)
-    for height, width in [(512, 512), (300, 451), (1411, 1411), (102, 102)]:
-        for _ in range(200):
-            top, left, h, w = crop_params_random_resized(height, width, rng)
-            assert 0 <= top and top + h <= height and 0 <= left and left + w <= width
-            assert 0.25 * 0.9 <= h * w / (height * width) <= 1.0
-            assert 3 / 4 * 0.95 <= w / h <= 4 / 3 * 1.05
-
-
-def test_crop_params_fall_back_to_a_centered_crop_on_extreme_shapes():
-    rng = np.random.default_rng(0)
-    assert crop_params_random_resized(10, 1000, rng) == (0, 493, 10, 13)
-    assert crop_params_random_resized(1000, 10, rng) == (493, 0, 13, 10)
 
 
 def test_bad_split_and_count():

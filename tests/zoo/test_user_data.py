@@ -206,3 +206,39 @@ def test_corrupt_unsupported_and_missing_files(tmp_path):
         load_user_data(tmp_path / "data.csv", input_shape=(1, 4, 4))
     with pytest.raises(IntqError, match="no such file or folder"):
         load_user_data(tmp_path / "nope.npy", input_shape=(1, 4, 4))
+
+
+def test_random_crops_cycle_over_the_images_with_their_labels(tmp_path):
+    colours = {"cat": (10, 20, 30), "dog": (200, 100, 0)}
+    for name, rgb in colours.items():
+        for i in range(2):
+            _save(tmp_path / name / f"{i}.png", _solid(40, 60, rgb))
+    data = load_user_data(tmp_path, input_shape=(3, 8, 8), crops=10)
+    # files interleaved: cat/0, dog/0, cat/1, dog/1; crop i is of file i % 4
+    assert data.y.tolist() == [0, 1, 0, 1, 0, 1, 0, 1, 0, 1]
+    assert data.x.shape == (10, 3, 8, 8) and "10 random crops" in data.name
+    for sample, label in zip(data.x, data.y.tolist(), strict=True):
+        rgb = colours[["cat", "dog"][label]]
+        expected = torch.tensor(_imagenet(rgb), dtype=torch.float64).view(3, 1, 1)
+        torch.testing.assert_close(sample.double(), expected.expand(3, 8, 8), atol=1e-6, rtol=0)
+    first_images = load_user_data(tmp_path, input_shape=(3, 8, 8), n=2, crops=4)
+    assert first_images.y.tolist() == [0, 1, 0, 1]
+
+
+def test_random_crops_are_seeded_prefix_stable_and_vary(tmp_path):
+    rng = np.random.default_rng(0)
+    _save(tmp_path / "noise.png", rng.integers(0, 256, (50, 70, 3)))
+    data = load_user_data(tmp_path, input_shape=(3, 16, 16), crops=6)
+    again = load_user_data(tmp_path, input_shape=(3, 16, 16), crops=8)
+    other_seed = load_user_data(tmp_path, input_shape=(3, 16, 16), crops=6, seed=1)
+    assert torch.equal(data.x, again.x[:6])  # crop i depends on (seed, i) only
+    assert not torch.equal(data.x, other_seed.x)
+    assert len({sample.numpy().tobytes() for sample in data.x}) == 6
+
+
+def test_random_crops_need_a_folder(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((2, 3, 4, 4), dtype=np.float32))
+    with pytest.raises(IntqError, match="random crops need a folder of images"):
+        load_user_data(tmp_path / "x.npy", input_shape=(3, 4, 4), crops=3)
+    with pytest.raises(IntqError, match="number of crops must be >= 1"):
+        load_user_data(tmp_path, input_shape=(3, 4, 4), crops=0)

@@ -216,6 +216,15 @@ def adaround_settings(args: argparse.Namespace):
                             granularity=args.adaround_granularity)
 
 
+def add_crops_argument(parser, data: str, count: str) -> None:
+    """``--crops N``: random-resized crops of a folder of images (``intq.zoo.user_data``)."""
+    parser.add_argument(
+        "--crops", type=positive_int, metavar="N",
+        help=f"take N random-resized crops (25-100%% of the area, aspect 3/4 to 4/3, flipped "
+        f"at random, seeded) in turn from the {data} folder's images instead of one center "
+        f"crop per image: many samples from a few photographs ({count} then caps the images)")
+
+
 def add_normalize_argument(parser) -> None:
     """``--normalize NAME``: the pixel normalization of images (see ``normalization``)."""
     parser.add_argument(
@@ -233,10 +242,11 @@ def normalization(args: argparse.Namespace, zoo_entry) -> Normalization | None:
 
 
 def load_dataset(spec: str, input_shape: tuple[int, int, int], split: str, n: int | None,
-                 role: str, normalization: Normalization | None = None) -> Dataset:
+                 role: str, normalization: Normalization | None = None,
+                 crops: int | None = None) -> Dataset:
     """``load_data`` for ``role`` ('calibration', 'evaluation'); at least one sample."""
     data = load_data(spec, input_shape=tuple(input_shape), split=split, n=n,
-                     normalization=normalization)
+                     normalization=normalization, crops=crops)
     if len(data) == 0:
         raise IntqError(f"the {role} data {data.name} is empty")
     return data

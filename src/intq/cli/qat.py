@@ -38,7 +38,7 @@ _RUN_KEYS = ("model", "weights", "data", "n", "eval", "holdout", "recipe", "w_bi
              "per_channel", "equalize", "epochs", "steps", "batch_size", "lr", "seed",
              "distill", "temperature", "bn_freeze", "act_ranges", "normalize", "start",
              "adaround_iters", "adaround_images", "adaround_scales", "adaround_granularity",
-             "weight_ranges", "optimizer", "learn_scales")
+             "weight_ranges", "optimizer", "learn_scales", "crops")
 
 _CALIBRATION_SAMPLES = 256  # as intq quantize's default --calib-size
 _START_LABELS = {"float": "float model", "ptq": "PTQ model",
@@ -92,6 +92,7 @@ def _add_data_arguments(parser) -> None:
                       "default: the zoo model's dataset (its training split)")
     data.add_argument("--n", type=common.positive_int, metavar="N",
                       help="use only the first N samples of DATA")
+    common.add_crops_argument(data, "--data", "--n")
     data.add_argument("--eval", metavar="DATA", help="held-out data (its evaluation split); "
                       "default: a hold-out of DATA")
     data.add_argument("--holdout", type=common.positive_int, metavar="N",
@@ -292,8 +293,11 @@ def _data(args: argparse.Namespace, zoo, input_shape) -> tuple[Dataset, Dataset]
     if spec is None:
         raise UsageError(f"give --data DATA for {args.model} (not a zoo model)")
     normalization = common.normalization(args, zoo)
+    if args.crops is not None and args.eval is None:
+        raise UsageError("--crops needs --eval DATA: crops of the training images cannot be "
+                         "held out")
     data = common.load_dataset(spec, input_shape, "calibration", args.n, "training",
-                               normalization)
+                               normalization, args.crops)
     if args.eval is None:
         return _split(data, args.holdout)
     holdout = common.load_dataset(args.eval, input_shape, "evaluation", args.holdout,

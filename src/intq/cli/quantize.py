@@ -108,6 +108,7 @@ def add_parser(subparsers) -> None:
     data.add_argument("--calib", metavar="DATA", help=f"calibration data: {common.DATA_HELP}")
     data.add_argument("--calib-size", type=common.positive_int, metavar="N",
                       help="calibration samples (default: see above)")
+    common.add_crops_argument(data, "--calib", "--calib-size")
     data.add_argument("--eval", metavar="DATA", help="held-out evaluation data (same forms)")
     data.add_argument("--eval-size", type=common.positive_int, metavar="N",
                       help="evaluation samples (default: see above)")
@@ -356,7 +357,7 @@ def _load_data(plan: _Plan, args: argparse.Namespace) -> tuple[Dataset, Dataset 
         return _split_calibration(plan, args)
     calib_n = args.calib_size or _DEFAULT_SIZES.get(plan.calib, _OTHER_SIZES)[0]
     calib = common.load_dataset(plan.calib, plan.input_shape, "calibration", calib_n,
-                                "calibration", plan.normalization)
+                                "calibration", plan.normalization, args.crops)
     if plan.evaluation is None:
         return calib, None
     eval_n = args.eval_size or _DEFAULT_SIZES.get(plan.evaluation, _OTHER_SIZES)[1]
@@ -369,7 +370,7 @@ def _split_calibration(plan: _Plan, args: argparse.Namespace) -> tuple[Dataset, 
     """Calibration samples first, the next ones (at most the evaluation size) held out; with
     too few samples for both, 80/20 unless --calib-size asked for them all."""
     data = common.load_dataset(plan.calib, plan.input_shape, "calibration", None,
-                               "calibration", plan.normalization)
+                               "calibration", plan.normalization, args.crops)
     n, calib_n = len(data), args.calib_size or _OTHER_SIZES[0]
     if n <= calib_n:
         if args.calib_size is not None or n < _MIN_SPLIT:

@@ -24,6 +24,7 @@ def load_data(
     split: str = "evaluation",
     n: int | None = None,
     normalization: Normalization | None = None,
+    crops: int | None = None,
 ) -> Dataset:
     """The data named by ``spec`` for a model taking ``input_shape`` (C, H, W) inputs.
 
@@ -33,7 +34,9 @@ def load_data(
     ``n``: at most that many samples (each loader's own default when ``None``).
     ``normalization``: how the model wants pixels normalized (natural-images and image
     folders; default ImageNet for 3 channels, Fashion-MNIST's for 1). Fashion-MNIST keeps its
-    own statistics and array files are taken as already preprocessed.
+    own statistics and array files are taken as already preprocessed. ``crops``: a folder
+    gives that many random-resized crops of its (first ``n``) images instead of one center
+    crop each (``intq.zoo.user_data``); only for folders.
     """
     if split not in SPLITS:
         raise IntqError(f"unknown data split {split!r}; use one of {', '.join(SPLITS)}")
@@ -41,13 +44,16 @@ def load_data(
         raise IntqError(f"the number of samples must be >= 1, got {n}")
     input_shape = tuple(input_shape)
     if spec in DATASETS:
+        if crops is not None:
+            raise IntqError(f"random crops apply to a folder of images, not to {spec}")
         _check_shape(spec, input_shape)
         if spec == "fashion-mnist":
             data = load_fashion_mnist(_FASHION_MNIST_SPLITS[split])
             return data if n is None else data.head(n)
         return load_natural_images(split, n, normalization or IMAGENET)
     if Path(spec).exists():
-        return load_user_data(spec, input_shape=input_shape, n=n, normalization=normalization)
+        return load_user_data(spec, input_shape=input_shape, n=n, normalization=normalization,
+                              crops=crops)
     raise IntqError(
         f"unknown data {spec!r}: not a dataset ({', '.join(DATASETS)}) "
         "and no such folder of images or .npy/.npz file"

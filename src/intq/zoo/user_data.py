@@ -7,7 +7,10 @@ expects (``intq.zoo.normalization``; by default the ImageNet statistics for 3 ch
 Fashion-MNIST ones for 1). A folder whose sub-folders hold images is labelled: class ``k`` is the
 ``k``-th sub-folder in sorted order (numerically when every name is an integer), files are
 read in name order and the classes take turns (file 0 of every class, then file 1, ...), so
-the first ``n`` samples spread evenly over the classes. A flat folder has no labels.
+the first ``n`` samples spread evenly over the classes. A flat folder has no labels. With
+``crops=K`` a folder gives K samples instead, random-resized crops (``intq.zoo.crops``) taken
+in turn from its images (sample i from image i mod the number of images, with its label),
+crop i drawn from a generator seeded with ``(seed, i)``: few photographs, many samples.
 Array files hold already preprocessed float32 NCHW inputs (``.npy``; ``.npz`` with ``x`` and
 optional integer labels ``y``) and are read without unpickling.
 """
@@ -20,6 +23,7 @@ from PIL import Image
 
 from intq.errors import IntqError
 from intq.zoo.arrays import array_names, read_array
+from intq.zoo.crops import random_resized_crop
 from intq.zoo.dataset import Dataset
 from intq.zoo.normalization import Normalization, default_normalization
 
@@ -36,15 +40,23 @@ def load_user_data(
     input_shape: tuple[int, int, int],
     n: int | None = None,
     normalization: Normalization | None = None,
+    crops: int | None = None,
+    seed: int = 0,
 ) -> Dataset:
     """A folder of images, a ``.npy`` or a ``.npz`` file, as a Dataset of ``input_shape``
-    samples; the first ``n >= 1`` samples when ``n`` is given. ``normalization`` applies to
-    images (default: ``default_normalization`` of the channel count)."""
+    samples; the first ``n >= 1`` samples when ``n`` is given (with ``crops``: of the first
+    ``n`` images, ``crops`` random crops, see the module docstring). ``normalization`` applies
+    to images (default: ``default_normalization`` of the channel count)."""
     path = Path(path)
     if n is not None and n < 1:
         raise IntqError(f"the number of samples must be >= 1, got {n}")
+    if crops is not None and crops < 1:
+        raise IntqError(f"the number of crops must be >= 1, got {crops}")
     if path.is_dir():
-        return _load_image_folder(path, input_shape, n, normalization)
+        return _load_image_folder(path, input_shape, n, normalization, (crops, seed))
+    if crops is not None:
+        raise IntqError(f"{path}: random crops need a folder of images, not a file "
+                        "(an array file is already preprocessed)")
     if path.suffix in (".npy", ".npz") and path.is_file():
         return _load_array_file(path, input_shape, n)
     if path.is_file():
@@ -53,17 +65,40 @@ def load_user_data(
 
 
 def _load_image_folder(folder: Path, input_shape: tuple[int, int, int], n: int | None,
-                       normalization: Normalization | None) -> Dataset:
-    """The images of ``folder`` (flat: no labels; class sub-folders: labels), preprocessed."""
+                       normalization: Normalization | None,
+                       crops: tuple[int | None, int]) -> Dataset:
+    """The images of ``folder`` (flat: no labels; class sub-folders: labels), preprocessed:
+    one center crop each, or ``crops = (K, seed)`` random crops in all."""
     normalization = normalization or default_normalization(input_shape[0])
     try:
         files, labels = _list_images(folder)
     except OSError as exc:  # a folder without read/execute permission
         raise IntqError(f"cannot list {exc.filename or folder}: {exc.strerror}") from None
     files, labels = files[:n], None if labels is None else labels[:n]
-    pixels = np.stack([_preprocess_image(path, input_shape) for path in files])
+    count, seed = crops
+    if count is None:
+        pixels = np.stack([_preprocess_image(path, input_shape) for path in files])
+        name = f"folder:{folder}"
+    else:
+        pixels = _random_crops(files, input_shape, count, seed)
+        labels = None if labels is None else [labels[i % len(files)] for i in range(count)]
+        name = f"folder:{folder} ({count} random crops)"
     y = None if labels is None else torch.tensor(labels, dtype=torch.int64)
-    return Dataset(f"folder:{folder}", normalization.apply(pixels), y)
+    return Dataset(name, normalization.apply(pixels), y)
+
+
+def _random_crops(files: list[Path], input_shape: tuple[int, int, int], count: int,
+                  seed: int) -> np.ndarray:
+    """uint8 (count, H, W, C): crop i of image ``files[i % len(files)]``, drawn with a
+    generator seeded ``(seed, i)``; each image is decoded once."""
+    channels, height, width = input_shape
+    pixels = np.empty((count, height, width, channels), dtype=np.uint8)
+    for j, path in enumerate(files):
+        image = _open_image(path, channels)
+        for i in range(j, count, len(files)):
+            rng = np.random.default_rng((seed, i))
+            pixels[i] = random_resized_crop(image, height, width, rng)
+    return pixels
 
 
 def _load_array_file(path: Path, input_shape: tuple[int, int, int], n: int | None) -> Dataset:
@@ -113,14 +148,19 @@ def _is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
+def _open_image(path: Path, channels: int) -> Image.Image:
+    """The decoded image in the mode of ``channels`` (L or RGB)."""
+    try:
+        with Image.open(path) as image:
+            return image.convert(_MODES[channels])
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise IntqError(f"cannot read image {path}: {exc}") from None
+
+
 def _preprocess_image(path: Path, input_shape: tuple[int, int, int]) -> np.ndarray:
     """uint8 (H, W, C): converted, resized to cover H x W (bilinear), center cropped."""
     channels, height, width = input_shape
-    try:
-        with Image.open(path) as image:
-            image = image.convert(_MODES[channels])
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise IntqError(f"cannot read image {path}: {exc}") from None
+    image = _open_image(path, channels)
     scale = max(height / image.height, width / image.width)
     box_w, box_h = width / scale, height / scale
     left, top = (image.width - box_w) / 2, (image.height - box_h) / 2

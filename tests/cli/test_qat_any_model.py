@@ -123,7 +123,8 @@ def test_interrupted_run_writes_nothing_and_resume_equals_uninterrupted(
     _states_equal(whole.with_suffix(".safetensors"), resumed.with_suffix(".safetensors"),
                   rtol=0, atol=0)
     assert whole.read_bytes() == resumed.read_bytes()
-    capsys.readouterr()
+    warned = "warning: --optimizer adam moves every weight" in capsys.readouterr().err
+    assert warned == ("adam" in start)  # 8-bit weights: Adam is flagged
 
 
 @pytest.mark.parametrize("start", ["ptq", "adaround"])

@@ -113,8 +113,9 @@ def _add_training_arguments(parser) -> None:
                        "already close)")
     train.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
                        help="sgd (momentum 0.9, the paper's) or adam (default: sgd; adam "
-                       "with --learn-scales and a small --lr helps 4-bit weights from a PTQ "
-                       "start, see BENCHMARKS.md 11)")
+                       "moves each weight by about --lr whatever its size: with --learn-scales "
+                       "and a small --lr it can help 4-bit weights from a PTQ start, and it "
+                       "wrecks 8-bit ones, see BENCHMARKS.md 11 and 14)")
     train.add_argument("--learn-scales", action="store_true",
                        help="train each weight quantizer's scale too (learned step size, LSQ; "
                        "--start ptq or adaround)")
@@ -272,6 +273,10 @@ def _recipe(args: argparse.Namespace) -> Recipe:
     if max(recipe.weight.bits, recipe.activation.bits) > 8:
         raise UsageError(f"recipe options: {recipe.weight.bits}-bit weights / "
                          f"{recipe.activation.bits}-bit activations have no ONNX form; use 2..8")
+    if args.optimizer == "adam" and recipe.weight.bits >= 8:
+        common.note(f"warning: --optimizer adam moves every weight by about --lr whatever its "
+                    f"size, which wrecked {recipe.weight.bits}-bit EfficientNets in "
+                    "BENCHMARKS.md 11 and 14; sgd is the safer choice above 4 bits")
     return recipe
 
 

@@ -12,22 +12,22 @@ import math
 import numpy as np
 from PIL import Image
 
-__all__ = ["AREA_FRACTION", "ASPECT_RATIO", "crop_params_random_resized", "random_resized_crop"]
+__all__ = ["crop_params_random_resized", "random_resized_crop"]
 
-AREA_FRACTION = (0.25, 1.0)
-ASPECT_RATIO = (3 / 4, 4 / 3)
+_AREA_FRACTION = (0.25, 1.0)
+_ASPECT_RATIO = (3 / 4, 4 / 3)
 
 
 def crop_params_random_resized(
     height: int, width: int, rng: np.random.Generator
 ) -> tuple[int, int, int, int]:
     """``(top, left, h, w)`` of a crop covering a random fraction of the area in
-    ``AREA_FRACTION`` with aspect ratio ``w/h`` log-uniform in ``ASPECT_RATIO``; 10 tries,
+    ``[0.25, 1]`` with aspect ratio ``w/h`` log-uniform in ``[3/4, 4/3]``; 10 tries,
     then the largest centered crop with an allowed aspect ratio (torchvision's algorithm)."""
     area = height * width
-    log_lo, log_hi = math.log(ASPECT_RATIO[0]), math.log(ASPECT_RATIO[1])
+    log_lo, log_hi = math.log(_ASPECT_RATIO[0]), math.log(_ASPECT_RATIO[1])
     for _ in range(10):
-        target_area = area * rng.uniform(*AREA_FRACTION)
+        target_area = area * rng.uniform(*_AREA_FRACTION)
         aspect = math.exp(rng.uniform(log_lo, log_hi))
         w = round(math.sqrt(target_area * aspect))
         h = round(math.sqrt(target_area / aspect))
@@ -40,10 +40,10 @@ def crop_params_random_resized(
 
 def _center_crop_params(height: int, width: int) -> tuple[int, int, int, int]:
     ratio = width / height
-    if ratio < ASPECT_RATIO[0]:
-        w, h = width, round(width / ASPECT_RATIO[0])
-    elif ratio > ASPECT_RATIO[1]:
-        w, h = round(height * ASPECT_RATIO[1]), height
+    if ratio < _ASPECT_RATIO[0]:
+        w, h = width, round(width / _ASPECT_RATIO[0])
+    elif ratio > _ASPECT_RATIO[1]:
+        w, h = round(height * _ASPECT_RATIO[1]), height
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w

@@ -38,7 +38,7 @@ from intq.eval import compare_logits  # noqa: E402
 from intq.ptq import quantize  # noqa: E402
 from intq.recipes import get_recipe  # noqa: E402
 from intq.zoo.crops import random_resized_crop  # noqa: E402
-from intq.zoo.natural_images import PHOTOGRAPHS, _photographs  # noqa: E402
+from intq.zoo.natural_images import PHOTOGRAPHS, photographs  # noqa: E402
 from intq.zoo.normalization import INCEPTION  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -48,7 +48,7 @@ SETTINGS = ("floor", "nearest", "adaround", "scales")
 
 def photo_crops(names: list[str], n: int, seed: int) -> torch.Tensor:
     """``n`` 224x224 crops, crop i of photograph ``names[i % len(names)]``, Inception-normalized."""
-    photos = dict(zip((name for _, name in PHOTOGRAPHS), _photographs(), strict=True))
+    photos = dict(zip((name for _, name in PHOTOGRAPHS), photographs(), strict=True))
     rng = np.random.default_rng(seed)
     pixels = np.stack([random_resized_crop(photos[names[i % len(names)]], 224, 224, rng)
                        for i in range(n)])

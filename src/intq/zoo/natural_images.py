@@ -25,6 +25,7 @@ __all__ = [
     "NATURAL_IMAGE_SPLITS",
     "PHOTOGRAPHS",
     "load_natural_images",
+    "photographs",
 ]
 
 NATURAL_IMAGES_SHAPE = (3, 224, 224)
@@ -69,7 +70,7 @@ def load_natural_images(
     if n < 1:
         raise IntqError(f"natural-images: the number of samples must be >= 1, got {n}")
     rng = np.random.default_rng(seed)
-    photos = _photographs()
+    photos = photographs()
     height, width = NATURAL_IMAGES_SHAPE[1:]
     pixels = np.stack([random_resized_crop(photos[i % len(photos)], height, width, rng)
                        for i in range(n)])
@@ -77,8 +78,9 @@ def load_natural_images(
 
 
 @functools.lru_cache(maxsize=1)
-def _photographs() -> tuple[Image.Image, ...]:
-    """The decoded photographs as RGB images (grayscale ones replicated to 3 channels)."""
+def photographs() -> tuple[Image.Image, ...]:
+    """The decoded photographs of ``PHOTOGRAPHS``, in its order, as RGB images (grayscale ones
+    replicated to 3 channels); decoded once per process."""
     return tuple(_open_rgb(package, name) for package, name in PHOTOGRAPHS)
 
 

@@ -119,6 +119,13 @@ def test_kl_divergence_by_hand():
     assert doubled == pytest.approx(expected, rel=1e-12)
 
 
+def test_kl_divergence_is_never_negative_when_softmaxes_match():
+    torch.manual_seed(19)
+    reference = torch.randn(8, 10)
+    # the same softmax: the unclamped float64 sum is -5.7e-20 here
+    assert 0.0 <= mean_kl_divergence(reference, reference - 0.5) < 1e-15
+
+
 def test_kl_divergence_matches_python_and_is_not_symmetric():
     ref_rows, cand_rows = _random_logits(rows=10, seed=5), _random_logits(rows=10, seed=6)
 

@@ -86,11 +86,12 @@ def logit_sqnr_db(reference: torch.Tensor, candidate: torch.Tensor) -> float:
 
 def mean_kl_divergence(reference: torch.Tensor, candidate: torch.Tensor) -> float:
     """Mean over samples of ``KL(p || q) = Σ_k p_k (log p_k - log q_k)`` (nats), with
-    ``p = softmax(reference)`` and ``q = softmax(candidate)``."""
+    ``p = softmax(reference)`` and ``q = softmax(candidate)``; each sample's KL is clamped
+    at 0 (rounding can leave about -1e-17 where p = q, printed as -0.0000)."""
     _check_pair(reference, candidate)
     log_p = torch.log_softmax(reference.double(), dim=1)
     log_q = torch.log_softmax(candidate.double(), dim=1)
-    return (log_p.exp() * (log_p - log_q)).sum(dim=1).mean().item()
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1).clamp_min(0.0).mean().item()
 
 
 def mean_max_softmax(logits: torch.Tensor) -> float:

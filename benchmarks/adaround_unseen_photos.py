@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from adaround_efficientnet import load_efficientnet_lite1  # noqa: E402
+from adaround_efficientnet import _batched, load_efficientnet_lite1  # noqa: E402
 
 from intq.adaptive_rounding import AdaRoundSettings, adaround  # noqa: E402
 from intq.eval import compare_logits  # noqa: E402
@@ -54,10 +54,6 @@ def photo_crops(names: list[str], n: int, seed: int) -> torch.Tensor:
                        for i in range(n)])
     return INCEPTION.apply(pixels)
 
-
-def _logits(model, x: torch.Tensor, batch: int = 32) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([model(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
 def _quantize(model, calib: torch.Tensor, setting: str, iterations: int):
@@ -85,14 +81,14 @@ def main() -> None:
     model = load_efficientnet_lite1()
     seen = [name for _, name in PHOTOGRAPHS if name not in HELD_OUT]
     calib, evalx = photo_crops(seen, args.calib, 1), photo_crops(list(HELD_OUT), args.eval, 2)
-    reference = _logits(model, evalx)
+    reference = _batched(model, evalx)
     path = RESULTS / f"{args.name}.json"
     rows = json.loads(path.read_text())["rows"] if path.exists() else []
     for setting in args.settings.split(","):
         start = time.perf_counter()
         qgm = _quantize(model, calib, setting, args.iterations)
         seconds = time.perf_counter() - start
-        c = compare_logits(reference, _logits(qgm.eval(), evalx))
+        c = compare_logits(reference, _batched(qgm.eval(), evalx))
         rows.append({"setting": setting, "calibration_crops": args.calib,
                      "evaluation_crops": args.eval, "iterations": args.iterations,
                      "top1_agreement": c.top1_agreement, "top5_agreement": c.top5_agreement,

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from adaround_efficientnet import load_efficientnet_lite1  # noqa: E402
+from adaround_efficientnet import _batched, load_efficientnet_lite1  # noqa: E402
 
 from intq.eval import compare_logits  # noqa: E402
 from intq.ptq import quantize  # noqa: E402
@@ -39,14 +39,10 @@ RESULTS = Path(__file__).parent / "results"
 CALIBRATION = 64
 
 
-def _logits(model, x: torch.Tensor, batch: int = 32) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([model(x[i : i + batch]) for i in range(0, len(x), batch)])
-
 
 def _row(optimizer: str, lr: float, step: int, reference, qgm, evalx, seconds: float) -> dict:
     """The held-out comparison of ``qgm`` (evaluated in eval mode, left in training mode)."""
-    c = compare_logits(reference, _logits(qgm.eval(), evalx))
+    c = compare_logits(reference, _batched(qgm.eval(), evalx))
     qgm.train()
     row = {"optimizer": optimizer, "lr": lr, "step": step, "top1_agreement": c.top1_agreement,
            "sqnr_db": c.sqnr_db, "kl": c.kl_divergence, "seconds": seconds}
@@ -58,7 +54,7 @@ def run(args) -> list[dict]:
     model = load_efficientnet_lite1().requires_grad_(False)
     train = load_natural_images("calibration", args.train, INCEPTION).x
     evalx = load_natural_images("evaluation", args.eval, INCEPTION).x
-    reference = _logits(model, evalx)
+    reference = _batched(model, evalx)
     recipe = get_recipe("sym-per-channel-16")
     recipe = dataclasses.replace(recipe, weight=dataclasses.replace(recipe.weight,
                                                                     observer="mse"))

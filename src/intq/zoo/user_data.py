@@ -53,7 +53,7 @@ def load_user_data(
     if crops is not None and crops < 1:
         raise IntqError(f"the number of crops must be >= 1, got {crops}")
     if path.is_dir():
-        return _load_image_folder(path, input_shape, n, normalization, (crops, seed))
+        return _load_image_folder(path, input_shape, n, normalization, crops, seed)
     if crops is not None:
         raise IntqError(f"{path}: random crops need a folder of images, not a file "
                         "(an array file is already preprocessed)")
@@ -65,24 +65,23 @@ def load_user_data(
 
 
 def _load_image_folder(folder: Path, input_shape: tuple[int, int, int], n: int | None,
-                       normalization: Normalization | None,
-                       crops: tuple[int | None, int]) -> Dataset:
+                       normalization: Normalization | None, crops: int | None,
+                       seed: int) -> Dataset:
     """The images of ``folder`` (flat: no labels; class sub-folders: labels), preprocessed:
-    one center crop each, or ``crops = (K, seed)`` random crops in all."""
+    one center crop each, or ``crops`` random crops in all."""
     normalization = normalization or default_normalization(input_shape[0])
     try:
         files, labels = _list_images(folder)
     except OSError as exc:  # a folder without read/execute permission
         raise IntqError(f"cannot list {exc.filename or folder}: {exc.strerror}") from None
     files, labels = files[:n], None if labels is None else labels[:n]
-    count, seed = crops
-    if count is None:
+    if crops is None:
         pixels = np.stack([_preprocess_image(path, input_shape) for path in files])
         name = f"folder:{folder}"
     else:
-        pixels = _random_crops(files, input_shape, count, seed)
-        labels = None if labels is None else [labels[i % len(files)] for i in range(count)]
-        name = f"folder:{folder} ({count} random crops)"
+        pixels = _random_crops(files, input_shape, crops, seed)
+        labels = None if labels is None else [labels[i % len(files)] for i in range(crops)]
+        name = f"folder:{folder} ({crops} random crops)"
     y = None if labels is None else torch.tensor(labels, dtype=torch.int64)
     return Dataset(name, normalization.apply(pixels), y)
 
